@@ -1,0 +1,121 @@
+"""Decoded events -> FastChat's worker output: cumulative text, finish reason, usage (pure).
+
+FastChat's API server and web UI compute each delta as `text[len(previous):]`, so the visible text
+may only grow. Stop strings are honoured here (containers cap how many they accept): text that could be
+the start of a stop string is held back until it is known not to be one, and text from a stop string on
+is never shown. Special tokens (`special: true`) are not shown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from contract.decoder import StreamEvent
+
+# Container finish reasons (TGI, LMI, OpenAI, vLLM) -> FastChat's "stop" / "length".
+_FINISH_REASONS = {
+    "length": "length",
+    "max_tokens": "length",
+    "model_length": "length",
+    "eos_token": "stop",
+    "eos": "stop",
+    "stop_sequence": "stop",
+    "stop": "stop",
+    "end_turn": "stop",
+}
+
+
+def fastchat_finish_reason(reason: str | None) -> str:
+    """Map a container's finish reason; an unknown or missing one ends as "stop"."""
+    return _FINISH_REASONS.get((reason or "").lower(), "stop")
+
+
+@dataclass
+class OutputAssembler:
+    """Per-request state turning events into FastChat chunks (one instance per stream)."""
+
+    stop: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    text: str = ""  # everything received (not shown past a stop string)
+    visible: str = ""  # what has been shown so far
+    finish_reason: str | None = None
+    completion_tokens: int = 0
+    reported_tokens: int | None = None
+    generated_text: str | None = None
+    container_finish: str | None = None  # what the container said; applied when the stream ends
+
+    @property
+    def stopped(self) -> bool:
+        """A stop string was reached: no further events matter (close the stream)."""
+        return self.finish_reason is not None
+
+    def push(self, event: StreamEvent) -> dict[str, Any] | None:
+        """Take one event; return a chunk when the visible text grew, else None."""
+        if self.stopped:
+            return None
+        if event.generated_tokens is not None:
+            self.reported_tokens = event.generated_tokens
+        if event.generated_text is not None:
+            self.generated_text = event.generated_text
+        if event.text is not None:
+            self.completion_tokens += 1
+            if not event.special:
+                self.text += event.text
+        if event.finish_reason is not None:
+            self.container_finish = fastchat_finish_reason(event.finish_reason)
+        return self._advance(final=False)
+
+    def finish(self) -> dict[str, Any]:
+        """The last chunk, after the stream ended: held-back text is released, finish_reason set."""
+        if not self.stopped:
+            if not self.text and self.generated_text:
+                self.text = self.generated_text  # containers that only report the full text at the end
+            self._advance(final=True)
+            self.finish_reason = self.container_finish or "stop"
+        return self.chunk()
+
+    def chunk(self) -> dict[str, Any]:
+        completion = self.reported_tokens if self.reported_tokens is not None else self.completion_tokens
+        return {
+            "text": self.visible,
+            "error_code": 0,
+            "usage": {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": self.prompt_tokens + completion,
+            },
+            "finish_reason": self.finish_reason,
+        }
+
+    def _advance(self, final: bool) -> dict[str, Any] | None:
+        text = self.text
+        cut = len(text)
+        if self.stop:
+            # Only the tail can hold a new match: search from where the last visible text could overlap.
+            start = max(0, len(self.visible) - max(map(len, self.stop)))
+            for s in self.stop:
+                i = text.find(s, start)
+                if i != -1 and i < cut:
+                    cut = i
+            if cut < len(text):
+                self.text = text[:cut]
+                self.finish_reason = "stop"
+                self.visible = self.text
+                return self.chunk()
+            if not final:
+                cut -= self._partial_stop_length(text)
+        if cut > len(self.visible):
+            self.visible = text[:cut]
+            return self.chunk()
+        return None
+
+    def _partial_stop_length(self, text: str) -> int:
+        """Length of the longest tail of `text` that is a proper prefix of a stop string."""
+        longest = 0
+        for s in self.stop:
+            for n in range(min(len(s) - 1, len(text)), longest, -1):
+                if text.endswith(s[:n]):
+                    longest = n
+                    break
+        return longest

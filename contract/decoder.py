@@ -1,0 +1,172 @@
+"""Incremental stream decoding: PayloadPart bytes in, mapped events out (pure, no I/O).
+
+SageMaker cuts a response stream into PayloadParts anywhere: half a line, many lines, mid-JSON, even
+inside a multi-byte UTF-8 character. The decoder buffers bytes, decodes only complete lines, and:
+- accepts `\\n` and `\\r\\n`; skips blank lines and SSE `event:`/`id:`/`retry:` fields and `:` comments;
+- applies the spec's `response.regex_sub` (TGI: `^data:`), then parses JSON; a line holding several JSON
+  values back to back (the `Extra data` class of bugs) yields one event per value;
+- ends the stream at OpenAI's `[DONE]` sentinel, or with an error event when a line carries an error object
+  (TGI's `{"error": ..., "error_type": ...}`, OpenAI's `{"error": {...}}`, vLLM's `{"object": "error"}`);
+- flushes a last line that has no trailing newline when the stream closes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from contract.jsonpaths import MISSING
+from contract.spec import ModelSpec
+
+_SSE_FIELDS = ("event:", "id:", "retry:")
+_MAX_LINE_IN_ERROR = 200
+_decoder = json.JSONDecoder()
+
+
+class StreamDecodeError(ValueError):
+    """A line that cannot be decoded; the message names the model and the (truncated) line."""
+
+
+@dataclass(slots=True)
+class StreamEvent:
+    """One decoded line, mapped to canonical fields; `error` set means the stream ended in error."""
+
+    text: str | None = None
+    finish_reason: str | None = None
+    generated_text: str | None = None
+    generated_tokens: int | None = None
+    special: bool = False
+    id: Any = None
+    seed: Any = None
+    logprobs: Any = None
+    error: str | None = None
+
+
+def _truncate(line: str) -> str:
+    return line if len(line) <= _MAX_LINE_IN_ERROR else line[:_MAX_LINE_IN_ERROR] + "..."
+
+
+def error_message(obj: Any) -> str | None:
+    """The error a parsed line carries, or None for a normal line."""
+    if not isinstance(obj, dict):
+        return None
+    err = obj.get("error")
+    if err is not None and err is not False:
+        if isinstance(err, dict):
+            msg = err.get("message") or json.dumps(err)
+            kind = err.get("type") or err.get("code")
+        else:
+            msg, kind = str(err), obj.get("error_type")
+        return f"{msg} ({kind})" if kind else str(msg)
+    if obj.get("object") == "error":
+        return str(obj.get("message") or json.dumps(obj))
+    return None
+
+
+class StreamDecoder:
+    """Decodes one response stream. Create one per request: it holds that stream's buffer."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.model = spec.name
+        self._regex = spec.regex_sub
+        self._fields = tuple(spec.response_mapping.items())
+        self._buffer = b""
+        self.done = False
+
+    def feed(self, data: bytes) -> list[StreamEvent]:
+        """Decode every complete line in `data` (plus what was buffered); keep the incomplete tail."""
+        if self.done:
+            return []
+        self._buffer += data
+        if b"\n" not in data:
+            return []
+        *lines, self._buffer = self._buffer.split(b"\n")
+        events: list[StreamEvent] = []
+        for raw in lines:
+            self._decode_line(raw, events)
+            if self.done:
+                break
+        return events
+
+    def decode(self, parts: Iterable[bytes]) -> Iterator[StreamEvent]:
+        """Every event of a whole stream of parts, including the flush at its end."""
+        for part in parts:
+            yield from self.feed(part)
+            if self.done:
+                return
+        yield from self.close()
+
+    def close(self) -> list[StreamEvent]:
+        """End of stream: decode a last line that had no newline."""
+        events: list[StreamEvent] = []
+        if not self.done and self._buffer.strip():
+            self._decode_line(self._buffer, events)
+        self._buffer = b""
+        self.done = True
+        return events
+
+    def _decode_line(self, raw: bytes, events: list[StreamEvent]) -> None:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise StreamDecodeError(f"{self.model}: a streamed line is not UTF-8 ({exc.reason})") from None
+        if not line or line.isspace() or line[0] == ":" or line.startswith(_SSE_FIELDS):
+            return
+        text = (self._regex.sub("", line) if self._regex is not None else line).strip()
+        if not text:
+            return
+        if text == "[DONE]":
+            self.done = True
+            return
+        for obj in self._parse_values(text, line):
+            event = self._map(obj)
+            events.append(event)
+            if event.error is not None:
+                self.done = True
+                return
+
+    def _parse_values(self, text: str, line: str) -> list[Any]:
+        try:
+            return [json.loads(text)]
+        except json.JSONDecodeError as exc:
+            if exc.msg != "Extra data":
+                raise StreamDecodeError(
+                    f"{self.model}: a streamed line is not JSON ({exc.msg}): {_truncate(line)!r}"
+                ) from None
+        values: list[Any] = []  # several JSON values on one line
+        pos = 0
+        while pos < len(text):
+            try:
+                value, pos = _decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as exc:
+                raise StreamDecodeError(
+                    f"{self.model}: a streamed line is not JSON ({exc.msg}): {_truncate(line)!r}"
+                ) from None
+            values.append(value)
+            while pos < len(text) and text[pos] in " \t,":
+                pos += 1
+        return values
+
+    def _map(self, obj: Any) -> StreamEvent:
+        event = StreamEvent()
+        message = error_message(obj)
+        if message is not None:
+            event.error = message
+            return event
+        for name, path in self._fields:
+            value = path.find(obj)
+            if value is MISSING or value is None:
+                continue
+            if name == "text":
+                event.text = value if isinstance(value, str) else str(value)
+            elif name == "special":
+                event.special = bool(value)
+            elif name == "generated_tokens":
+                event.generated_tokens = value if isinstance(value, int) else None
+            elif name in ("finish_reason", "generated_text"):
+                setattr(event, name, str(value))
+            elif name in ("id", "seed", "logprobs"):
+                setattr(event, name, value)
+        return event

@@ -1,0 +1,130 @@
+"""JSONPath expressions compiled once per spec.
+
+Plain paths (`$.a.b[0].c`) are turned into a tuple of steps: reading them is a few dict lookups (~0.1 us)
+instead of jsonpath-ng's find (~3 us), and only plain paths can be *written* into a request body.
+Other expressions (filters, wildcards, slices) are read with jsonpath-ng and are refused for writing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from jsonpath_ng import jsonpath
+from jsonpath_ng.parser import parse as _parse_jsonpath
+
+Step = str | int
+_MISSING = object()
+
+
+class PathSyntaxError(ValueError):
+    """The text is not a JSONPath expression."""
+
+
+def _steps_of(node: Any) -> list[Step] | None:
+    """The plain steps of a parsed expression, or None when it is not a plain path."""
+    if isinstance(node, jsonpath.Root | jsonpath.This):
+        return []
+    if isinstance(node, jsonpath.Child):
+        left, right = _steps_of(node.left), _steps_of(node.right)
+        return None if left is None or right is None else left + right
+    if isinstance(node, jsonpath.Fields):
+        if len(node.fields) != 1 or node.fields[0] == "*":
+            return None
+        return [node.fields[0]]
+    if isinstance(node, jsonpath.Index):
+        indices: tuple[Any, ...] = getattr(node, "indices", None) or (getattr(node, "index", None),)  # < 1.7
+        return [int(indices[0])] if len(indices) == 1 and isinstance(indices[0], int) else None
+    return None
+
+
+@dataclass(frozen=True)
+class JsonPath:
+    """A compiled JSONPath: `steps` is set for plain paths, which are also writable."""
+
+    source: str
+    steps: tuple[Step, ...] | None
+    _expr: Any = field(repr=False, compare=False)
+
+    @classmethod
+    def compile(cls, source: str) -> JsonPath:
+        try:
+            expr = _parse_jsonpath(source)
+        except Exception as exc:  # jsonpath-ng raises bare Exception subclasses of several kinds
+            raise PathSyntaxError(f"{source!r} is not a JSONPath expression ({exc})") from None
+        steps = _steps_of(expr)
+        return cls(source, tuple(steps) if steps is not None else None, expr)
+
+    @property
+    def writable(self) -> bool:
+        return self.steps is not None and len(self.steps) > 0
+
+    def find(self, doc: Any) -> Any:
+        """The first value the path selects in `doc`, or MISSING."""
+        if self.steps is None:
+            matches = self._expr.find(doc)
+            return matches[0].value if matches else MISSING
+        node = doc
+        for step in self.steps:
+            if isinstance(step, str):
+                if not isinstance(node, dict) or step not in node:
+                    return MISSING
+                node = node[step]
+            else:
+                if not isinstance(node, list) or not -len(node) <= step < len(node):
+                    return MISSING
+                node = node[step]
+        return node
+
+
+MISSING: Any = _MISSING
+
+
+def write_problem(path: JsonPath, doc: Any) -> str | None:
+    """Why `path` cannot be written into `doc` (None when it can). Missing object keys may be created."""
+    if not path.writable:
+        return "only plain paths of fields and indexes (like $.parameters.stop) can be written into a request"
+    assert path.steps is not None
+    node = doc
+    for depth, step in enumerate(path.steps):
+        last = depth == len(path.steps) - 1
+        if isinstance(step, str):
+            if not isinstance(node, dict):
+                return f"step {step!r} needs an object but the defaults hold {type(node).__name__} there"
+            if step not in node:
+                return None  # the rest is created on write
+            node = node[step]
+        else:
+            if not isinstance(node, list):
+                return f"index [{step}] needs an array but the defaults hold {type(node).__name__} there"
+            if not -len(node) <= step < len(node):
+                return f"index [{step}] is outside the defaults' array of {len(node)} item(s)"
+            node = node[step]
+        if last:
+            return None
+    return None
+
+
+def set_at(doc: Any, steps: tuple[Step, ...], value: Any) -> None:
+    """Write `value` at a plain path, creating missing objects (validated beforehand by write_problem)."""
+    node = doc
+    for step in steps[:-1]:
+        if isinstance(step, str) and step not in node:
+            node[step] = {}
+        node = node[step]
+    node[steps[-1]] = value
+
+
+def delete_at(doc: Any, steps: tuple[Step, ...]) -> None:
+    """Remove the key a plain path names (an array item is set to None instead, to keep positions)."""
+    node = doc
+    for step in steps[:-1]:
+        if isinstance(step, str) and (not isinstance(node, dict) or step not in node):
+            return
+        node = node[step]
+    last = steps[-1]
+    if isinstance(last, str):
+        if isinstance(node, dict):
+            node.pop(last, None)
+    elif isinstance(node, list) and -len(node) <= last < len(node):
+        node[last] = None

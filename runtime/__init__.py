@@ -1,0 +1,1 @@
+"""The worker side: model-set sources -> adapters -> one FastChat worker serving the whole set."""

@@ -1,0 +1,134 @@
+"""`sagemaker-fastchat`: the one console command (shared/DESIGN.md "Command line").
+
+Exit codes: 0 success; 1 refused input (one line per problem: model, dotted field, why); 2 usage error;
+3 AWS (or the local emulation) cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from contract.errors import SpecError
+from sagemaker_fastchat import config_tools
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise config_tools.InputError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False))
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    report = config_tools.validate_items(config_tools.load_items(_read(args.file), args.file))
+    if args.json:
+        _print_json(report.as_json())
+    else:
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        for warning in report.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if report.ok:
+            print(f"valid: {len(report.models)} model(s): {', '.join(report.models)}")
+    return EXIT_OK if report.ok else EXIT_REFUSED
+
+
+def cmd_config_request(args: argparse.Namespace) -> int:
+    item = config_tools.pick_item(config_tools.load_items(_read(args.file), args.file), args.model, args.file)
+    spec = config_tools.spec_of(item)
+    print(
+        json.dumps(
+            config_tools.request_body(spec, config_tools.parse_set(args.set)), indent=2, ensure_ascii=False
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_config_decode(args: argparse.Namespace) -> int:
+    item = config_tools.pick_item(config_tools.load_items(_read(args.file), args.file), args.model, args.file)
+    spec = config_tools.spec_of(item)
+    if args.stream in (None, "-"):
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            data = Path(args.stream).read_bytes()
+        except OSError as exc:
+            raise config_tools.InputError(f"{args.stream}: cannot read ({exc.strerror})") from None
+    failed = False
+    for line in config_tools.decode_stream(spec, data, args.part_size, args.stop):
+        failed = failed or "error" in line.get("final", {})
+        _print_json(line)
+    return EXIT_REFUSED if failed else EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sagemaker-fastchat", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    config = sub.add_parser("config", help="offline checks of model configs (no AWS needed)")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    validate = config_sub.add_parser("validate", help="validate an item, a list of items or a registry dump")
+    validate.add_argument("file")
+    validate.add_argument("--json", action="store_true", help="print the report as JSON")
+    validate.set_defaults(handler=cmd_config_validate)
+
+    request = config_sub.add_parser("request", help="print the request body a chat would send")
+    request.add_argument("file")
+    request.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a FastChat parameter (VALUE parsed as JSON when it parses, else a string)",
+    )
+    request.add_argument("--model", help="the model to use when FILE holds several")
+    request.set_defaults(handler=cmd_config_request)
+
+    decode = config_sub.add_parser("decode", help="decode captured raw payload bytes with a config")
+    decode.add_argument("file")
+    decode.add_argument(
+        "stream", nargs="?", help="raw payload bytes (PayloadParts concatenated); default stdin"
+    )
+    decode.add_argument("--part-size", type=int, default=0, help="feed the bytes in N-byte parts")
+    decode.add_argument("--stop", action="append", help="a stop string to honour (repeatable)")
+    decode.add_argument("--model", help="the model to use when FILE holds several")
+    decode.set_defaults(handler=cmd_config_decode)
+
+    for register in _EXTRA_COMMANDS:
+        register(sub)
+    return parser
+
+
+# Other command groups (models, up, traces) register themselves here to keep this module small.
+_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except config_tools.InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except SpecError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_REFUSED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Offline operator tools behind `sagemaker-fastchat config ...` (pure: files in, text out)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from contract.assembler import OutputAssembler
+from contract.decoder import StreamDecoder
+from contract.dynamo import untype_item
+from contract.errors import Problem, SpecError
+from contract.registry import ActiveListError, parse_active_list
+from contract.request import build_request, normalize_stop
+from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
+
+
+class InputError(ValueError):
+    """The file given to a config command cannot be used (one clear line)."""
+
+
+def load_items(text: str, source: str = "input") -> list[dict[str, Any]]:
+    """Registry items from JSON: one item, a list of items, or a scan dump (`{"Items": [...]}`)."""
+    try:
+        doc = json.loads(text, strict=False)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("Items"), list):
+        doc = doc["Items"]
+    items = doc if isinstance(doc, list) else [doc]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise InputError(
+            f"{source}: expected a registry item, a list of items or a scan dump ({{'Items': [...]}})"
+        )
+    return [untype_item(i) for i in items]
+
+
+def pick_item(items: list[dict[str, Any]], model: str | None, source: str = "input") -> dict[str, Any]:
+    models = [i for i in items if i.get("model_name") != ALL_MODELS_KEY]
+    if model is not None:
+        found = [i for i in models if i.get("model_name") == model]
+        if not found:
+            names = ", ".join(repr(i.get("model_name")) for i in models)
+            raise InputError(f"{source}: no model named {model!r} (found: {names})")
+        return found[0]
+    if len(models) != 1:
+        raise InputError(f"{source}: holds {len(models)} models; choose one with --model NAME")
+    return models[0]
+
+
+def spec_of(item: dict[str, Any]) -> ModelSpec:
+    return parse_model_item(item)
+
+
+@dataclass
+class ValidationReport:
+    models: list[str] = field(default_factory=list)  # valid model names
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "valid": self.ok,
+            "models": self.models,
+            "problems": [asdict(p) for p in self.problems],
+            "warnings": self.warnings,
+        }
+
+
+def validate_items(items: list[dict[str, Any]]) -> ValidationReport:
+    """Validate every model item; when an `all-models` item is present, apply the registry rules too."""
+    report = ValidationReport()
+    by_name: dict[str, dict[str, Any]] = {}
+    all_models = None
+    for item in items:
+        if item.get("model_name") == ALL_MODELS_KEY:
+            all_models = item
+            continue
+        try:
+            report.models.append(parse_model_item(item).name)
+        except SpecError as exc:
+            report.problems.extend(exc.problems)
+        if isinstance(item.get("model_name"), str):
+            by_name[item["model_name"]] = item
+    if all_models is not None:
+        try:
+            active = parse_active_list(all_models)
+        except ActiveListError as exc:
+            report.problems.append(Problem(ALL_MODELS_KEY, "model_names", str(exc)))
+        else:
+            report.warnings.extend(active.warnings)
+            for name in active.names:
+                if name not in by_name:
+                    report.problems.append(
+                        Problem(
+                            name,
+                            f"{ALL_MODELS_KEY}.model_names",
+                            "is listed but the file has no item with this model_name",
+                        )
+                    )
+            report.warnings.extend(
+                f"{n}: not listed in {ALL_MODELS_KEY} (inactive)" for n in by_name if n not in active.names
+            )
+    return report
+
+
+def parse_set(values: list[str]) -> dict[str, Any]:
+    """`--set key=value`: the value is JSON when it parses as JSON, else a plain string."""
+    params: dict[str, Any] = {}
+    for value in values:
+        key, sep, raw = value.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects key=value, got {value!r}")
+        try:
+            params[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            params[key] = raw
+    return params
+
+
+DEFAULT_PROMPT = "Hello!"
+
+
+def request_body(spec: ModelSpec, sets: dict[str, Any]) -> dict[str, Any]:
+    return build_request(spec, {"prompt": DEFAULT_PROMPT, **sets})
+
+
+def decode_stream(spec: ModelSpec, data: bytes, part_size: int, stop: Any = None) -> Iterator[dict[str, Any]]:
+    """One dict per decoded event, then {"final": ...} with the text FastChat would show."""
+    decoder = StreamDecoder(spec)
+    assembler = OutputAssembler(stop=normalize_stop(stop))
+    size = part_size if part_size > 0 else max(len(data), 1)
+    parts = [data[i : i + size] for i in range(0, len(data), size)]
+    for event in decoder.decode(parts):
+        yield _event_dict(event)
+        if event.error:
+            yield {"final": {"error": event.error, "text": assembler.visible}}
+            return
+        assembler.push(event)
+    yield {"final": assembler.finish()}
+
+
+def _event_dict(event: Any) -> dict[str, Any]:
+    return {k: v for k, v in asdict(event).items() if v is not None and v is not False}

@@ -1,0 +1,176 @@
+"""The stand-in's HTTP side: SageMaker runtime routes served with Starlette.
+
+Endpoints: demo endpoints are any name `demo-<format>` or `demo-<format>-<suffix>` (format: tgi, openai,
+lmi), so operators can add demo models freely; `--forward NAME=URL` relays an endpoint to a local model
+server (TGI `/generate_stream` or an OpenAI-compatible `/v1/chat/completions`), streaming its bytes as
+PayloadParts. Any other name gets the error AWS returns for an endpoint that does not exist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from sagemaker_fastchat.standin import demo
+from sagemaker_fastchat.standin.eventstream import corrupt, payload_part, stream_error
+
+EVENTSTREAM = "application/vnd.amazon.eventstream"
+_DEMO_NAME = re.compile(r"^demo-(tgi|openai|lmi)(-[A-Za-z0-9-]+)?$")
+ACCOUNT = "123456789012"
+
+
+@dataclass
+class StandinConfig:
+    token_rate: float = 0.0  # tokens per second per stream; 0 = as fast as possible
+    part_size: int = 0  # 0: one PayloadPart per line; N: re-cut the byte stream into N-byte parts
+    forwards: dict[str, str] = field(default_factory=dict)
+    requests_served: int = 0
+
+
+def _aws_error(status: int, code: str, message: str) -> Response:
+    return JSONResponse(
+        {"message": message},
+        status_code=status,
+        headers={
+            "x-amzn-ErrorType": f"{code}:http://internal.amazon.com/coral/com.amazon.sagemaker/",
+            "x-amzn-RequestId": str(uuid.uuid4()),
+        },
+    )
+
+
+def _not_found(name: str) -> Response:
+    return _aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+
+
+def _recut(lines: list[bytes], part_size: int) -> list[bytes]:
+    if part_size <= 0:
+        return lines
+    data = b"".join(lines)
+    return [data[i : i + part_size] for i in range(0, len(data), part_size)]
+
+
+def create_app(config: StandinConfig | None = None) -> Starlette:
+    cfg = config or StandinConfig()
+
+    async def demo_frames(fmt: str, name: str, body: dict[str, object]) -> AsyncIterator[bytes]:
+        p = demo.plan(fmt, name, body)
+        rate = p.rate if p.rate is not None else cfg.token_rate
+        if p.ttft:
+            await asyncio.sleep(p.ttft)
+        lines = demo.render_lines(fmt, name, p)
+        for i, part in enumerate(_recut(lines, cfg.part_size)):
+            if p.fail_after is not None and i >= p.fail_after:
+                yield stream_error(p.fail_kind, f"Demo {p.fail_kind} after {i} parts", "ModelError")
+                return
+            frame = payload_part(part)
+            if p.corrupt_after is not None and i >= p.corrupt_after:
+                yield corrupt(frame)
+                return
+            yield frame
+            if rate > 0:
+                await asyncio.sleep(1.0 / rate)
+            elif i % 16 == 15:
+                await asyncio.sleep(0)  # let other streams run when streaming flat out
+
+    async def forward_frames(url: str, body: bytes) -> AsyncIterator[bytes]:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=5)) as client:
+            try:
+                async with client.stream(
+                    "POST", url, content=body, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    if resp.status_code >= 400:
+                        text = (await resp.aread()).decode(errors="replace")[:500]
+                        yield stream_error(
+                            "ModelStreamError",
+                            f"Received client error ({resp.status_code}) from model: {text}",
+                            "ModelError",
+                        )
+                        return
+                    async for chunk in resp.aiter_raw():
+                        yield payload_part(chunk)
+            except httpx.HTTPError as exc:
+                yield stream_error("InternalStreamFailure", f"forwarding to {url} failed: {exc}")
+
+    async def invoke_stream(request: Request) -> Response:
+        name = request.path_params["name"]
+        raw = await request.body()
+        cfg.requests_served += 1
+        if name in cfg.forwards:
+            return StreamingResponse(
+                forward_frames(cfg.forwards[name], raw),
+                media_type=EVENTSTREAM,
+                headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
+            )
+        match = _DEMO_NAME.match(name)
+        if not match:
+            return _not_found(name)
+        try:
+            body = json.loads(raw)
+        except json.JSONDecodeError:
+            return _aws_error(424, "ModelError", "Received client error (422) from primary: body is not JSON")
+        return StreamingResponse(
+            demo_frames(match.group(1), name, body),
+            media_type=EVENTSTREAM,
+            headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
+        )
+
+    async def invoke(request: Request) -> Response:
+        name = request.path_params["name"]
+        match = _DEMO_NAME.match(name)
+        cfg.requests_served += 1
+        if not match:
+            return _not_found(name)
+        body = json.loads(await request.body())
+        fmt = match.group(1)
+        return JSONResponse(demo.full_response(fmt, name, demo.plan(fmt, name, body)))
+
+    async def health(_: Request) -> Response:
+        return JSONResponse({"ok": True, "requests_served": cfg.requests_served})
+
+    return Starlette(
+        routes=[
+            Route("/endpoints/{name}/invocations-response-stream", invoke_stream, methods=["POST"]),
+            Route("/endpoints/{name}/invocations", invoke, methods=["POST"]),
+            Route("/ping", health, methods=["GET"]),
+        ]
+    )
+
+
+def parse_forward(values: list[str]) -> dict[str, str]:
+    forwards: dict[str, str] = {}
+    for value in values:
+        name, sep, url = value.partition("=")
+        if not sep or not name or not url.startswith(("http://", "https://")):
+            raise argparse.ArgumentTypeError(
+                f"--forward expects ENDPOINT=http://host:port/path, got {value!r}"
+            )
+        forwards[name] = url
+    return forwards
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="SageMaker runtime stand-in (demo endpoints, forwarding)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--token-rate", type=float, default=0.0, help="tokens/s per stream (0: unlimited)")
+    parser.add_argument("--part-size", type=int, default=0, help="re-cut payload bytes into N-byte parts")
+    parser.add_argument("--forward", action="append", default=[], metavar="ENDPOINT=URL")
+    args = parser.parse_args(argv)
+    config = StandinConfig(args.token_rate, args.part_size, parse_forward(args.forward))
+    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
+
+
+if __name__ == "__main__":
+    main()
