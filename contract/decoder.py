@@ -17,7 +17,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from contract.jsonpaths import MISSING
 from contract.spec import ModelSpec
 
 _SSE_FIELDS = ("event:", "id:", "retry:")
@@ -71,7 +70,7 @@ class StreamDecoder:
     def __init__(self, spec: ModelSpec) -> None:
         self.model = spec.name
         self._regex = spec.regex_sub
-        self._fields = tuple(spec.response_mapping.items())
+        self._reader = spec.response_reader
         self._buffer = b""
         self.done = False
 
@@ -150,23 +149,25 @@ class StreamDecoder:
         return values
 
     def _map(self, obj: Any) -> StreamEvent:
+        if type(obj) is dict and ("error" in obj or "object" in obj):
+            message = error_message(obj)
+            if message is not None:
+                return StreamEvent(error=message)
+        found = self._reader.read(obj)
         event = StreamEvent()
-        message = error_message(obj)
-        if message is not None:
-            event.error = message
-            return event
-        for name, path in self._fields:
-            value = path.find(obj)
-            if value is MISSING or value is None:
-                continue
-            if name == "text":
-                event.text = value if isinstance(value, str) else str(value)
-            elif name == "special":
-                event.special = bool(value)
-            elif name == "generated_tokens":
-                event.generated_tokens = value if isinstance(value, int) else None
-            elif name in ("finish_reason", "generated_text"):
-                setattr(event, name, str(value))
-            elif name in ("id", "seed", "logprobs"):
-                setattr(event, name, value)
+        if "text" in found:
+            text = found["text"]
+            event.text = text if type(text) is str else str(text)
+        if "special" in found:
+            event.special = bool(found["special"])
+        if "finish_reason" in found:
+            event.finish_reason = str(found["finish_reason"])
+        if "generated_text" in found:
+            event.generated_text = str(found["generated_text"])
+        tokens = found.get("generated_tokens")
+        if type(tokens) is int:
+            event.generated_tokens = tokens
+        event.id = found.get("id")
+        event.seed = found.get("seed")
+        event.logprobs = found.get("logprobs")
         return event

@@ -128,3 +128,60 @@ def delete_at(doc: Any, steps: tuple[Step, ...]) -> None:
             node.pop(last, None)
     elif isinstance(node, list) and -len(node) <= last < len(node):
         node[last] = None
+
+
+class MultiReader:
+    """Reads many paths from one document in a single walk (compiled once per spec).
+
+    Plain paths are merged into a tree keyed by their steps, so shared parents are looked up once and a
+    missing or null parent skips every path below it: this keeps decoding a streamed line within a small
+    multiple of `json.loads`. Other expressions are read with jsonpath-ng.
+    """
+
+    def __init__(self, paths: dict[str, JsonPath]) -> None:
+        self._tree: dict[Step, Any] = {}
+        self._other: list[tuple[str, JsonPath]] = []
+        for name, path in paths.items():
+            if not path.steps:
+                self._other.append((name, path))
+                continue
+            node = self._tree
+            for step in path.steps[:-1]:
+                child = node.setdefault(step, {})
+                if isinstance(child, str):  # a path that is also a parent: read it the slow way
+                    self._other.append((name, path))
+                    break
+                node = child
+            else:
+                if path.steps[-1] in node:
+                    self._other.append((name, path))
+                else:
+                    node[path.steps[-1]] = name
+
+    def read(self, doc: Any) -> dict[str, Any]:
+        """Field name -> value for every path that finds a non-null value."""
+        out: dict[str, Any] = {}
+        _walk(self._tree, doc, out)
+        for name, path in self._other:
+            value = path.find(doc)
+            if value is not MISSING and value is not None:
+                out[name] = value
+        return out
+
+
+def _walk(tree: dict[Step, Any], node: Any, out: dict[str, Any]) -> None:
+    for step, sub in tree.items():
+        if type(step) is str:
+            if type(node) is not dict:
+                return
+            value = node.get(step)
+        elif type(node) is list and type(step) is int and -len(node) <= step < len(node):
+            value = node[step]
+        else:
+            continue
+        if value is None:
+            continue
+        if type(sub) is str:
+            out[sub] = value
+        else:
+            _walk(sub, value, out)

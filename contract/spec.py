@@ -14,11 +14,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from contract.dynamo import untype_item
 from contract.errors import Problem, SpecError, describe_model
-from contract.jsonpaths import JsonPath, PathSyntaxError, write_problem
+from contract.jsonpaths import JsonPath, MultiReader, PathSyntaxError, write_problem
 
 ALL_MODELS_KEY = "all-models"
 MAX_MODEL_NAME = 64
@@ -99,6 +100,11 @@ class ModelSpec:
     conv_template: str | None = None
     context_length: int | None = None
     description: str | None = None
+
+    @cached_property
+    def response_reader(self) -> MultiReader:
+        """All response paths compiled into one reader (built once per spec, shared by its streams)."""
+        return MultiReader(dict(self.response_mapping))
 
     def fresh_defaults(self) -> dict[str, Any]:
         """A private deep copy of the request defaults, safe to fill in for one request."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from contract.decoder import StreamDecodeError
 from contract.errors import SpecError
 from sagemaker_fastchat import config_tools
 
@@ -127,6 +128,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return EXIT_REFUSED
+    except StreamDecodeError as exc:
+        print(exc, file=sys.stderr)
         return EXIT_REFUSED
 
 

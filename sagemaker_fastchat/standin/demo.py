@@ -8,6 +8,7 @@ Test hooks, written anywhere in the prompt (documented in the README; they only 
 `[[tokens:N]]` reply length, `[[rate:R]]` tokens per second, `[[ttft:S]]` seconds before the first token,
 `[[fail-after:N]]` ModelStreamError after N tokens, `[[internal-failure-after:N]]` InternalStreamFailure,
 `[[corrupt-after:N]]` a frame with a bad CRC, `[[error-line]]` the container streams an error object,
+`[[throttle]]` a ThrottlingException,
 `[[html]]` a reply holding HTML and markdown (for XSS checks), `[[say:TEXT]]` reply with TEXT exactly.
 """
 

@@ -116,6 +116,8 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         match = _DEMO_NAME.match(name)
         if not match:
             return _not_found(name)
+        if b"[[throttle]]" in raw:
+            return _aws_error(429, "ThrottlingException", "Rate exceeded (demo [[throttle]] hook)")
         try:
             body = json.loads(raw)
         except json.JSONDecodeError:

@@ -1,0 +1,26 @@
+"""Fixtures shared by every layer of tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+# Never talk to real AWS from tests, whatever the machine's environment holds.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+os.environ.pop("AWS_PROFILE", None)
+# moto's in-process DynamoDB Streams need this (botocore otherwise targets account-id endpoints).
+os.environ["AWS_ACCOUNT_ID_ENDPOINT_MODE"] = "disabled"
+
+
+@pytest.fixture(scope="session")
+def standin_url() -> Iterator[str]:
+    """The SageMaker runtime stand-in, served for the whole session (demo endpoints, no token-rate limit)."""
+    from sagemaker_fastchat.standin.server import StandinConfig, create_app
+    from tests.helpers import serve_in_thread
+
+    with serve_in_thread(create_app(StandinConfig())) as url:
+        yield url

@@ -1,0 +1,48 @@
+"""Test helpers shared across layers: example items, free ports, servers in threads."""
+
+from __future__ import annotations
+
+import copy
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+import uvicorn
+
+EXAMPLES = ("tgi", "openai-sse", "lmi-jsonlines")
+
+
+def example_item(name: str) -> dict[str, Any]:
+    """A fresh copy of a shipped example config (sagemaker_fastchat/examples/NAME.json)."""
+    text = resources.files("sagemaker_fastchat.examples").joinpath(f"{name}.json").read_text()
+    return copy.deepcopy(json.loads(text))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
+    """Run an ASGI app with uvicorn in a daemon thread; yields its base URL."""
+    port = port or free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,150 @@
+"""The adapter through boto3 and botocore's real event-stream parser, against the SageMaker stand-in."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from contract.spec import parse_model_item
+from runtime.adapter import SageMakerAdapter, sagemaker_client_config
+from sagemaker_fastchat.standin.server import StandinConfig, create_app
+from tests.helpers import example_item, serve_in_thread
+
+FORMATS = {"tgi": "tgi", "openai": "openai-sse", "lmi": "lmi-jsonlines"}
+
+
+def client(url: str, config: Config | None = None) -> Any:
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        config=config or sagemaker_client_config(64),
+    )
+
+
+def adapter(
+    url: str, fmt: str, endpoint: str | None = None, config: Config | None = None
+) -> SageMakerAdapter:
+    item = example_item(FORMATS[fmt])
+    if endpoint:
+        item["endpoint_name"] = endpoint
+    return SageMakerAdapter(parse_model_item(item), client(url, config))
+
+
+def chunks(a: SageMakerAdapter, prompt: str, **params: Any) -> list[dict[str, Any]]:
+    return list(a.generate_stream({"prompt": prompt, "temperature": 0.7, "max_new_tokens": 100, **params}))
+
+
+@pytest.fixture(scope="module")
+def recut_url() -> Iterator[str]:
+    """A stand-in that re-cuts the byte stream into 7-byte PayloadParts (lines split anywhere)."""
+    with serve_in_thread(create_app(StandinConfig(part_size=7))) as url:
+        yield url
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_streams_each_container_format(standin_url: str, fmt: str) -> None:
+    """Each format streams cumulative text that ends with the full reply and a finish reason."""
+    out = chunks(adapter(standin_url, fmt), "[[say:Hello there, wörld 😀!]]")
+    texts = [c["text"] for c in out]
+    assert texts[-1] == "Hello there, wörld 😀!"
+    assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
+    assert out[-1]["finish_reason"] == "stop"
+    assert out[-1]["error_code"] == 0
+    assert len(out) >= 3
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_parts_cut_mid_line(recut_url: str, fmt: str) -> None:
+    """PayloadParts of 7 bytes (half lines, split characters) decode to the same text."""
+    assert (
+        chunks(adapter(recut_url, fmt), "[[say:Grüße aus dem Stand-in]]")[-1]["text"]
+        == "Grüße aus dem Stand-in"
+    )
+
+
+def test_length_finish(standin_url: str) -> None:
+    """max_new_tokens reached -> finish_reason length."""
+    out = chunks(adapter(standin_url, "tgi"), "[[tokens:50]]", max_new_tokens=5)
+    assert out[-1]["finish_reason"] == "length"
+    assert out[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_stop_string_cuts_and_closes(standin_url: str) -> None:
+    """A stop string beyond the container's limit is honoured by the worker."""
+    stops = ["zz1", "zz2", "zz3", "zz4", "three"]
+    out = chunks(adapter(standin_url, "openai"), "[[say:one two three four]]", stop=stops)
+    assert out[-1]["text"] == "one two "
+    assert out[-1]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize(
+    ("prompt", "words"),
+    [
+        ("[[tokens:20]] [[fail-after:3]]", "ModelStreamError"),
+        ("[[tokens:20]] [[internal-failure-after:3]]", "InternalStreamFailure"),
+        ("[[tokens:2]] [[error-line]]", "streamed an error: Input validation error"),
+        ("[[corrupt-after:2]]", "Checksum"),
+        ("[[throttle]]", "throttling"),
+    ],
+)
+def test_failures_become_error_chunks(standin_url: str, prompt: str, words: str) -> None:
+    """Mid-stream errors, corrupt frames and throttling end in one clear FastChat error chunk."""
+    out = chunks(adapter(standin_url, "tgi"), prompt)
+    last = out[-1]
+    assert last["error_code"] != 0
+    assert words in last["text"]
+    assert "demo-tgi" in last["text"]
+    assert all(c["error_code"] == 0 for c in out[:-1])
+
+
+def test_mid_stream_error_after_text_was_delivered(standin_url: str) -> None:
+    """Text streamed before a ModelStreamError was delivered first."""
+    out = chunks(adapter(standin_url, "lmi"), "[[tokens:20]] [[fail-after:4]]")
+    assert len(out) >= 3
+    assert out[-2]["text"].startswith("Demo model demo-lmi")
+
+
+def test_missing_endpoint(standin_url: str) -> None:
+    """An endpoint that does not exist is reported as such (the error AWS returns)."""
+    out = chunks(adapter(standin_url, "tgi", endpoint="no-such-endpoint"), "hi")
+    assert len(out) == 1
+    assert "does not exist" in out[0]["text"]
+
+
+def test_timeout(standin_url: str) -> None:
+    """A read timeout is an error chunk, not a hung worker."""
+    config = Config(read_timeout=0.5, connect_timeout=1, retries={"total_max_attempts": 1})
+    out = chunks(adapter(standin_url, "tgi", config=config), "[[ttft:3]]")
+    assert "timed out" in out[-1]["text"]
+
+
+def test_unreachable_endpoint_url() -> None:
+    """Nothing listening: a clear error, never an exception."""
+    config = Config(connect_timeout=0.5, retries={"total_max_attempts": 1})
+    out = chunks(adapter("http://127.0.0.1:9", "tgi", config=config), "hi")
+    assert out[-1]["error_code"] != 0
+
+
+def test_one_adapter_shared_by_concurrent_requests(standin_url: str) -> None:
+    """No per-request state on the shared adapter: 24 concurrent streams each get their own text."""
+    a = adapter(standin_url, "tgi")
+
+    def one(i: int) -> str:
+        return str(chunks(a, f"[[say:reply number {i} here]]")[-1]["text"])
+
+    with ThreadPoolExecutor(24) as pool:
+        results = list(pool.map(one, range(24)))
+    assert results == [f"reply number {i} here" for i in range(24)]
+
+
+def test_generate_non_streaming(standin_url: str) -> None:
+    """worker_generate returns the last chunk."""
+    out = adapter(standin_url, "lmi").generate({"prompt": "[[say:just this]]"})
+    assert out["text"] == "just this"

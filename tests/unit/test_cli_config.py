@@ -1,0 +1,150 @@
+"""`sagemaker-fastchat config validate|request|decode`: outputs and exit codes, run as users run them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sagemaker_fastchat.standin import demo
+from tests.helpers import example_item
+
+EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "sagemaker_fastchat" / "examples"
+
+
+def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sagemaker_fastchat.cli", *args],
+        input=stdin.decode() if stdin is not None else None,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def write(tmp_path: Path, name: str, value: Any) -> str:
+    path = tmp_path / name
+    path.write_text(value if isinstance(value, str) else json.dumps(value))
+    return str(path)
+
+
+@pytest.mark.parametrize("example", ["tgi.json", "openai-sse.json", "lmi-jsonlines.json"])
+def test_validate_shipped_examples(example: str) -> None:
+    """The shipped examples are valid (exit 0)."""
+    result = cli("config", "validate", str(EXAMPLES_DIR / example))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("valid: 1 model(s)")
+
+
+def test_validate_refuses_with_one_line_per_problem(tmp_path: Path) -> None:
+    """Exit 1 and one line per problem naming model and dotted field."""
+    item = example_item("tgi")
+    del item["endpoint_req_config"]["request"]["mapping"]["prompt"]
+    item["endpoint_name"] = "bad name"
+    result = cli("config", "validate", write(tmp_path, "bad.json", item))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert "demo-tgi: endpoint_name: 'bad name' is not a SageMaker endpoint name" in lines[0]
+    assert lines[1].startswith("demo-tgi: endpoint_req_config.request.mapping.prompt: is missing")
+
+
+def test_validate_registry_dump_with_json_output(tmp_path: Path) -> None:
+    """A scan dump (typed items) is checked with the all-models rules; --json prints the report."""
+    dump = {
+        "Items": [
+            {"model_name": {"S": "all-models"}, "model_names": {"S": "demo-tgi, ghost, demo-tgi"}},
+            {k: {"S": v if isinstance(v, str) else json.dumps(v)} for k, v in example_item("tgi").items()},
+        ]
+    }
+    result = cli("config", "validate", "--json", write(tmp_path, "dump.json", dump))
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["valid"] is False
+    assert report["models"] == ["demo-tgi"]
+    assert report["problems"] == [
+        {
+            "model": "ghost",
+            "field": "all-models.model_names",
+            "reason": "is listed but the file has no item with this model_name",
+        }
+    ]
+    assert any("more than once" in w for w in report["warnings"])
+
+
+def test_validate_unreadable_files(tmp_path: Path) -> None:
+    """A missing file or non-JSON is one clear line, exit 1."""
+    assert cli("config", "validate", str(tmp_path / "nope.json")).returncode == 1
+    result = cli("config", "validate", write(tmp_path, "x.json", "{oops"))
+    assert result.returncode == 1
+    assert "not JSON" in result.stderr
+
+
+def test_usage_error_exit_2() -> None:
+    """Usage errors exit 2."""
+    assert cli("config").returncode == 2
+    assert cli("config", "request").returncode == 2
+
+
+def test_request_with_sets() -> None:
+    """--set values are JSON when they parse, else strings; the body follows the request rules."""
+    result = cli(
+        "config",
+        "request",
+        str(EXAMPLES_DIR / "tgi.json"),
+        "--set",
+        "prompt=Tell me a joke",
+        "--set",
+        "temperature=0",
+        "--set",
+        "stop=END",
+    )
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["inputs"] == "Tell me a joke"
+    assert body["parameters"]["stop"] == ["END"]
+    assert body["parameters"]["do_sample"] is False
+    assert "temperature" not in body["parameters"]
+
+
+def test_request_needs_model_when_several(tmp_path: Path) -> None:
+    """A file with several items needs --model, and an unknown --model is named."""
+    path = write(tmp_path, "two.json", [example_item("tgi"), example_item("lmi-jsonlines")])
+    assert "--model" in cli("config", "request", path).stderr
+    assert cli("config", "request", path, "--model", "demo-lmi").returncode == 0
+    assert "no model named 'x'" in cli("config", "request", path, "--model", "x").stderr
+
+
+def test_decode_from_stdin_in_small_parts() -> None:
+    """Raw payload bytes decode to one JSON line per event and a final line with the full text."""
+    p = demo.plan("tgi", "demo-tgi", {"inputs": "[[say:Hi there]]"})
+    raw = b"".join(demo.render_lines("tgi", "demo-tgi", p))
+    result = cli("config", "decode", str(EXAMPLES_DIR / "tgi.json"), "--part-size", "3", stdin=raw)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["text"] for e in lines[:-1]] == ["Hi", " there"]
+    assert lines[-1]["final"]["text"] == "Hi there"
+    assert lines[-1]["final"]["finish_reason"] == "stop"
+
+
+def test_decode_file_with_error_line(tmp_path: Path) -> None:
+    """A stream that carries an error object ends with an error line and exit 1."""
+    path = write(
+        tmp_path, "s.raw", 'data:{"token":{"text":"a"}}\ndata:{"error":"boom","error_type":"generation"}\n'
+    )
+    result = cli("config", "decode", str(EXAMPLES_DIR / "tgi.json"), path)
+    assert result.returncode == 1
+    assert json.loads(result.stdout.splitlines()[-1]) == {
+        "final": {"error": "boom (generation)", "text": "a"}
+    }
+
+
+def test_decode_not_json_line(tmp_path: Path) -> None:
+    """A line that is not JSON is reported with the model's name, exit 1."""
+    path = write(tmp_path, "s.raw", "data:<html>\n")
+    result = cli("config", "decode", str(EXAMPLES_DIR / "tgi.json"), path)
+    assert result.returncode == 1
+    assert "demo-tgi: a streamed line is not JSON" in result.stderr
