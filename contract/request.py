@@ -19,8 +19,8 @@ What a field sends when the chat request does not set it (documented in README "
 
 Sampling rules follow what the config maps. Where `do_sample` is mapped (TGI, LMI), temperature ~0
 means greedy: `do_sample: false` and temperature, top_p, top_k and typical_p are removed (TGI rejects
-temperature 0 and top_p 1.0); a positive temperature sets `do_sample: true`. Where it is not mapped (OpenAI-style), the
-temperature is sent as given, 0 included.
+temperature 0 and top_p 1.0); a positive temperature sets `do_sample: true`. Where it is not mapped
+(OpenAI-style), the temperature is sent as given, 0 included.
 """
 
 from __future__ import annotations
