@@ -8,6 +8,7 @@ Other expressions (filters, wildcards, slices) are read with jsonpath-ng and are
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from jsonpath_ng import jsonpath
@@ -48,6 +49,11 @@ class JsonPath:
 
     @classmethod
     def compile(cls, source: str) -> JsonPath:
+        """Compile (cached: jsonpath-ng's parser costs ~170 us a path, and most models share paths)."""
+        return _compile_cached(source)
+
+    @classmethod
+    def _compile(cls, source: str) -> JsonPath:
         try:
             expr = _parse_jsonpath(source)
         except Exception as exc:  # jsonpath-ng raises bare Exception subclasses of several kinds
@@ -78,6 +84,11 @@ class JsonPath:
 
 
 MISSING: Any = _MISSING
+
+
+@lru_cache(maxsize=4096)
+def _compile_cached(source: str) -> JsonPath:
+    return JsonPath._compile(source)
 
 
 def write_problem(path: JsonPath, doc: Any) -> str | None:

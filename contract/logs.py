@@ -1,0 +1,64 @@
+"""structlog configuration shared by every process (Lambda, worker, CLI, local stack).
+
+One JSON object per line with timestamp, level and event, plus `trace_id` when a trace is active;
+human-readable console output when stderr is a terminal. Standard-library logging (FastChat, uvicorn,
+botocore) is routed through the same processors. Our code never logs prompt or completion text.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import structlog
+
+# Set by the tracing module: returns the active trace id or None. Kept as a hook so this module
+# does not depend on the X-Ray SDK.
+trace_id_provider: Callable[[], str | None] = lambda: None  # noqa: E731
+
+
+def _add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    trace_id = trace_id_provider()
+    if trace_id and "trace_id" not in event:
+        event["trace_id"] = trace_id
+    return event
+
+
+def configure_logging(level: str | None = None, json_output: bool | None = None) -> None:
+    """Configure structlog and the standard library's root logger (idempotent)."""
+    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
+    if json_output is None:
+        json_output = os.environ.get("LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_trace_id,
+    ]
+    renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("botocore", "urllib3", "httpx", "aws_xray_sdk"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,1 @@
+"""The sync side: DynamoDB Stream -> validated model-set snapshot -> SSM Parameter Store."""

@@ -1,0 +1,95 @@
+"""The sync Lambda: a DynamoDB Stream batch in, a validated model set published to SSM.
+
+It does not trust the batch's deltas: records are only a trigger. Each invocation reads the whole table
+(consistent, paginated), evaluates it with the shared contract and publishes. Duplicated, reordered or
+replayed records therefore converge to the same published state. Failures report the batch's first
+record as failed (ReportBatchItemFailures), so Lambda retries and the retry converges.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from typing import Any
+
+import boto3
+import structlog
+
+from contract.logs import configure_logging
+from contract.registry import ActiveListError, evaluate_registry
+from sync.publisher import PublishResult, StaleManifestError, publish
+from sync.registry_reader import scan_registry
+from sync.settings import SyncSettings
+from sync.ssm_store import SsmStore
+
+log = structlog.get_logger("sync")
+MAX_ATTEMPTS = 3
+
+
+class SyncHandler:
+    """Holds the clients across invocations (Lambda reuses the process)."""
+
+    def __init__(self, dynamodb: Any, ssm: Any, settings: SyncSettings) -> None:
+        self.dynamodb = dynamodb
+        self.store = SsmStore(ssm, settings.ssm_prefix)
+        self.settings = settings
+        self.attempts = 0  # attempts the last sync needed (1 unless another publisher raced it)
+
+    def sync(self) -> PublishResult | None:
+        """Read the table and publish; None when `all-models` gives no decision (nothing published).
+
+        If another publisher moves the manifest meanwhile, the table is read again and the set rebuilt,
+        so a stale view of the table is never published over a newer one."""
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            items = scan_registry(self.dynamodb, self.settings.table_name)
+            try:
+                state = evaluate_registry(items)
+            except ActiveListError as exc:
+                log.error("model_set_not_published", reason=str(exc), table=self.settings.table_name)
+                return None
+            try:
+                result = publish(state, self.store)
+            except StaleManifestError as exc:
+                log.warning("model_set_rebuild", reason=str(exc), attempt=attempt)
+                continue
+            self._log(result)
+            self.attempts = attempt
+            return result
+        raise StaleManifestError(f"the manifest kept moving during {MAX_ATTEMPTS} attempts")
+
+    def _log(self, result: PublishResult) -> None:
+        fields = asdict(result)
+        if result.published:
+            log.info("model_set_published", **fields)
+        else:
+            log.info("model_set_unchanged", **fields)
+        for name, reason in result.rejected.items():
+            log.warning("model_rejected", model=name, reason=reason, version=result.version)
+
+    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+        records = event.get("Records") or []
+        try:
+            self.sync()
+        except Exception:
+            log.exception("sync_failed", records=len(records))
+            if not records:
+                raise
+            first = records[0].get("dynamodb", {}).get("SequenceNumber")
+            return {"batchItemFailures": [{"itemIdentifier": first}]}
+        return {"batchItemFailures": []}
+
+
+_handler: SyncHandler | None = None
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point (clients created once per process)."""
+    global _handler  # noqa: PLW0603 - one handler per Lambda process, reused across invocations
+    if _handler is None:
+        configure_logging()
+        _handler = SyncHandler(boto3.client("dynamodb"), boto3.client("ssm"), SyncSettings.from_env())
+    return _handler(event, context)
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    configure_logging()

@@ -1,0 +1,418 @@
+"""The sync Lambda on moto: real DynamoDB stream records in, SSM state asserted."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from contract.snapshot import encode_model_name, manifest_name
+from sync.handler import SyncHandler
+from sync.publisher import prune, publish, specs_at
+from sync.settings import SyncSettings
+from sync.ssm_store import SsmStore
+from sync.stream_consumer import StreamConsumer
+from tests.helpers import example_item
+
+TABLE = "sagemaker-fastchat-models"
+PREFIX = "/sagemaker-fastchat"
+
+
+class Registry:
+    """A moto DynamoDB table with a stream, SSM, the real handler, and the stream consumer feeding it."""
+
+    def __init__(self) -> None:
+        self.ddb = boto3.client("dynamodb", region_name="us-east-1")
+        self.streams = boto3.client("dynamodbstreams", region_name="us-east-1")
+        self.ssm = boto3.client("ssm", region_name="us-east-1")
+        self.ddb.create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "model_name", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "model_name", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        self.settings = SyncSettings(TABLE, PREFIX)
+        self.handler = SyncHandler(self.ddb, self.ssm, self.settings)
+        self.consumer = StreamConsumer(self.ddb, self.streams, TABLE, self.handler)
+        self.reader = SsmStore(self.ssm, PREFIX)
+
+    def put_model(self, name: str, example: str = "tgi", **changes: Any) -> None:
+        item = {**example_item(example), "model_name": name, **changes}
+        typed = {
+            k: {"S": v if isinstance(v, str) else json.dumps(v)}
+            for k, v in item.items()
+            if k != "context_length"
+        }
+        self.ddb.put_item(TableName=TABLE, Item=typed)
+
+    def put_raw(self, item: dict[str, Any]) -> None:
+        self.ddb.put_item(TableName=TABLE, Item=item)
+
+    def set_active(self, names: str) -> None:
+        self.put_raw({"model_name": {"S": "all-models"}, "model_names": {"S": names}})
+
+    def delete(self, name: str) -> None:
+        self.ddb.delete_item(TableName=TABLE, Key={"model_name": {"S": name}})
+
+    def deliver(self) -> int:
+        """Hand the real stream records moto produced to the handler, as the event source mapping would."""
+        return self.consumer.poll_once()
+
+    def manifest(self) -> Any:
+        return self.reader.load_manifest()
+
+    def version(self) -> int | None:
+        return self.reader.manifest_version()
+
+    def param_version(self, name: str) -> int:
+        got = self.reader.get(f"{PREFIX}/models/{encode_model_name(name)}")
+        assert got is not None
+        return got[1]
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every record currently in the stream (for replay tests)."""
+        arn = self.consumer.stream_arn()
+        out = []
+        for shard in self.streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+            it = self.streams.get_shard_iterator(
+                StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+            )["ShardIterator"]
+            out.extend(self.streams.get_records(ShardIterator=it, Limit=1000)["Records"])
+        return [{**r, "eventSourceARN": arn} for r in out]
+
+
+@pytest.fixture
+def reg() -> Iterator[Registry]:
+    with mock_aws():
+        yield Registry()
+
+
+def test_publish_put_and_manifest_shape(reg: Registry) -> None:
+    """Two valid models listed -> one parameter each, then a manifest in display order."""
+    reg.put_model("Llama 2 (70B)")
+    reg.put_model("lmi", "lmi-jsonlines")
+    reg.set_active("lmi, Llama 2 (70B)")
+    assert reg.deliver() == 3
+    published = reg.manifest()
+    assert published.version == 1
+    assert published.manifest.names == ("lmi", "Llama 2 (70B)")
+    entry = published.manifest.entry("Llama 2 (70B)")
+    assert entry.parameter == "models/Llama_202_20_2870B_29"
+    spec = reg.reader.load_spec(entry.parameter, entry.version, entry.hash, entry.name)
+    assert spec.endpoint_name == "demo-tgi"
+    assert published.manifest.rejected == {}
+
+
+def test_unchanged_set_writes_nothing(reg: Registry) -> None:
+    """Re-writing identical items, or replaying, makes no new version and no SSM write."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    writes = reg.handler.store.writes
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    assert reg.version() == 1
+    assert reg.handler.store.writes == writes
+
+
+def test_update_rewrites_only_the_changed_model(reg: Registry) -> None:
+    """Changing one model writes its parameter and the manifest; the others keep their versions."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    reg.deliver()
+    b_version = reg.param_version("b")
+    writes = reg.handler.store.writes
+    reg.put_model("a", endpoint_name="demo-tgi-2")
+    reg.deliver()
+    assert reg.handler.store.writes - writes == 2
+    assert reg.param_version("b") == b_version
+    assert reg.param_version("a") == 2
+    assert reg.version() == 2
+
+
+def test_invalid_update_keeps_last_good_spec_live(reg: Registry) -> None:
+    """An invalid write is rejected with the reason; the model's previous spec stays in the set."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    reg.deliver()
+    before = reg.manifest().manifest.entry("a")
+    reg.put_raw(
+        {
+            "model_name": {"S": "a"},
+            "endpoint_name": {"S": "demo-tgi"},
+            "endpoint_req_config": {"S": "{broken"},
+        }
+    )
+    reg.deliver()
+    after = reg.manifest()
+    assert after.version == 2  # a rejection alone publishes a new version operators can see
+    assert after.manifest.entry("a") == before
+    assert "a: endpoint_req_config: is not valid JSON" in after.manifest.rejected["a"]
+    assert after.manifest.names == ("a", "b")
+
+
+def test_invalid_new_model_is_not_served(reg: Registry) -> None:
+    """A new model that never validated is only listed as rejected."""
+    reg.put_model("a")
+    reg.put_model("new", endpoint_name="bad name")
+    reg.set_active("a,new")
+    reg.deliver()
+    manifest = reg.manifest().manifest
+    assert manifest.names == ("a",)
+    assert "endpoint_name" in manifest.rejected["new"]
+
+
+def test_fixing_a_rejected_model_clears_the_rejection(reg: Registry) -> None:
+    """Writing a valid item again publishes it and removes the rejection."""
+    reg.put_model("a", endpoint_name="bad name")
+    reg.set_active("a")
+    reg.deliver()
+    assert "a" in reg.manifest().manifest.rejected
+    reg.put_model("a")
+    reg.deliver()
+    manifest = reg.manifest().manifest
+    assert manifest.names == ("a",)
+    assert manifest.rejected == {}
+
+
+def test_unlisting_removes_but_keeps_the_parameter(reg: Registry) -> None:
+    """Removing a model from all-models drops it from the set; its parameter stays for rollback."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    reg.deliver()
+    reg.set_active("b")
+    reg.delete("a")
+    reg.deliver()
+    assert reg.manifest().manifest.names == ("b",)
+    assert reg.param_version("a") == 1
+
+
+def test_deleted_item_still_listed_is_rejected_and_kept(reg: Registry) -> None:
+    """Deleting an item without unlisting it is a rejection: the last good spec stays live."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.delete("a")
+    reg.deliver()
+    manifest = reg.manifest().manifest
+    assert manifest.names == ("a",)
+    assert "no item" in manifest.rejected["a"]
+
+
+def test_missing_all_models_publishes_nothing(reg: Registry) -> None:
+    """Without the all-models item nothing is published, and the batch is not failed (nothing to retry)."""
+    reg.put_model("a")
+    reg.deliver()
+    assert reg.version() is None
+    reg.set_active("a")
+    reg.deliver()
+    reg.delete("all-models")
+    reg.deliver()
+    assert reg.version() == 1
+    assert reg.manifest().manifest.names == ("a",)
+
+
+def test_unreadable_all_models_publishes_nothing(reg: Registry) -> None:
+    """A model_names that is not a string leaves the live set alone."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.put_raw({"model_name": {"S": "all-models"}, "model_names": {"N": "5"}})
+    reg.deliver()
+    assert reg.version() == 1
+
+
+def test_empty_list_publishes_an_empty_set(reg: Registry) -> None:
+    """An explicitly empty model_names removes the last model on purpose."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.set_active("")
+    reg.deliver()
+    published = reg.manifest()
+    assert published.version == 2
+    assert published.manifest.names == ()
+
+
+def test_duplicates_are_warned_in_the_manifest(reg: Registry) -> None:
+    """A repeated name counts once and the warning is published."""
+    reg.put_model("a")
+    reg.set_active("a, a")
+    reg.deliver()
+    manifest = reg.manifest().manifest
+    assert manifest.names == ("a",)
+    assert any("more than once" in w for w in manifest.warnings)
+
+
+class FailingSsm:
+    """SSM whose Nth put_parameter call fails (the rest is real moto)."""
+
+    def __init__(self, ssm: Any, fail_on: int) -> None:
+        self._ssm = ssm
+        self.fail_on = fail_on
+        self.puts = 0
+
+    def put_parameter(self, **kwargs: Any) -> Any:
+        self.puts += 1
+        if self.puts == self.fail_on:
+            raise self._ssm.exceptions.InternalServerError(
+                {"Error": {"Code": "InternalServerError", "Message": "injected"}}, "PutParameter"
+            )
+        return self._ssm.put_parameter(**kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ssm, name)
+
+
+def test_ssm_failure_midway_is_not_a_partial_publish_and_retry_converges(reg: Registry) -> None:
+    """A fault after the first model parameter: the manifest does not move, the batch fails and is retried."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    failing = FailingSsm(reg.ssm, fail_on=2)
+    reg.handler.store.ssm = failing
+    reg.put_model("a", endpoint_name="demo-tgi-2")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    assert reg.deliver() == 0  # the batch was reported failed
+    assert reg.version() == 1
+    assert reg.manifest().manifest.names == ("a",)
+    assert reg.deliver() == 3  # redelivered; SSM works again
+    manifest = reg.manifest().manifest
+    assert manifest.names == ("a", "b")
+    assert reg.param_version("a") == 2  # written once, reused on retry (not rewritten)
+    assert failing.puts == 4  # a (ok), b (injected fault); retry: b, manifest. a is reused, not rewritten
+    assert reg.version() == 2
+
+
+def test_handler_reports_first_record_as_failed(reg: Registry) -> None:
+    """With ReportBatchItemFailures the first record's sequence number is returned on failure."""
+    reg.put_model("a")
+    reg.set_active("a")
+    records = reg.records()
+    reg.handler.store.ssm = FailingSsm(reg.ssm, fail_on=1)
+    result = reg.handler({"Records": records}, None)
+    assert result == {"batchItemFailures": [{"itemIdentifier": records[0]["dynamodb"]["SequenceNumber"]}]}
+
+
+def test_shuffled_duplicated_replays_converge(reg: Registry) -> None:
+    """Replaying the stream's real records in shuffled, duplicated batches gives the same state."""
+    reg.put_model("a")
+    reg.put_model("b", "lmi-jsonlines")
+    reg.set_active("a,b")
+    reg.put_model("a", endpoint_name="demo-tgi-3")
+    reg.put_model("c", endpoint_name="bad name")
+    reg.set_active("b,a,c")
+    records = reg.records()
+    rng = random.Random(7)
+    states = []
+    for _ in range(4):
+        batch = records * 2
+        rng.shuffle(batch)
+        for i in range(0, len(batch), 3):
+            assert reg.handler({"Records": batch[i : i + 3]}, None) == {"batchItemFailures": []}
+        published = reg.manifest()
+        states.append((published.manifest.body(), published.version))
+    assert all(s[0] == states[0][0] for s in states)
+    assert states[0][0]["models"][0][0] == "b"
+    assert {s[1] for s in states} == {1}  # converged on the first replay; later ones wrote nothing
+
+
+def test_interleaved_publishers_rebuild(reg: Registry) -> None:
+    """Two handlers interleaved: the one whose read went stale rebuilds instead of overwriting."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    other = SyncHandler(reg.ddb, reg.ssm, reg.settings)
+    store = reg.handler.store
+    original = store.manifest_version
+    calls = {"n": 0}
+
+    def racing_version() -> int | None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # between our read and our write, another publisher lands
+            reg.put_model("b")
+            reg.set_active("a,b")
+            other.sync()
+        return original()
+
+    store.manifest_version = racing_version  # type: ignore[method-assign]
+    reg.put_model("a", endpoint_name="demo-tgi-5")
+    result = reg.handler.sync()
+    assert result is not None
+    assert reg.handler.attempts == 2
+    manifest = reg.manifest()
+    assert manifest.manifest.names == ("a", "b")
+    # The other publisher already published the table's newest state (a changed, b added) as version 2;
+    # our rebuild re-read the table, found that exact set live, and wrote nothing over it.
+    assert manifest.version == 2
+    assert not result.published
+    assert manifest.manifest.entry("a").version == 2
+
+
+def test_200_models_and_a_one_model_change(reg: Registry) -> None:
+    """200 models with 64-character names publish (paged); changing one writes one parameter + manifest."""
+    names = [f"{i:03d}-" + "n" * 60 for i in range(200)]
+    for name in names:
+        reg.put_model(name)
+    reg.set_active(",".join(names))
+    reg.handler.sync()
+    assert reg.manifest().manifest.names == tuple(names)
+    store = reg.handler.store
+    writes = store.writes
+    reg.put_model(names[7], endpoint_name="demo-tgi-7")
+    result = reg.handler.sync()
+    assert result is not None
+    assert result.changed == [names[7]]
+    pages = store.writes - writes - 2
+    assert pages >= 1  # the manifest is paged at this size; its pages are rewritten, models are not
+
+
+def test_rollback_specs_and_prune(reg: Registry) -> None:
+    """A past version resolves to its exact specs; prune deletes only unreferenced parameters."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    reg.deliver()
+    reg.put_model("a", endpoint_name="demo-tgi-9")
+    reg.set_active("a")
+    reg.deliver()
+    published, specs = specs_at(reg.handler.store, 1)
+    assert published.version == 1
+    assert [(s.name, s.endpoint_name) for s in specs] == [("a", "demo-tgi"), ("b", "demo-tgi")]
+    assert prune(reg.handler.store) == [f"{PREFIX}/models/b"]
+    assert reg.manifest().manifest.names == ("a",)
+
+
+def test_publish_refuses_values_over_8kb(reg: Registry) -> None:
+    """The store enforces SSM's 8 KB limit that moto does not."""
+    from contract.snapshot import SnapshotError
+
+    with pytest.raises(SnapshotError, match="8192"):
+        reg.handler.store.put(manifest_name(PREFIX), "x" * 9000)
+
+
+def test_publish_function_directly_is_idempotent(reg: Registry) -> None:
+    """publish() on the same state twice: the second call is a no-op."""
+    from contract.registry import evaluate_registry
+    from sync.registry_reader import scan_registry
+
+    reg.put_model("a")
+    reg.set_active("a")
+    state = evaluate_registry(scan_registry(reg.ddb, TABLE))
+    first = publish(state, reg.handler.store)
+    second = publish(state, reg.handler.store)
+    assert first.published
+    assert not second.published
+    assert second.ssm_writes == 0
+    assert second.version == first.version
