@@ -16,11 +16,11 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
 os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
 
-import boto3  # noqa: E402 - credentials above must be set first
-from moto import mock_aws  # noqa: E402
+import boto3
+from moto import mock_aws
 
-from sync.handler import SyncHandler  # noqa: E402
-from sync.settings import SyncSettings  # noqa: E402
+from sync.handler import SyncHandler
+from sync.settings import SyncSettings
 
 ITEM = json.loads(resources.files("sagemaker_fastchat.examples").joinpath("tgi.json").read_text())
 
@@ -56,7 +56,8 @@ def run(size: int) -> tuple[float, int, int, float]:
         start = time.perf_counter()
         result = handler.sync()
         elapsed = time.perf_counter() - start
-        assert result is not None and result.changed == [names[size // 2]]
+        assert result is not None
+        assert result.changed == [names[size // 2]]
         return elapsed, handler.store.reads - reads0, handler.store.writes - writes0, first
 
 
