@@ -108,13 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--model", help="the model to use when FILE holds several")
     decode.set_defaults(handler=cmd_config_decode)
 
-    for register in _EXTRA_COMMANDS:
-        register(sub)
+    from runtime import launch
+    from sagemaker_fastchat.standin import server as standin
+
+    launch.register(sub)
+    standin.register(sub)
     return parser
-
-
-# Other command groups (models, up, traces) register themselves here to keep this module small.
-_EXTRA_COMMANDS: list[Callable[[Any], None]] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:

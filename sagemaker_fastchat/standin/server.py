@@ -15,6 +15,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import uvicorn
@@ -162,17 +163,23 @@ def parse_forward(values: list[str]) -> dict[str, str]:
     return forwards
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="SageMaker runtime stand-in (demo endpoints, forwarding)")
+def register(sub: Any) -> None:
+    parser = sub.add_parser("standin", help="run the SageMaker runtime stand-in (demo endpoints, forwarding)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--token-rate", type=float, default=0.0, help="tokens/s per stream (0: unlimited)")
     parser.add_argument("--part-size", type=int, default=0, help="re-cut payload bytes into N-byte parts")
-    parser.add_argument("--forward", action="append", default=[], metavar="ENDPOINT=URL")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--forward",
+        action="append",
+        default=[],
+        metavar="ENDPOINT=URL",
+        help="relay ENDPOINT to a local model server (TGI or OpenAI-compatible URL)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
     config = StandinConfig(args.token_rate, args.part_size, parse_forward(args.forward))
     uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
-
-
-if __name__ == "__main__":
-    main()
+    return 0

@@ -1,0 +1,255 @@
+"""Every FastChat compatibility shim, in one place (fschat 0.2.36; installed packages are never edited).
+
+Each shim says what it fixes and why; each is tested through FastChat's real code paths
+(tests/integration/test_fastchat_compat.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import json
+import os
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+_STUBBED_ROOTS = ("torch", "transformers", "accelerate", "peft")
+
+
+# --- Shim 1: FastChat's UI imports torch without using it -------------------------------------------
+# `fastchat.model.model_adapter` (imported by the web UI modules and by `get_conversation_template`)
+# imports torch and transformers at import time, though the UI and our workers never run a model, and
+# PyPI's Linux torch is a multi-GB CUDA build. While that module is imported, stand-in modules answer
+# `import torch` / `from transformers import X`; afterwards they are removed again, so any other code
+# that probes for torch still sees that it is absent. A real torch, when installed, is used instead.
+class _StubMeta(type):
+    """Placeholder classes: any attribute is another placeholder; calling one with a single function
+    returns the function (so `@torch.inference_mode()` decorators still define their functions)."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        return _stub(f"{cls.__name__}.{name}")
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and not kwargs and callable(args[0]) and not isinstance(args[0], _StubMeta):
+            return args[0]
+        return _stub(f"{cls.__name__}()")
+
+
+def _stub(name: str) -> Any:
+    return _StubMeta(name, (), {})
+
+
+class _StubModule(types.ModuleType):
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") and name.endswith("__"):
+            raise AttributeError(name)
+        value = _stub(name)
+        setattr(self, name, value)
+        return value
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: Any = None) -> Any:
+        if fullname.split(".", maxsplit=1)[0] in _STUBBED_ROOTS:
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        module = _StubModule(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        return None
+
+
+_import_lock = threading.Lock()
+
+
+@contextmanager
+def _torch_stubs() -> Iterator[None]:
+    if importlib.util.find_spec("torch") is not None:
+        yield
+        return
+    finder = _StubFinder()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.split(".")[0] in _STUBBED_ROOTS]:
+            if isinstance(sys.modules[name], _StubModule):
+                del sys.modules[name]
+
+
+def import_torch_free(module: str) -> types.ModuleType:
+    """Import a FastChat module that imports torch at import time (model_adapter, the UI modules)."""
+    with _import_lock, _torch_stubs():
+        return importlib.import_module(module)
+
+
+# --- Shim 2: FastChat's build_logger takes over stdout, stderr and the root logger -------------------
+# Every FastChat server module calls build_logger at import: it replaces sys.stdout/sys.stderr with
+# loggers and writes files under LOGDIR (default: the current directory). We point LOGDIR where the
+# operator chose (FASTCHAT_LOGDIR; empty turns the files off) before import, and afterwards give
+# stdout/stderr and the root logger back to our structlog pipeline.
+def prepare_fastchat_logging() -> None:
+    logdir = os.environ.get("FASTCHAT_LOGDIR", "")
+    os.environ["LOGDIR"] = logdir
+    for name in ("fastchat.constants", "fastchat.utils"):  # fastchat.utils copies LOGDIR at import
+        importlib.import_module(name).LOGDIR = logdir  # type: ignore[attr-defined]
+
+
+def reclaim_logging() -> None:
+    from contract.logs import configure_logging
+
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    configure_logging()
+
+
+# --- Shim 3: the OpenAI API server's streaming on pydantic v2 ---------------------------------------
+# openai_api_server streams `chunk.json(exclude_unset=True, ensure_ascii=False)`; pydantic v2's
+# deprecated `.json()` rejects `ensure_ascii` with a TypeError, so every streamed chat fails. The
+# protocol models get a `.json()` that maps to `model_dump_json()` (which never escapes non-ASCII).
+def patch_pydantic_json() -> None:
+    from fastchat.protocol import api_protocol, openai_api_protocol
+    from pydantic import BaseModel
+
+    def _json(self: BaseModel, **kwargs: Any) -> str:
+        kwargs.pop("ensure_ascii", None)
+        return self.model_dump_json(**kwargs)
+
+    for module in (openai_api_protocol, api_protocol):
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, BaseModel)
+                and value.__module__ == module.__name__
+            ):
+                value.json = _json  # type: ignore[method-assign]
+
+
+# --- Shim 4: the OpenAI API server caches conversation templates forever -----------------------------
+# `conv_template_map` keeps each (worker, model) template for the life of the process, so a model whose
+# `conv_template` changes would keep the old one. Entries now expire after `ttl` seconds.
+class _ExpiringDict(dict[Any, Any]):
+    def __init__(self, ttl: float) -> None:
+        super().__init__()
+        self.ttl = ttl
+        self._stamps: dict[Any, float] = {}
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._stamps[key] = time.monotonic()
+        super().__setitem__(key, value)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        if key in self and time.monotonic() - self._stamps.get(key, 0) > self.ttl:
+            del self[key]
+        return super().get(key, default)
+
+
+def expire_conv_template_cache(ttl: float = 5.0) -> None:
+    from fastchat.serve import openai_api_server
+
+    openai_api_server.conv_template_map = _ExpiringDict(ttl)
+
+
+# --- Shim 5: templates follow the live model set, in the API path and in the web UI ------------------
+# FastChat's web UI picks a conversation template by model name itself (get_conversation_template), and
+# `get_model_adapter` caches its answer per name forever. One adapter, inserted first, answers for
+# every name: a model's `conv_template` from the live set when it has one, else FastChat's own choice.
+TemplateLookup = Callable[[str], str | None]
+
+
+def install_live_template_adapter(lookup: TemplateLookup) -> None:
+    model_adapter = import_torch_free("fastchat.model.model_adapter")
+    from fastchat.conversation import Conversation, get_conv_template
+
+    base = model_adapter.BaseModelAdapter
+
+    class LiveModelSetAdapter(base):  # type: ignore[misc,valid-type]
+        def match(self, model_path: str) -> bool:
+            return True
+
+        def get_default_conv_template(self, model_path: str) -> Conversation:
+            name = lookup(model_path)
+            if name:
+                return get_conv_template(name)
+            basename = os.path.basename(os.path.normpath(model_path))
+            for adapter in model_adapter.model_adapters:
+                if adapter is not self and type(adapter) is not base and adapter.match(basename):
+                    return adapter.get_default_conv_template(model_path)
+            return base().get_default_conv_template(model_path)
+
+    adapters = model_adapter.model_adapters
+    adapters[:] = [a for a in adapters if type(a).__name__ != "LiveModelSetAdapter"]
+    adapters.insert(0, LiveModelSetAdapter())
+    model_adapter.get_model_adapter.cache_clear()
+
+
+def conversation_template(model_name: str) -> Any:
+    """FastChat's template for a model name, through the (live-set aware) adapter registry."""
+    model_adapter = import_torch_free("fastchat.model.model_adapter")
+    return model_adapter.get_conversation_template(model_name)
+
+
+def known_conv_template(name: str) -> bool:
+    from fastchat.conversation import conv_templates
+
+    return name in conv_templates
+
+
+# --- Shim 6: a health route for the OpenAI API server -------------------------------------------------
+# FastChat's API server has no health route, and its `/v1/models` re-polls every worker: load balancers
+# need a route that answers cheaply without touching the controller.
+def add_health_route(app: Any) -> None:
+    if any(getattr(r, "path", None) == "/health" for r in app.router.routes):
+        return
+
+    async def health() -> dict[str, bool]:
+        return {"ok": True}
+
+    app.add_api_route("/health", health, methods=["GET"])
+
+
+# --- Shim 7: errors inside an OpenAI API stream ----------------------------------------------------
+# When a worker reports an error mid-stream, FastChat's API server streams the worker's raw chunk
+# (`{"text": ..., "error_code": ...}`), which OpenAI clients parse as an empty chunk: the reply just
+# stops, silently truncated. Such events are rewritten to OpenAI's error shape (`{"error": {...}}`),
+# which clients raise as an API error carrying the message.
+def _openai_error_event(event: str) -> str:
+    if not event.startswith("data: {") or '"error_code"' not in event:
+        return event
+    try:
+        doc = json.loads(event[len("data: ") :])
+    except ValueError:
+        return event
+    if "choices" in doc or not doc.get("error_code"):
+        return event
+    error = {"message": doc.get("text", ""), "type": "server_error", "code": doc["error_code"]}
+    return f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
+
+
+def openai_stream_errors() -> None:
+    from fastchat.serve import openai_api_server
+
+    for name in ("chat_completion_stream_generator", "generate_completion_stream_generator"):
+        original = getattr(openai_api_server, name)
+        if getattr(original, "_error_events", False):
+            continue
+
+        async def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            async for event in _original(*args, **kwargs):
+                yield _openai_error_event(event)
+
+        wrapped._error_events = True  # type: ignore[attr-defined]
+        setattr(openai_api_server, name, wrapped)

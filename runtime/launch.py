@@ -1,0 +1,207 @@
+"""Process entry points for the FastChat side: `sagemaker-fastchat worker|controller|api`.
+
+The local stack and the container images run these same commands, so what is tested locally is what
+runs on ECS. Every option has an environment variable (shown in --help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from contract.logs import configure_logging
+from contract.snapshot import DEFAULT_PREFIX, validate_prefix
+from runtime import fastchat_compat
+
+DEFAULTS = {
+    "controller": ("127.0.0.1", 21001),
+    "worker": ("127.0.0.1", 21002),
+    "api": ("127.0.0.1", 8000),
+}
+
+
+def env_default(name: str, default: Any) -> Any:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return type(default)(value) if default is not None and not isinstance(default, bool) else value
+
+
+def _host_port(parser: argparse.ArgumentParser, role: str) -> None:
+    host, port = DEFAULTS[role]
+    prefix = role.upper()
+    parser.add_argument(
+        "--host", default=env_default(f"{prefix}_HOST", host), help=f"bind host (${prefix}_HOST)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=env_default(f"{prefix}_PORT", port), help=f"(${prefix}_PORT)"
+    )
+
+
+def controller_address_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--controller-address",
+        default=env_default("CONTROLLER_ADDRESS", "http://127.0.0.1:21001"),
+        help="FastChat controller URL ($CONTROLLER_ADDRESS)",
+    )
+
+
+# --- worker ------------------------------------------------------------------------------------------
+def add_worker_parser(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run the FastChat model worker serving the live model set")
+    _host_port(p, "worker")
+    controller_address_arg(p)
+    p.add_argument(
+        "--worker-address",
+        default=os.environ.get("WORKER_ADDRESS"),
+        help="URL the controller uses to reach this worker (default http://HOST:PORT) ($WORKER_ADDRESS)",
+    )
+    p.add_argument("--ssm-prefix", default=env_default("SSM_PREFIX", DEFAULT_PREFIX), help="($SSM_PREFIX)")
+    p.add_argument(
+        "--models-file",
+        default=os.environ.get("MODELS_FILE"),
+        help="serve a local registry JSON file (watched) instead of SSM ($MODELS_FILE)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=env_default("POLL_INTERVAL", 5.0),
+        help="seconds between SSM manifest checks ($POLL_INTERVAL)",
+    )
+    p.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=env_default("WORKER_CONCURRENCY", 512),
+        help="concurrent streams per worker ($WORKER_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        default=env_default("HEARTBEAT_INTERVAL", 15.0),
+        help="seconds between heartbeats to the controller ($HEARTBEAT_INTERVAL)",
+    )
+    p.add_argument(
+        "--read-timeout",
+        type=float,
+        default=env_default("SAGEMAKER_READ_TIMEOUT", 120.0),
+        help="seconds to wait for the next token from SageMaker ($SAGEMAKER_READ_TIMEOUT)",
+    )
+    p.add_argument("--no-register", action="store_true", help="do not register with a controller")
+    p.set_defaults(handler=run_worker)
+
+
+def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
+    import boto3
+
+    from contract.ssm_reader import SsmReader
+    from runtime.adapter import SageMakerAdapter, sagemaker_client_config
+    from runtime.model_set import LiveModelSet
+    from runtime.poller import Poller
+    from runtime.sources import FileSource, SsmSource
+    from runtime.worker import SetWorker, WorkerSettings, create_worker_app
+
+    live = LiveModelSet()
+    fastchat_compat.install_live_template_adapter(
+        lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
+    )
+    client = boto3.client(
+        "sagemaker-runtime", config=sagemaker_client_config(args.limit_concurrency + 8, args.read_timeout)
+    )
+
+    def make_adapter(spec: Any) -> SageMakerAdapter:
+        if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
+            raise ValueError(f"conv_template {spec.conv_template!r} is not a FastChat conversation template")
+        return SageMakerAdapter(spec, client)
+
+    source: Any
+    if args.models_file:
+        source = FileSource(Path(args.models_file))
+    else:
+        source = SsmSource(SsmReader(boto3.client("ssm"), validate_prefix(args.ssm_prefix)))
+    settings = WorkerSettings(
+        worker_address=args.worker_address or f"http://{args.host}:{args.port}",
+        controller_address=args.controller_address,
+        limit_concurrency=args.limit_concurrency,
+        heartbeat_interval=args.heartbeat_interval,
+        register=not args.no_register,
+    )
+    worker = SetWorker(settings, live)
+    live.on_swap(lambda _new: worker.register())
+    poller = Poller(source, live, make_adapter, interval=args.poll_interval)
+    background = [poller.run]
+    if settings.register:
+        background.append(worker.heartbeat_forever)
+    return worker, create_worker_app(worker, background)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    configure_logging()
+    _, app = build_worker(args)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    return 0
+
+
+# --- controller --------------------------------------------------------------------------------------
+def add_controller_parser(sub: Any) -> None:
+    p = sub.add_parser("controller", help="run FastChat's controller (keep it on loopback: CVE-2024-10044)")
+    _host_port(p, "controller")
+    p.set_defaults(handler=run_controller)
+
+
+def run_controller(args: argparse.Namespace) -> int:
+    fastchat_compat.prepare_fastchat_logging()
+    from fastchat.serve import controller
+
+    fastchat_compat.reclaim_logging()
+    controller.controller = controller.Controller("shortest_queue")
+    uvicorn.run(controller.app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+# --- OpenAI-compatible API server --------------------------------------------------------------------
+def add_api_parser(sub: Any) -> None:
+    p = sub.add_parser("api", help="run FastChat's OpenAI-compatible API server (with our shims)")
+    _host_port(p, "api")
+    controller_address_arg(p)
+    p.add_argument("--api-keys", default=os.environ.get("API_KEYS"), help="comma-separated keys ($API_KEYS)")
+    p.set_defaults(handler=run_api)
+
+
+def api_app(controller_address: str, api_keys: str | None = None) -> Any:
+    """FastChat's OpenAI API app with the compatibility shims applied and a cheap /health route."""
+    fastchat_compat.prepare_fastchat_logging()
+    from fastchat.serve import openai_api_server
+
+    fastchat_compat.reclaim_logging()
+    fastchat_compat.patch_pydantic_json()
+    fastchat_compat.expire_conv_template_cache()
+    fastchat_compat.add_health_route(openai_api_server.app)
+    fastchat_compat.openai_stream_errors()
+    argv = ["openai_api_server", "--controller-address", controller_address]
+    if api_keys:
+        argv += ["--api-keys", api_keys]
+    saved, sys.argv = sys.argv, argv
+    try:
+        openai_api_server.create_openai_api_server()
+    finally:
+        sys.argv = saved
+    return openai_api_server.app
+
+
+def run_api(args: argparse.Namespace) -> int:
+    app = api_app(args.controller_address, args.api_keys)
+    configure_logging()
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    return 0
+
+
+def register(sub: Any) -> None:
+    add_controller_parser(sub)
+    add_worker_parser(sub)
+    add_api_parser(sub)

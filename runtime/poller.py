@@ -1,0 +1,106 @@
+"""Keeps the live model set in step with its source, and never lets a bad update take it down.
+
+SSM: every `interval` seconds (with jitter, so a fleet does not poll in lockstep) read the manifest's
+version; only when it moved, read the manifest and the changed model parameters, build the new set and
+swap it in. Errors (SSM outage, throttling, a damaged parameter) keep the last good set, are recorded for
+`/model-set`, and back off exponentially up to `max_backoff`.
+File: watchfiles reports changes to the registry file; each change reloads it through the same swap path.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import structlog
+
+from contract.spec import ModelSpec
+from runtime.adapter import SageMakerAdapter
+from runtime.model_set import LiveModelSet, build_model_set
+from runtime.sources import FileSource, SnapshotUnavailable, SsmSource
+
+log = structlog.get_logger("poller")
+
+Source = SsmSource | FileSource
+
+
+class Poller:
+    def __init__(
+        self,
+        source: Source,
+        live: LiveModelSet,
+        make_adapter: Callable[[ModelSpec], SageMakerAdapter],
+        *,
+        interval: float = 5.0,
+        jitter: float = 0.1,
+        max_backoff: float = 60.0,
+    ) -> None:
+        self.source = source
+        self.live = live
+        self.make_adapter = make_adapter
+        self.interval = interval
+        self.jitter = jitter
+        self.max_backoff = max_backoff
+        self.failures = 0
+
+    def poll_once(self) -> bool:
+        """Check the source once; True when a new set was swapped in. Raises on source errors."""
+        current = self.live.current
+        if isinstance(self.source, SsmSource) and self.live.loaded:
+            version = self.source.current_version()
+            if version is not None and current.version is not None and version <= current.version:
+                return False
+        snapshot = self.source.load()
+        new = build_model_set(snapshot, current, self.make_adapter, self.source.description)
+        if new.version is not None and current.version is not None and new.version <= current.version:
+            return False
+        swapped = self.live.swap(new)
+        if swapped:
+            log.info(
+                "model_set_swapped",
+                version=new.version,
+                models=new.names,
+                rejected=sorted(new.rejected),
+                source=self.source.description,
+            )
+        return swapped
+
+    def _try(self) -> None:
+        try:
+            self.poll_once()
+            self.failures = 0
+        except Exception as exc:  # keep the last good set whatever went wrong
+            self.failures += 1
+            message = str(exc) if isinstance(exc, SnapshotUnavailable) else f"{type(exc).__name__}: {exc}"
+            self.live.record_error(message)
+            log.warning("model_set_poll_failed", error=message, failures=self.failures)
+
+    def next_delay(self) -> float:
+        base = self.interval * (2 ** min(self.failures, 10)) if self.failures else self.interval
+        base = min(base, self.max_backoff) if self.failures else base
+        return base * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def run(self, stop: threading.Event) -> None:
+        """Poll until `stop` is set (files: reload on every change watchfiles reports)."""
+        self._try()
+        if isinstance(self.source, FileSource):
+            self._watch_file(self.source.path, stop)
+            return
+        while not stop.wait(self.next_delay()):
+            self._try()
+
+    def _watch_file(self, path: Path, stop: threading.Event) -> None:
+        from watchfiles import watch
+
+        target = path.resolve()
+        # Watch the folder, not the file: editors often save by replacing the file, which ends a file watch.
+        for _changes in watch(
+            target.parent,
+            watch_filter=lambda _change, changed: Path(changed).resolve() == target,
+            stop_event=stop,
+            debounce=200,
+            rust_timeout=500,
+        ):
+            self._try()

@@ -1,0 +1,192 @@
+"""The runtime end to end: real FastChat controller and OpenAI API server processes, our worker process,
+moto SSM, the SageMaker stand-in; the real `openai` client streams chats while the model set changes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from contract.snapshot import manifest_name
+from tests.runtime_stack import PREFIX, RuntimeStack, model
+
+
+@pytest.fixture(scope="module")
+def stack(standin_url: str) -> Iterator[RuntimeStack]:
+    s = RuntimeStack(standin_url)
+    try:
+        s.publish([model("alpha"), model("beta", "lmi-jsonlines")])
+        s.start()
+        s.wait_version(1)
+        s.wait_for(lambda: set(s.controller_models()) >= {"alpha", "beta"}, what="controller lists models")
+        yield s
+    finally:
+        s.close()
+
+
+def client(stack: RuntimeStack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=stack.api_url, api_key="none", max_retries=0, timeout=60)
+
+
+def stream_chat(stack: RuntimeStack, model_name: str, prompt: str, **kw: Any) -> tuple[str, str | None]:
+    text, finish = "", None
+    stream = client(stack).chat.completions.create(
+        model=model_name, messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=200, **kw
+    )
+    for chunk in stream:
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            finish = chunk.choices[0].finish_reason or finish
+    return text, finish
+
+
+def test_models_listed_and_chat_streams(stack: RuntimeStack) -> None:
+    """The OpenAI API lists the live set and streams a chat through controller -> worker -> endpoint."""
+    listed = {m.id for m in client(stack).models.list().data}
+    assert {"alpha", "beta"} <= listed
+    text, finish = stream_chat(stack, "alpha", "[[say:Hello from the stand-in]]")
+    assert text == "Hello from the stand-in"
+    assert finish == "stop"
+
+
+def test_non_streaming_chat(stack: RuntimeStack) -> None:
+    """worker_generate through FastChat's non-streaming path."""
+    reply = client(stack).chat.completions.create(
+        model="beta", messages=[{"role": "user", "content": "[[say:non streaming works]]"}], max_tokens=50
+    )
+    assert reply.choices[0].message.content == "non streaming works"
+
+
+def test_worker_introspection(stack: RuntimeStack) -> None:
+    """/model-set shows version, models with endpoint and hash; /ready is 200 once loaded and registered."""
+    state = stack.model_set()
+    assert state["version"] >= 1
+    names = {m["name"]: m for m in state["models"]}
+    assert names["alpha"]["endpoint_name"] == "demo-tgi"
+    assert len(names["alpha"]["hash"]) == 16
+    assert httpx.get(f"{stack.worker_url}/ready").status_code == 200
+
+
+def test_conv_template_applies_in_the_api_path(stack: RuntimeStack) -> None:
+    """A model's conv_template is what the worker serves to the API server."""
+    conv = httpx.post(f"{stack.worker_url}/worker_get_conv_template", json={"model": "gamma"}).json()["conv"]
+    assert conv["name"] == "one_shot"  # unknown name: FastChat's own default
+    result = stack.publish(
+        [model("alpha"), model("beta", "lmi-jsonlines"), model("gamma", conv_template="llama-2")]
+    )
+    stack.wait_version(result.version or 0)
+    conv = httpx.post(f"{stack.worker_url}/worker_get_conv_template", json={"model": "gamma"}).json()["conv"]
+    assert conv["name"] == "llama-2"
+
+
+def test_hot_swap_with_streams_in_flight(stack: RuntimeStack) -> None:
+    """Add, change and remove models while 24 streams are open: none fails or is truncated, each ends with
+    the text of the endpoint it started on, and the worker's version advanced while they were open."""
+    base = [model("alpha"), model("beta", "lmi-jsonlines")]
+    start = stack.publish(base).version or 0
+    stack.wait_version(start)
+    prompt = "[[tokens:30]] [[rate:15]]"  # ~2 s per stream
+
+    def run(i: int) -> tuple[str, str, str | None]:
+        name = "alpha" if i % 2 else "beta"
+        text, finish = stream_chat(stack, name, prompt)
+        return name, text, finish
+
+    versions_seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                versions_seen.append(stack.model_set()["version"])
+            except httpx.HTTPError:
+                pass  # introspection is best effort here; the streams are what is under test
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with ThreadPoolExecutor(24) as pool:
+        futures = [pool.submit(run, i) for i in range(24)]
+        time.sleep(0.8)  # streams are open now
+        changed = stack.publish(
+            [model("alpha", endpoint_name="demo-tgi-v2"), model("delta", "openai-sse")],
+            active=["alpha", "delta"],
+        )
+        results = [f.result() for f in futures]
+    done.set()
+    watcher.join()
+    assert changed.changed == ["alpha"]
+    assert changed.added == ["delta"]
+    assert changed.removed == ["beta"]
+    assert (changed.version or 0) in versions_seen  # the swap happened while streams were open
+    for name, text, finish in results:
+        endpoint = "demo-tgi" if name == "alpha" else "demo-lmi"
+        assert text.startswith(f"Demo model {endpoint} (not a real LLM):"), text
+        assert len(text.split()) == 7 + 29  # 7 header words + 29 reply words: nothing truncated
+        assert finish == "stop"
+    # After the swap: the changed model serves its new endpoint, the new one is served, the removed one is gone.
+    assert stream_chat(stack, "alpha", "[[tokens:3]]")[0].startswith("Demo model demo-tgi-v2")
+    assert stream_chat(stack, "delta", "[[say:added]]")[0] == "added"
+    stack.wait_for(lambda: "beta" not in stack.controller_models(), what="controller drops beta")
+    with pytest.raises(openai.APIError):
+        stream_chat(stack, "beta", "hi")
+    restore = stack.publish(base)
+    stack.wait_version(restore.version or 0)
+
+
+def test_damaged_snapshot_keeps_last_good_set(stack: RuntimeStack) -> None:
+    """A manifest whose model hash does not match the parameter: the worker keeps serving its last good
+    set, reports the error on /model-set, and recovers with the next good publish."""
+    good = stack.publish([model("alpha"), model("beta", "lmi-jsonlines")])
+    stack.wait_version(good.version or 0)
+    published = stack.store.load_manifest()
+    assert published is not None
+    body = published.manifest.body()
+    body["models"][0][3] = "0000000000000000"  # alpha's hash no longer matches its parameter
+    stack.store.put(manifest_name(PREFIX), json.dumps(body))
+    stack.wait_for(lambda: stack.model_set().get("last_error") is not None, what="worker reports the error")
+    state = stack.model_set()
+    assert state["version"] == good.version
+    assert "differs from the manifest" in state["last_error"]
+    assert stream_chat(stack, "alpha", "[[say:still served]]")[0] == "still served"
+    fixed = stack.publish([model("alpha", endpoint_name="demo-tgi-fixed"), model("beta", "lmi-jsonlines")])
+    stack.wait_version(fixed.version or 0)
+    assert stack.model_set()["last_error"] is None
+
+
+def test_ssm_outage_keeps_serving(stack: RuntimeStack) -> None:
+    """With SSM unreachable the worker keeps its set, reports the error, and recovers afterwards."""
+    stack.moto.stop()
+    try:
+        stack.wait_for(lambda: stack.model_set().get("last_error") is not None, what="outage reported")
+        assert stream_chat(stack, "alpha", "[[say:during outage]]")[0] == "during outage"
+    finally:
+        stack.moto = type(stack.moto)(ip_address="127.0.0.1", port=stack.moto_port, verbose=False)
+        stack.moto.start()
+    recovered = stack.publish(
+        [model("alpha", endpoint_name="demo-tgi-after"), model("beta", "lmi-jsonlines")]
+    )
+    stack.wait_version(recovered.version or 0)
+
+
+def test_endpoint_failing_mid_stream(stack: RuntimeStack) -> None:
+    """A ModelStreamError mid-stream reaches the client as an error; the worker keeps working."""
+    with pytest.raises(openai.APIError) as caught:
+        stream_chat(stack, "beta", "[[tokens:30]] [[fail-after:3]]")
+    assert "ModelStreamError" in str(caught.value)
+    assert stream_chat(stack, "beta", "[[say:fine again]]")[0] == "fine again"
+
+
+def test_controller_restart(stack: RuntimeStack) -> None:
+    """A restarted controller forgets workers; the worker's heartbeat re-registers it."""
+    stack.sup.stop("controller")
+    stack.start_controller()
+    stack.wait_for(lambda: "alpha" in stack.controller_models(), timeout=20, what="worker re-registered")
+    assert stream_chat(stack, "alpha", "[[say:after restart]]")[0] == "after restart"
