@@ -18,6 +18,7 @@ import json
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ from contract.tokens import approx_token_count
 from runtime import fastchat_compat
 from runtime.adapter import SageMakerAdapter, error_chunk
 from runtime.model_set import LiveModelSet
+from runtime.relay import relay_chunks
 
 log = structlog.get_logger("worker")
 
@@ -129,13 +131,20 @@ def _stream_bytes(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield json.dumps(chunk).encode() + b"\0"
 
 
+async def _relayed_bytes(chunks: Iterator[dict[str, Any]], executor: ThreadPoolExecutor) -> AsyncIterator[bytes]:
+    async for chunk in relay_chunks(chunks, executor):
+        yield json.dumps(chunk).encode() + b"\0"
+
+
 def create_worker_app(worker: SetWorker, background: list[Any] | None = None) -> FastAPI:
     """The worker's HTTP app. `background` holds callables(stop_event) run in threads for its lifetime."""
     stop = threading.Event()
+    # One thread per open stream: boto3 blocks while it waits for the next token.
+    streams = ThreadPoolExecutor(max_workers=worker.settings.limit_concurrency, thread_name_prefix="stream")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Each streaming response holds a threadpool thread while it waits for the next token.
+        # Non-streaming generate runs in Starlette's threadpool (40 threads by default): size it like streams.
         anyio.to_thread.current_default_thread_limiter().total_tokens = worker.settings.limit_concurrency + 32
         worker.semaphore = asyncio.Semaphore(worker.settings.limit_concurrency)
         threads = [threading.Thread(target=fn, args=(stop,), daemon=True) for fn in (background or [])]
@@ -143,6 +152,7 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
             thread.start()
         yield
         stop.set()
+        streams.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(lifespan=lifespan)
 
@@ -159,7 +169,7 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
             worker.semaphore.release()
 
         return StreamingResponse(
-            _stream_bytes(adapter.generate_stream(params)), background=BackgroundTask(release)
+            _relayed_bytes(adapter.generate_stream(params), streams), background=BackgroundTask(release)
         )
 
     @app.post("/worker_generate")
