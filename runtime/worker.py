@@ -131,7 +131,9 @@ def _stream_bytes(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
         yield json.dumps(chunk).encode() + b"\0"
 
 
-async def _relayed_bytes(chunks: Iterator[dict[str, Any]], executor: ThreadPoolExecutor) -> AsyncIterator[bytes]:
+async def _relayed_bytes(
+    chunks: Iterator[dict[str, Any]], executor: ThreadPoolExecutor
+) -> AsyncIterator[bytes]:
     async for chunk in relay_chunks(chunks, executor):
         yield json.dumps(chunk).encode() + b"\0"
 
