@@ -11,6 +11,7 @@ import importlib.abc
 import importlib.machinery
 import importlib.util
 import json
+import logging
 import os
 import sys
 import threading
@@ -97,23 +98,55 @@ def import_torch_free(module: str) -> types.ModuleType:
         return importlib.import_module(module)
 
 
-# --- Shim 2: FastChat's build_logger takes over stdout, stderr and the root logger -------------------
-# Every FastChat server module calls build_logger at import: it replaces sys.stdout/sys.stderr with
-# loggers and writes files under LOGDIR (default: the current directory). We point LOGDIR where the
-# operator chose (FASTCHAT_LOGDIR; empty turns the files off) before import, and afterwards give
-# stdout/stderr and the root logger back to our structlog pipeline.
+# --- Shim 2: FastChat's logging: stdout/stderr takeover, log files, prompt text ------------------------
+# FastChat's build_logger (called by every server module at import) replaces sys.stdout/sys.stderr with
+# loggers, writes log files under LOGDIR (default: the current directory), and its UI and API loggers
+# write prompts and outputs at INFO. Its loggers become plain standard-library loggers routed through our
+# structlog pipeline, with no files, at FASTCHAT_LOG_LEVEL (default WARNING, so no prompt text is logged;
+# set INFO to see FastChat's own request logs, prompts included).
+def _plain_logger(logger_name: str, logger_filename: str = "") -> logging.Logger:
+    logger = logging.getLogger(logger_name)
+    logger.setLevel(os.environ.get("FASTCHAT_LOG_LEVEL", "WARNING").upper())
+    return logger
+
+
 def prepare_fastchat_logging() -> None:
-    logdir = os.environ.get("FASTCHAT_LOGDIR", "")
-    os.environ["LOGDIR"] = logdir
-    for name in ("fastchat.constants", "fastchat.utils"):  # fastchat.utils copies LOGDIR at import
-        importlib.import_module(name).LOGDIR = logdir  # type: ignore[attr-defined]
+    os.environ["LOGDIR"] = ""
+    import fastchat.utils
+
+    setattr(fastchat.utils, "build_logger", _plain_logger)  # noqa: B010
+    for name, module in list(sys.modules.items()):  # modules imported before this shim bound the original
+        if name.startswith("fastchat.") and hasattr(module, "build_logger"):
+            setattr(module, "build_logger", _plain_logger)  # noqa: B010
+        if name.startswith("fastchat.") and isinstance(getattr(module, "logger", None), logging.Logger):
+            module.logger.setLevel(os.environ.get("FASTCHAT_LOG_LEVEL", "WARNING").upper())
 
 
 def reclaim_logging() -> None:
+    """Undo what an earlier-bound build_logger may have done to stdout/stderr, then configure ours."""
     from contract.logs import configure_logging
 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     configure_logging()
+
+
+# --- Shim 2b: FastChat's web UI appends whole conversations to files ----------------------------------
+# gradio_web_server (and the arena tabs) append every conversation, with prompts and outputs, to
+# `<LOGDIR>/<date>-conv.json` (the current directory when LOGDIR is unset). Off by default; set
+# FASTCHAT_CONV_LOG_DIR to keep them, in that folder.
+def conversation_log_path() -> str:
+    folder = os.environ.get("FASTCHAT_CONV_LOG_DIR", "")
+    if not folder:
+        return os.devnull
+    os.makedirs(folder, exist_ok=True)
+    t = time.gmtime()
+    return os.path.join(folder, f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}-conv.json")
+
+
+def redirect_conversation_logs() -> None:
+    for name, module in list(sys.modules.items()):
+        if name.startswith("fastchat.serve.") and hasattr(module, "get_conv_log_filename"):
+            setattr(module, "get_conv_log_filename", conversation_log_path)  # noqa: B010
 
 
 # --- Shim 3: the OpenAI API server's streaming on pydantic v2 ---------------------------------------
@@ -253,3 +286,21 @@ def openai_stream_errors() -> None:
 
         wrapped._error_events = True  # type: ignore[attr-defined]
         setattr(openai_api_server, name, wrapped)
+
+
+# --- Shim 8: model output is shown as sanitized HTML ---------------------------------------------------
+# FastChat's chat UI renders model output as markdown/HTML (FastChat issue #88: an open XSS). gradio 5's
+# Chatbot sanitizes by default; this makes sure no FastChat tab turns that off, whatever it passes.
+def enforce_chatbot_sanitizing() -> None:
+    import gradio as gr
+
+    original = gr.Chatbot.__init__
+    if getattr(original, "_sanitizing", False):
+        return
+
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        kwargs["sanitize_html"] = True
+        original(self, *args, **kwargs)
+
+    init._sanitizing = True  # type: ignore[attr-defined]
+    gr.Chatbot.__init__ = init  # type: ignore[method-assign]

@@ -202,6 +202,9 @@ def run_api(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
+    from runtime.web_ui import add_web_parser
+
     add_controller_parser(sub)
     add_worker_parser(sub)
     add_api_parser(sub)
+    add_web_parser(sub)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError
+
 from contract.decoder import StreamDecodeError
 from contract.errors import SpecError
 from sagemaker_fastchat import config_tools
@@ -109,10 +111,15 @@ def build_parser() -> argparse.ArgumentParser:
     decode.set_defaults(handler=cmd_config_decode)
 
     from runtime import launch
+    from sagemaker_fastchat import local_stack, models_cli
     from sagemaker_fastchat.standin import server as standin
+    from sync import local_runner
 
+    models_cli.add_parser(sub)
+    local_stack.add_parser(sub)
     launch.register(sub)
     standin.register(sub)
+    local_runner.add_parser(sub)
     return parser
 
 
@@ -130,6 +137,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_REFUSED
     except StreamDecodeError as exc:
         print(exc, file=sys.stderr)
+        return EXIT_REFUSED
+    except (EndpointConnectionError, NoCredentialsError, ConnectTimeoutError) as exc:
+        print(
+            f"error: AWS cannot be reached ({exc}); is the local stack up, or are credentials set?",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code == "ResourceNotFoundException":
+            print(
+                f"error: {exc.response['Error'].get('Message', code)} (is the registry table name right?)",
+                file=sys.stderr,
+            )
+            return EXIT_UNREACHABLE
+        print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
 
 

@@ -25,7 +25,7 @@ from contract.snapshot import (
     page_name,
 )
 from contract.spec import ModelSpec, canonical_json, spec_parameter_value
-from contract.ssm_reader import PublishedSet
+from contract.ssm_reader import PublishedSet, SsmReader
 from sync.ssm_store import SsmStore
 
 
@@ -119,7 +119,7 @@ def _count(result: PublishResult, store: SsmStore, reads0: int, writes0: int) ->
     result.ssm_writes = store.writes - writes0
 
 
-def specs_at(store: SsmStore, version: int | None = None) -> tuple[PublishedSet, list[ModelSpec]]:
+def specs_at(store: SsmReader, version: int | None = None) -> tuple[PublishedSet, list[ModelSpec]]:
     """The exact specs a manifest version referenced, in display order (for rollback)."""
     published = store.load_manifest(version)
     if published is None:

@@ -1,0 +1,272 @@
+"""`sagemaker-fastchat up`: the whole pipeline on one machine, no AWS account needed.
+
+Supervised processes, logs prefixed by name: moto in server mode (DynamoDB, DynamoDB Streams, SSM), the
+stream consumer running the real sync handler, the SageMaker runtime stand-in, FastChat's controller, our
+worker, FastChat's OpenAI API server and FastChat's web UI. The boto3 code is the production code; only
+its configuration (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME) points at the local services.
+Ctrl-C stops everything (process groups, so nothing is left behind and the ports are freed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import boto3
+
+from contract.snapshot import DEFAULT_PREFIX
+from sagemaker_fastchat.registry_ops import Registry, put_model
+from sagemaker_fastchat.supervisor import Supervisor, http_ready
+from sync.settings import DEFAULT_TABLE
+
+CLI = [sys.executable, "-m", "sagemaker_fastchat.cli"]
+DEMO_EXAMPLES = ("tgi", "openai-sse", "lmi-jsonlines")
+
+
+def _env(name: str, default: Any) -> Any:
+    value = os.environ.get(name)
+    return default if value is None else type(default)(value)
+
+
+@dataclass(frozen=True)
+class Ports:
+    api: int
+    web: int
+    controller: int
+    worker: int
+    moto: int
+    standin: int
+    xray: int
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "up", help="run the whole stack locally (moto, sync, stand-in, FastChat), Ctrl-C stops"
+    )
+    p.add_argument(
+        "--host",
+        default=_env("BIND_HOST", "127.0.0.1"),
+        help="bind host of the OpenAI API and web UI ($BIND_HOST); the rest stays on loopback",
+    )
+    for name, default, what in (
+        ("api-port", 8000, "OpenAI API"),
+        ("web-port", 8001, "web UI"),
+        ("controller-port", 21001, "controller"),
+        ("worker-port", 21002, "worker"),
+        ("moto-port", 5000, "moto"),
+        ("standin-port", 8080, "SageMaker stand-in"),
+        ("xray-port", 2000, "X-Ray collector (UDP)"),
+    ):
+        env = name.replace("-", "_").upper()
+        p.add_argument(f"--{name}", type=int, default=_env(env, default), help=f"{what} port (${env})")
+    p.add_argument("--region", default=_env("AWS_REGION", "us-east-1"), help="($AWS_REGION)")
+    p.add_argument("--table", default=_env("REGISTRY_TABLE", DEFAULT_TABLE), help="($REGISTRY_TABLE)")
+    p.add_argument("--ssm-prefix", default=_env("SSM_PREFIX", DEFAULT_PREFIX), help="($SSM_PREFIX)")
+    p.add_argument("--poll-interval", type=float, default=_env("POLL_INTERVAL", 1.0), help="($POLL_INTERVAL)")
+    p.add_argument(
+        "--token-rate",
+        type=float,
+        default=_env("DEMO_TOKEN_RATE", 20.0),
+        help="demo tokens per second per stream, 0 = unlimited ($DEMO_TOKEN_RATE)",
+    )
+    p.add_argument(
+        "--forward",
+        action="append",
+        default=[],
+        metavar="ENDPOINT=URL",
+        help="serve ENDPOINT from your own local model server (TGI or OpenAI-compatible URL)",
+    )
+    p.add_argument("--no-demo-models", action="store_true", help="do not seed the three demo models")
+    p.add_argument("--no-web", action="store_true", help="do not start the web UI")
+    p.add_argument("--ready-timeout", type=float, default=180.0)
+    p.set_defaults(handler=run)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
+    """What every child gets: boto3 pointed at the local services, and the shared names."""
+    return {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.moto}",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{ports.standin}",
+        "AWS_ACCESS_KEY_ID": os.environ.get("LOCAL_AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("LOCAL_AWS_SECRET_ACCESS_KEY", "local"),
+        "AWS_DEFAULT_REGION": args.region,
+        "AWS_REGION": args.region,
+        "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+        "REGISTRY_TABLE": args.table,
+        "SSM_PREFIX": args.ssm_prefix,
+        "CONTROLLER_ADDRESS": f"http://127.0.0.1:{ports.controller}",
+        "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
+        "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def ensure_table(dynamodb: Any, table: str) -> None:
+    existing = dynamodb.list_tables().get("TableNames", [])
+    if table in existing:
+        return
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": "model_name", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "model_name", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )
+
+
+def demo_items() -> list[dict[str, Any]]:
+    folder = resources.files("sagemaker_fastchat.examples")
+    return [json.loads(folder.joinpath(f"{name}.json").read_text()) for name in DEMO_EXAMPLES]
+
+
+def seed_demo_models(registry: Registry) -> list[str]:
+    """Write the demo models unless the registry already has an all-models item (never overwrite)."""
+    if registry.get("all-models") is not None:
+        return []
+    names = []
+    for item in demo_items():
+        put_model(registry, item, active=True)
+        names.append(item["model_name"])
+    return names
+
+
+def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
+    ports = Ports(
+        args.api_port,
+        args.web_port,
+        args.controller_port,
+        args.worker_port,
+        args.moto_port,
+        args.standin_port,
+        args.xray_port,
+    )
+    busy = [
+        f"{name} {port}"
+        for name, port in vars(ports).items()
+        if name != "xray" and not _port_free(args.host if name in ("api", "web") else "127.0.0.1", port)
+    ]
+    if busy:
+        raise SystemExit(f"error: ports already in use: {', '.join(busy)} (choose others with --<name>-port)")
+    env = stack_env(args, ports)
+    os.environ.update(env)  # our own boto3 calls below use the same configuration
+    loop = "127.0.0.1"
+    sup.start(
+        "moto",
+        [sys.executable, "-m", "moto.server", "-H", loop, "-p", str(ports.moto)],
+        env,
+        http_ready(f"http://{loop}:{ports.moto}/moto-api/"),
+    )
+    standin = [*CLI, "standin", "--port", str(ports.standin), "--token-rate", str(args.token_rate)]
+    for forward in args.forward:
+        standin += ["--forward", forward]
+    sup.start("standin", standin, env, http_ready(f"http://{loop}:{ports.standin}/ping"))
+    sup.start(
+        "controller",
+        [*CLI, "controller", "--host", loop, "--port", str(ports.controller)],
+        env,
+        http_ready(f"http://{loop}:{ports.controller}/list_models", expect=405),
+    )
+    sup.wait_ready(["moto"], timeout=args.ready_timeout)
+
+    dynamodb = boto3.client("dynamodb", region_name=args.region)
+    ensure_table(dynamodb, args.table)
+    if not args.no_demo_models:
+        seeded = seed_demo_models(Registry(dynamodb, args.table))
+        if seeded:
+            print(f"seeded demo models: {', '.join(seeded)}", flush=True)
+
+    sup.start("sync", [*CLI, "sync-local"], env)
+    sup.start(
+        "worker",
+        [
+            *CLI,
+            "worker",
+            "--host",
+            loop,
+            "--port",
+            str(ports.worker),
+            "--poll-interval",
+            str(args.poll_interval),
+            "--heartbeat-interval",
+            "5",
+        ],
+        env,
+        http_ready(f"http://{loop}:{ports.worker}/ready"),
+    )
+    sup.start(
+        "api",
+        [*CLI, "api", "--host", args.host, "--port", str(ports.api)],
+        env,
+        http_ready(f"http://{loop}:{ports.api}/health"),
+    )
+    if not args.no_web:
+        sup.start(
+            "web",
+            [*CLI, "web", "--host", args.host, "--port", str(ports.web)],
+            env,
+            http_ready(f"http://{loop}:{ports.web}/"),
+        )
+    sup.wait_ready(timeout=args.ready_timeout)
+    return ports
+
+
+def banner(args: argparse.Namespace, ports: Ports) -> str:
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    lines = [
+        "",
+        "sagemaker-fastchat is up (local stack: no AWS account used)",
+        f"  web UI (chat + arena)   http://{host}:{ports.web}" if not args.no_web else "",
+        f"  OpenAI-compatible API   http://{host}:{ports.api}/v1",
+        f"  worker model set        http://127.0.0.1:{ports.worker}/model-set",
+        f"  registry                DynamoDB table {args.table} at http://127.0.0.1:{ports.moto} (moto)",
+        "  add a model:            sagemaker-fastchat models put my-model --endpoint demo-tgi-2 \\",
+        "                            --config sagemaker_fastchat/examples/tgi.json",
+        "Press Ctrl-C to stop everything.",
+        "",
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+def run(args: argparse.Namespace) -> int:
+    sup = Supervisor()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    code = 0
+    try:
+        ports = start_stack(args, sup)
+        print(banner(args, ports), flush=True)
+        while not stop.wait(0.5):
+            dead = sup.failed()
+            if dead:
+                print(f"error: {', '.join(dead)} stopped unexpectedly; stopping the stack", file=sys.stderr)
+                code = 1
+                break
+    except KeyboardInterrupt:
+        pass
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: the stack did not come up: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("stopping ...", flush=True)
+        sup.stop_all()
+        time.sleep(0.1)
+    return code

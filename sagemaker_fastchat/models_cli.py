@@ -1,0 +1,170 @@
+"""`sagemaker-fastchat models put|remove|list|rollback|wait`: registry operations through boto3.
+
+Exit codes (shared/DESIGN.md): 0 success, 1 refused input or timeout, 2 usage, 3 AWS (or the local
+emulation) unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+
+from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
+from contract.ssm_reader import SsmReader
+from sagemaker_fastchat import registry_ops
+from sagemaker_fastchat.config_tools import InputError
+from sync.settings import DEFAULT_TABLE
+
+
+def add_parser(sub: Any) -> None:
+    models = sub.add_parser("models", help="add, change, remove, list and roll back models (the registry)")
+    models.add_argument(
+        "--table",
+        default=os.environ.get("REGISTRY_TABLE", DEFAULT_TABLE),
+        help="registry table ($REGISTRY_TABLE)",
+    )
+    models.add_argument(
+        "--ssm-prefix", default=os.environ.get("SSM_PREFIX", DEFAULT_PREFIX), help="($SSM_PREFIX)"
+    )
+    msub = models.add_subparsers(dest="models_command", required=True)
+
+    put = msub.add_parser("put", help="validate and write a model, and list it in all-models")
+    put.add_argument("name")
+    put.add_argument("--endpoint", required=True, help="SageMaker endpoint name")
+    put.add_argument("--config", required=True, help="endpoint_req_config JSON file (or a whole item)")
+    put.add_argument("--inactive", action="store_true", help="write the item without listing it")
+    put.add_argument("--conv-template", help="FastChat conversation template name")
+    put.add_argument("--context-length", type=int)
+    put.add_argument("--description")
+    put.set_defaults(handler=cmd_put)
+
+    remove = msub.add_parser("remove", help="unlist a model and delete its item")
+    remove.add_argument("name")
+    remove.set_defaults(handler=cmd_remove)
+
+    listing = msub.add_parser("list", help="the registry side by side with the live published set")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(handler=cmd_list)
+
+    back = msub.add_parser("rollback", help="write a past model-set version back into the registry")
+    back.add_argument("--to", type=int, required=True, metavar="VERSION")
+    back.set_defaults(handler=cmd_rollback)
+
+    wait = msub.add_parser("wait", help="wait until model-set VERSION is published (and served locally)")
+    wait.add_argument("version", type=int)
+    wait.add_argument("--timeout", type=float, default=60.0)
+    wait.add_argument(
+        "--worker-url",
+        default=os.environ.get("WORKER_URL", "http://127.0.0.1:21002"),
+        help="a worker to wait for too, when reachable ($WORKER_URL)",
+    )
+    wait.set_defaults(handler=cmd_wait)
+
+
+def _registry(args: argparse.Namespace) -> registry_ops.Registry:
+    return registry_ops.Registry(boto3.client("dynamodb"), args.table)
+
+
+def _reader(args: argparse.Namespace) -> SsmReader:
+    return SsmReader(boto3.client("ssm"), validate_prefix(args.ssm_prefix))
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    try:
+        config = json.loads(Path(args.config).read_text(encoding="utf-8"), strict=False)
+    except OSError as exc:
+        raise InputError(f"{args.config}: cannot read ({exc.strerror})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{args.config}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(config, dict):
+        raise InputError(f"{args.config}: expected a JSON object (endpoint_req_config or a whole item)")
+    extras = {
+        "conv_template": args.conv_template,
+        "context_length": args.context_length,
+        "description": args.description,
+    }
+    item, spec = registry_ops.build_item(
+        args.name, args.endpoint, config, {k: v for k, v in extras.items() if v}
+    )
+    names = registry_ops.put_model(_registry(args), item, active=not args.inactive)
+    state = "listed" if spec.name in names else "written, not listed (inactive)"
+    print(f"{spec.name}: {state}; spec hash {spec.hash}; active models: {', '.join(names) or '(none)'}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    existed = registry_ops.remove_model(_registry(args), args.name)
+    if not existed:
+        print(f"{args.name}: no such model in the registry", file=sys.stderr)
+        return 1
+    print(f"{args.name}: unlisted and deleted (its published parameters stay in SSM for rollback)")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    published = _reader(args).load_manifest()
+    rows = registry_ops.status_rows(_registry(args), published)
+    version = published.version if published else None
+    if args.json:
+        print(json.dumps({"version": version, "models": rows}, ensure_ascii=False))
+        return 0
+    print(f"live model-set version: {version if version is not None else 'none published yet'}")
+    width = max([len(r["model"]) for r in rows] + [5])
+    print(f"{'MODEL':<{width}}  {'STATUS':<31}  ENDPOINT")
+    for r in rows:
+        print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
+        if r["reason"]:
+            print(f"{'':<{width}}    reason: {r['reason']}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    try:
+        published, specs = registry_ops.rollback(_registry(args), _reader(args), args.to)
+    except (SnapshotError, LookupError) as exc:
+        print(f"error: cannot roll back to version {args.to}: {exc}", file=sys.stderr)
+        return 1
+    names = ", ".join(s.name for s in specs) or "(no models)"
+    print(f"wrote version {published.version}'s specs back into {args.table}: {names}")
+    print("the sync publishes them as a new version; `sagemaker-fastchat models wait` waits for it")
+    return 0
+
+
+def _worker_version(url: str) -> int | None:
+    try:
+        return int(httpx.get(f"{url}/model-set", timeout=2).json().get("version") or 0)
+    except (httpx.HTTPError, ValueError, TypeError):
+        return None
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    reader = _reader(args)
+    deadline = time.monotonic() + args.timeout
+    published = None
+    while time.monotonic() < deadline:
+        published = reader.manifest_version()
+        if published is not None and published >= args.version:
+            break
+        time.sleep(0.2)
+    else:
+        print(f"timed out: model-set version is {published}, waiting for {args.version}", file=sys.stderr)
+        return 1
+    if _worker_version(args.worker_url) is not None:
+        while time.monotonic() < deadline:
+            served = _worker_version(args.worker_url)
+            if served is not None and served >= args.version:
+                print(f"version {published} published and served by {args.worker_url}")
+                return 0
+            time.sleep(0.2)
+        print(f"timed out: published {published} but {args.worker_url} serves {served}", file=sys.stderr)
+        return 1
+    print(f"version {published} published")
+    return 0

@@ -1,0 +1,188 @@
+"""Registry operations behind `sagemaker-fastchat models ...`: the same boto3 code against the local
+stack or AWS (only boto3 configuration differs). Operators write the table; only the Lambda writes SSM.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from contract.dynamo import untype_item
+from contract.errors import SpecError
+from contract.registry import ActiveListError, format_active_list, parse_active_list
+from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
+from contract.ssm_reader import PublishedSet, SsmReader
+from sync.publisher import specs_at
+
+ITEM_CONFIG = "endpoint_req_config"
+
+
+def to_typed_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A registry item in the seed's stored form: strings as S, numbers as N, the config as a JSON string."""
+    typed: dict[str, Any] = {}
+    for key, value in item.items():
+        if value is None:
+            continue
+        if key == ITEM_CONFIG and not isinstance(value, str):
+            typed[key] = {"S": json.dumps(value, ensure_ascii=False)}
+        elif isinstance(value, bool):
+            typed[key] = {"BOOL": value}
+        elif isinstance(value, int | float):
+            typed[key] = {"N": str(value)}
+        else:
+            typed[key] = {"S": str(value)}
+    return typed
+
+
+@dataclass
+class Registry:
+    dynamodb: Any
+    table: str
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        item = self.dynamodb.get_item(
+            TableName=self.table, Key={"model_name": {"S": name}}, ConsistentRead=True
+        )
+        return untype_item(item["Item"]) if "Item" in item else None
+
+    def scan(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=self.table, ConsistentRead=True):
+            items.extend(untype_item(i) for i in page.get("Items", []))
+        return items
+
+    def active(self) -> tuple[list[str], str | None]:
+        """The listed names and the raw value (for a conditional update); empty if the item is missing."""
+        item = self.get(ALL_MODELS_KEY)
+        if item is None:
+            return [], None
+        try:
+            return list(parse_active_list(item).names), item.get("model_names")
+        except ActiveListError:
+            return [], item.get("model_names") if isinstance(item.get("model_names"), str) else None
+
+    def set_active(self, names: list[str], expected_raw: str | None) -> None:
+        """Write all-models only if nobody changed it since we read it (raises ConcurrentChange)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": {"model_name": {"S": ALL_MODELS_KEY}, "model_names": {"S": format_active_list(names)}},
+        }
+        if expected_raw is None:
+            kwargs["ConditionExpression"] = "attribute_not_exists(model_names)"
+        else:
+            kwargs["ConditionExpression"] = "model_names = :old"
+            kwargs["ExpressionAttributeValues"] = {":old": {"S": expected_raw}}
+        try:
+            self.dynamodb.put_item(**kwargs)
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConcurrentChangeError(
+                    "all-models changed while we updated it; run the command again"
+                ) from None
+            raise
+
+    def update_active(self, change: Any, attempts: int = 5) -> list[str]:
+        """Read-modify-write of all-models with optimistic locking (retried on a concurrent change)."""
+        for attempt in range(attempts):
+            names, raw = self.active()
+            new = change(list(names))
+            if new == names and raw is not None:
+                return names
+            try:
+                self.set_active(new, raw)
+                return list(new)
+            except ConcurrentChangeError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        return []
+
+
+class ConcurrentChangeError(RuntimeError):
+    pass
+
+
+def build_item(
+    name: str, endpoint: str, config: dict[str, Any], extras: dict[str, Any]
+) -> tuple[dict[str, Any], ModelSpec]:
+    """The item to write, validated first (raises SpecError with every problem)."""
+    if isinstance(config.get(ITEM_CONFIG), dict | str):  # a whole item was given: take its config and extras
+        extras = {
+            k: v for k, v in config.items() if k not in ("model_name", "endpoint_name", ITEM_CONFIG)
+        } | extras
+        config = (
+            config[ITEM_CONFIG] if isinstance(config[ITEM_CONFIG], dict) else json.loads(config[ITEM_CONFIG])
+        )
+    item = {"model_name": name, "endpoint_name": endpoint, ITEM_CONFIG: config, **extras}
+    return item, parse_model_item(item)
+
+
+def put_model(registry: Registry, item: dict[str, Any], active: bool) -> list[str]:
+    registry.dynamodb.put_item(TableName=registry.table, Item=to_typed_item(item))
+    name = item["model_name"]
+    if active:
+        return registry.update_active(lambda names: names if name in names else [*names, name])
+    return registry.active()[0]
+
+
+def remove_model(registry: Registry, name: str) -> bool:
+    """Unlist, then delete the item. False when the model was neither listed nor stored."""
+    names, _ = registry.active()
+    existed = registry.get(name) is not None or name in names
+    registry.update_active(lambda current: [n for n in current if n != name])
+    registry.dynamodb.delete_item(TableName=registry.table, Key={"model_name": {"S": name}})
+    return existed
+
+
+def rollback(registry: Registry, reader: SsmReader, version: int) -> tuple[PublishedSet, list[ModelSpec]]:
+    """Write manifest version N's exact specs back into the table and list exactly its models, in its
+    order; the normal stream -> Lambda -> SSM path then publishes them as a new version."""
+    published, specs = specs_at(reader, version)
+    for spec in specs:
+        registry.dynamodb.put_item(TableName=registry.table, Item=to_typed_item(dict(spec.document)))
+    registry.update_active(lambda _: [s.name for s in specs])
+    return published, specs
+
+
+def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict[str, Any]]:
+    """Registry and live set side by side: one row per model either side knows."""
+    items = {i["model_name"]: i for i in registry.scan() if isinstance(i.get("model_name"), str)}
+    names, _ = registry.active()
+    manifest = published.manifest if published else None
+    rows = []
+    for name in dict.fromkeys([*names, *(manifest.names if manifest else ()), *items]):
+        if name == ALL_MODELS_KEY:
+            continue
+        item = items.get(name)
+        entry = manifest.entry(name) if manifest else None
+        spec, problem = None, None
+        if item is not None:
+            try:
+                spec = parse_model_item(item)
+            except SpecError as exc:
+                problem = str(exc)
+        if name not in names:
+            status = "inactive" if entry is None else "removing"
+        elif manifest and name in manifest.rejected:
+            status = "rejected (last good spec live)" if entry else "rejected"
+        elif problem:
+            status = "invalid"
+        elif entry is not None and spec is not None and entry.hash == spec.hash:
+            status = "live"
+        else:
+            status = "pending"
+        rows.append(
+            {
+                "model": name,
+                "listed": name in names,
+                "status": status,
+                "endpoint": (spec.endpoint_name if spec else (item or {}).get("endpoint_name")),
+                "live_hash": entry.hash if entry else None,
+                "reason": (manifest.rejected.get(name) if manifest else None) or problem,
+            }
+        )
+    return rows

@@ -1,0 +1,45 @@
+"""`sagemaker-fastchat sync-local`: the stream consumer + the real sync handler, for the local stack.
+
+Lambda's event source mapping is not available without AWS, so this process plays its part: it follows
+the table's DynamoDB stream and calls the same handler the Lambda runs, with Lambda-shaped events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import threading
+from typing import Any
+
+import boto3
+import structlog
+
+from contract.logs import configure_logging
+from sync.handler import SyncHandler
+from sync.settings import SyncSettings
+from sync.stream_consumer import StreamConsumer
+
+log = structlog.get_logger("sync-local")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("sync-local", help="follow the registry's DynamoDB stream and run the sync handler")
+    p.add_argument("--interval", type=float, default=0.25, help="seconds between stream polls")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging()
+    settings = SyncSettings.from_env()
+    dynamodb = boto3.client("dynamodb")
+    handler = SyncHandler(dynamodb, boto3.client("ssm"), settings)
+    consumer = StreamConsumer(dynamodb, boto3.client("dynamodbstreams"), settings.table_name, handler)
+    consumer.start_at_latest()  # first mark where the stream is, then publish the table as it is now
+    handler.sync()
+    log.info("following_stream", table=settings.table_name, prefix=settings.ssm_prefix)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        consumer.run(stop, args.interval)
+    return 0
