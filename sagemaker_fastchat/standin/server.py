@@ -14,6 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import AsyncIterator
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class StandinConfig:
     part_size: int = 0  # 0: one PayloadPart per line; N: re-cut the byte stream into N-byte parts
     forwards: dict[str, str] = field(default_factory=dict)
     requests_served: int = 0
+    # The last requests' bodies, for debugging and tests (GET /_standin/requests). In memory only.
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
 
 
 def _aws_error(status: int, code: str, message: str) -> Response:
@@ -108,6 +111,7 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         name = request.path_params["name"]
         raw = await request.body()
         cfg.requests_served += 1
+        cfg.recent.append({"endpoint": name, "body": raw.decode(errors="replace")})
         if name in cfg.forwards:
             return StreamingResponse(
                 forward_frames(cfg.forwards[name], raw),
@@ -142,11 +146,16 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
     async def health(_: Request) -> Response:
         return JSONResponse({"ok": True, "requests_served": cfg.requests_served})
 
+    async def recent(request: Request) -> Response:
+        endpoint = request.query_params.get("endpoint")
+        return JSONResponse([r for r in cfg.recent if endpoint in (None, r["endpoint"])])
+
     return Starlette(
         routes=[
             Route("/endpoints/{name}/invocations-response-stream", invoke_stream, methods=["POST"]),
             Route("/endpoints/{name}/invocations", invoke, methods=["POST"]),
             Route("/ping", health, methods=["GET"]),
+        Route("/_standin/requests", recent, methods=["GET"]),
         ]
     )
 

@@ -1,0 +1,106 @@
+"""The README's first command under test: `sagemaker-fastchat up` as a user runs it, on free ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from tests.helpers import free_port
+
+CLI = [sys.executable, "-m", "sagemaker_fastchat.cli"]
+OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
+
+
+class LocalStack:
+    def __init__(self) -> None:
+        self.ports = {name: free_port() for name in ("api", "web", "controller", "worker", "moto", "standin", "xray")}
+        self.lines: list[str] = []
+        self.process: subprocess.Popen[str] | None = None
+        self.descendants: list[psutil.Process] = []
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a user's shell needs for the CLI to reach this stack (as the README says)."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        return {
+            **clean,
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.ports['moto']}",
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "WORKER_URL": self.worker_url,
+        }
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}/v1"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['web']}"
+
+    @property
+    def worker_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['worker']}"
+
+    @property
+    def standin_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['standin']}"
+
+    def start(self, timeout: float = 240) -> None:
+        argv = [*CLI, "up", "--token-rate", "50"]
+        for name, port in self.ports.items():
+            argv += [f"--{name}-port", str(port)]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env["FASTCHAT_CONV_LOG_DIR"] = ""
+        self.process = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+        )
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert self.process is not None and self.process.stdout is not None
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip())
+                if "sagemaker-fastchat is up" in line:
+                    ready.set()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not ready.wait(0.5):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the stack did not come up:\n" + "\n".join(self.lines[-60:]))
+        self.descendants = psutil.Process(self.process.pid).children(recursive=True)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=120, check=False)
+
+    def model_set(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.worker_url}/model-set", timeout=5).json())
+
+    def stop(self, timeout: float = 60) -> int:
+        """Ctrl-C, as a user would; returns the exit code."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            raise
+
+    def leftovers(self) -> list[str]:
+        alive = [p for p in self.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        return [" ".join(p.cmdline()[:4]) for p in alive]
+
+    def log_tail(self, n: int = 80) -> str:
+        return "\n".join(self.lines[-n:])
