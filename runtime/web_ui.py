@@ -88,6 +88,7 @@ def prepare_ui(worker_url: str) -> Any:
     fastchat_compat.reclaim_logging()
     fastchat_compat.redirect_conversation_logs()
     info = LiveModelInfo(worker_url)
+    info.models()  # registers the live models' descriptions before FastChat builds its model list
     fastchat_compat.install_live_template_adapter(info.conv_template)
     return module
 

@@ -219,6 +219,8 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         http_ready(f"http://{loop}:{ports.api}/health"),
     )
     if not args.no_web:
+        # FastChat's UI lists model descriptions once, when it is built: start it once models are served.
+        sup.wait_ready(["worker"], timeout=args.ready_timeout)
         sup.start(
             "web",
             [*CLI, "web", "--host", args.host, "--port", str(ports.web)],

@@ -22,7 +22,9 @@ OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
 class LocalStack:
     def __init__(self) -> None:
-        self.ports = {name: free_port() for name in ("api", "web", "controller", "worker", "moto", "standin", "xray")}
+        self.ports = {
+            name: free_port() for name in ("api", "web", "controller", "worker", "moto", "standin", "xray")
+        }
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self.descendants: list[psutil.Process] = []
@@ -69,10 +71,13 @@ class LocalStack:
 
         def pump() -> None:
             assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                self.lines.append(line.rstrip())
-                if "sagemaker-fastchat is up" in line:
-                    ready.set()
+            try:
+                for line in self.process.stdout:
+                    self.lines.append(line.rstrip())
+                    if "sagemaker-fastchat is up" in line:
+                        ready.set()
+            except ValueError:
+                pass  # closed by stop()
 
         threading.Thread(target=pump, daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -82,7 +87,9 @@ class LocalStack:
         self.descendants = psutil.Process(self.process.pid).children(recursive=True)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*CLI, *args], env=self.env, capture_output=True, text=True, timeout=120, check=False)
+        return subprocess.run(
+            [*CLI, *args], env=self.env, capture_output=True, text=True, timeout=120, check=False
+        )
 
     def model_set(self) -> dict[str, Any]:
         return dict(httpx.get(f"{self.worker_url}/model-set", timeout=5).json())
@@ -97,6 +104,10 @@ class LocalStack:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             raise
+        finally:
+            time.sleep(0.2)  # let the reader drain the last lines
+            if self.process.stdout is not None:
+                self.process.stdout.close()
 
     def leftovers(self) -> list[str]:
         alive = [p for p in self.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

@@ -155,7 +155,7 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
             Route("/endpoints/{name}/invocations-response-stream", invoke_stream, methods=["POST"]),
             Route("/endpoints/{name}/invocations", invoke, methods=["POST"]),
             Route("/ping", health, methods=["GET"]),
-        Route("/_standin/requests", recent, methods=["GET"]),
+            Route("/_standin/requests", recent, methods=["GET"]),
         ]
     )
 

@@ -19,7 +19,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "sagemaker_fastchat" / "example
 
 def chat(stack: LocalStack, model: str, prompt: str) -> str:
     client = openai.OpenAI(base_url=stack.api_url, api_key="none", max_retries=0, timeout=60)
-    stream = client.chat.completions.create(model=model, messages=[{"role": "user", "content": prompt}], stream=True)
+    stream = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": prompt}], stream=True
+    )
     return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
 
 
@@ -48,8 +50,15 @@ def live_version(stack: LocalStack) -> int:
 def test_cli_adds_a_model_and_it_is_served(local_stack: LocalStack) -> None:
     """`models put` -> the stream -> the sync -> SSM -> the worker: served without a restart."""
     before = live_version(local_stack)
-    result = local_stack.cli("models", "put", "Added (CLI)", "--endpoint", "demo-lmi-added",
-                             "--config", str(EXAMPLES / "lmi-jsonlines.json"))
+    result = local_stack.cli(
+        "models",
+        "put",
+        "Added (CLI)",
+        "--endpoint",
+        "demo-lmi-added",
+        "--config",
+        str(EXAMPLES / "lmi-jsonlines.json"),
+    )
     assert result.returncode == 0, result.stderr
     wait = local_stack.cli("models", "wait", str(before + 1), "--timeout", "30")
     assert wait.returncode == 0, wait.stderr + local_stack.log_tail()
@@ -66,7 +75,9 @@ def test_cli_refuses_invalid_config(local_stack: LocalStack, tmp_path: Path) -> 
     del bad["endpoint_req_config"]["response"]["mapping"]["text"]
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
-    result = local_stack.cli("models", "put", "never-written", "--endpoint", "demo-tgi", "--config", str(path))
+    result = local_stack.cli(
+        "models", "put", "never-written", "--endpoint", "demo-tgi", "--config", str(path)
+    )
     assert result.returncode == 1
     assert "never-written: endpoint_req_config.response.mapping.text: is missing" in result.stderr
     rows = [r["model"] for r in json.loads(local_stack.cli("models", "list", "--json").stdout)["models"]]
@@ -76,14 +87,26 @@ def test_cli_refuses_invalid_config(local_stack: LocalStack, tmp_path: Path) -> 
 def test_invalid_item_written_anyway_is_rejected_and_old_spec_serves(local_stack: LocalStack) -> None:
     """An invalid item written straight into the table is rejected by the sync; the model keeps its
     last good spec, the reason is visible in `models list`, and the model still answers."""
-    ddb = boto3.client("dynamodb", endpoint_url=local_stack.env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                       aws_access_key_id="local", aws_secret_access_key="local")
-    ddb.put_item(TableName="sagemaker-fastchat-models", Item={
-        "model_name": {"S": "demo-lmi"}, "endpoint_name": {"S": "demo-lmi"},
-        "endpoint_req_config": {"S": '{"request": {"defaults": {}, "mapping": {}}}'}})
+    ddb = boto3.client(
+        "dynamodb",
+        endpoint_url=local_stack.env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    ddb.put_item(
+        TableName="sagemaker-fastchat-models",
+        Item={
+            "model_name": {"S": "demo-lmi"},
+            "endpoint_name": {"S": "demo-lmi"},
+            "endpoint_req_config": {"S": '{"request": {"defaults": {}, "mapping": {}}}'},
+        },
+    )
     deadline = time.monotonic() + 30
     while True:
-        rows = {r["model"]: r for r in json.loads(local_stack.cli("models", "list", "--json").stdout)["models"]}
+        rows = {
+            r["model"]: r for r in json.loads(local_stack.cli("models", "list", "--json").stdout)["models"]
+        }
         if rows["demo-lmi"]["status"].startswith("rejected"):
             break
         assert time.monotonic() < deadline, rows
@@ -91,7 +114,9 @@ def test_invalid_item_written_anyway_is_rejected_and_old_spec_serves(local_stack
     assert "demo-lmi: endpoint_req_config.request.mapping.prompt: is missing" in rows["demo-lmi"]["reason"]
     assert rows["demo-lmi"]["status"] == "rejected (last good spec live)"
     assert chat(local_stack, "demo-lmi", "[[say:still the old spec]]") == "still the old spec"
-    assert local_stack.cli("models", "wait", str(live_version(local_stack)), "--timeout", "30").returncode == 0
+    assert (
+        local_stack.cli("models", "wait", str(live_version(local_stack)), "--timeout", "30").returncode == 0
+    )
     assert "demo-lmi" in local_stack.model_set()["rejected"]
 
 

@@ -1,0 +1,141 @@
+"""FastChat's web UI in a real browser (Debian's chromium, headless): direct chat and arena stream text,
+model output holding HTML never executes while markdown still renders, and a model's conv_template
+applies in the UI path too. Screenshots are saved under test-output/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+
+from tests.local_stack import OUTPUT, LocalStack
+
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:  # fail, never skip: CI installs Debian's chromium
+        pytest.fail("Debian's chromium is not installed (apt-get install chromium); browser tests cannot run")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Browser, local_stack: LocalStack) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.dialogs = []  # type: ignore[attr-defined]
+    pg.on("dialog", lambda d: (pg.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
+    pg.goto(local_stack.web_url, wait_until="domcontentloaded")
+    pg.get_by_role("tab", name="Direct Chat").wait_for(timeout=60_000)
+    yield pg
+    context.close()
+
+
+def open_tab(page: Page, name: str) -> None:
+    """Select a tab and make sure it stays selected (FastChat's page-load handler selects a tab itself)."""
+    tab = page.get_by_role("tab", name=name)
+    for _ in range(20):
+        tab.click()
+        page.wait_for_timeout(500)
+        if tab.get_attribute("aria-selected") == "true":
+            page.wait_for_timeout(500)
+            if tab.get_attribute("aria-selected") == "true":
+                return
+    pytest.fail(f"tab {name!r} could not be selected")
+
+
+def chatbots(page: Page) -> Locator:
+    return page.get_by_role("log", name="chatbot conversation").filter(visible=True)
+
+
+def send(page: Page, text: str) -> None:
+    box = page.get_by_placeholder("👉 Enter your prompt and press ENTER").filter(visible=True).first
+    box.fill(text)
+    box.press("Enter")
+
+
+def shot(page: Page, name: str) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    page.screenshot(path=str(OUTPUT / f"{name}.png"), full_page=True)
+
+
+def choose_model(page: Page, name: str) -> None:
+    dropdown = page.get_by_role("listbox", name="Dropdown").filter(visible=True).first
+    dropdown.click()
+    page.get_by_role("option", name=name, exact=True).click()
+    page.wait_for_timeout(300)
+
+
+def test_direct_chat_streams(page: Page) -> None:
+    """Direct chat: the reply appears token by token (the text grows while streaming)."""
+    open_tab(page, "Direct Chat")
+    send(page, "[[tokens:30]] [[rate:10]] hello")
+    chatbot = chatbots(page).first
+    expect(chatbot).to_contain_text("Demo model", timeout=30_000)
+    lengths = set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and len(lengths) < 3:
+        lengths.add(len(chatbot.inner_text()))
+        page.wait_for_timeout(250)
+    assert len(lengths) >= 3, "the reply did not stream"
+    shot(page, "direct-chat")
+
+
+def test_html_in_model_output_never_executes(page: Page) -> None:
+    """`<img src=x onerror=alert(1)>` and `<script>` from a model do nothing; **markdown** still renders."""
+    open_tab(page, "Direct Chat")
+    send(page, "[[html]]")
+    chatbot = chatbots(page).first
+    expect(chatbot).to_contain_text("done.", timeout=30_000)
+    page.wait_for_timeout(1000)
+    assert chatbot.locator("strong", has_text="bold markdown").count() >= 1
+    assert chatbot.locator("img[onerror]").count() == 0
+    assert chatbot.locator("script").count() == 0
+    assert page.dialogs == []  # type: ignore[attr-defined]
+    shot(page, "xss-sanitized")
+
+
+def test_arena_battle_streams_two_answers(page: Page) -> None:
+    """Arena (battle): two anonymous models answer the same prompt."""
+    open_tab(page, "Arena (battle)")
+    send(page, "[[say:arena answer here]]")
+    bots = chatbots(page)
+    expect(bots.nth(0)).to_contain_text("arena answer here", timeout=30_000)
+    expect(bots.nth(1)).to_contain_text("arena answer here", timeout=30_000)
+    shot(page, "arena-battle")
+
+
+def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) -> None:
+    """The UI builds the prompt with the model's conv_template (demo-openai: raw) as the API path does."""
+    open_tab(page, "Direct Chat")
+    choose_model(page, "demo-openai")
+    send(page, "[[say:ui template]] check")
+    expect(chatbots(page).first).to_contain_text("ui template", timeout=30_000)
+    bodies = httpx.get(
+        f"{local_stack.standin_url}/_standin/requests", params={"endpoint": "demo-openai"}
+    ).json()
+    prompt = json.loads(bodies[-1]["body"])["messages"][0]["content"]
+    assert prompt == "[[say:ui template]] check"
