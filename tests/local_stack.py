@@ -70,7 +70,8 @@ class LocalStack:
         ready = threading.Event()
 
         def pump() -> None:
-            assert self.process is not None and self.process.stdout is not None
+            assert self.process is not None
+            assert self.process.stdout is not None
             try:
                 for line in self.process.stdout:
                     self.lines.append(line.rstrip())

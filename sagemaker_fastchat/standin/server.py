@@ -13,8 +13,8 @@ import asyncio
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
