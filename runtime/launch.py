@@ -17,6 +17,9 @@ import uvicorn
 from contract.logs import configure_logging
 from contract.snapshot import DEFAULT_PREFIX, validate_prefix
 from runtime import fastchat_compat
+from telemetry import propagation
+from telemetry.propagation import TraceMiddleware
+from telemetry.tracing import Tracer
 
 DEFAULTS = {
     "controller": ("127.0.0.1", 21001),
@@ -160,7 +163,12 @@ def run_controller(args: argparse.Namespace) -> int:
 
     fastchat_compat.reclaim_logging()
     controller.controller = controller.Controller("shortest_queue")
-    uvicorn.run(controller.app, host=args.host, port=args.port, log_level="warning")
+    tracer = Tracer("sagemaker-fastchat-controller")
+    # Only the per-chat lookups are traced; heartbeats and registrations would drown the traces.
+    app = TraceMiddleware(
+        controller.app, tracer, "sagemaker-fastchat-controller", only=("/get_worker_address",)
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -183,6 +191,7 @@ def api_app(controller_address: str, api_keys: str | None = None) -> Any:
     fastchat_compat.expire_conv_template_cache()
     fastchat_compat.add_health_route(openai_api_server.app)
     fastchat_compat.openai_stream_errors()
+    propagation.patch_all()
     argv = ["openai_api_server", "--controller-address", controller_address]
     if api_keys:
         argv += ["--api-keys", api_keys]
@@ -197,7 +206,8 @@ def api_app(controller_address: str, api_keys: str | None = None) -> Any:
 def run_api(args: argparse.Namespace) -> int:
     app = api_app(args.controller_address, args.api_keys)
     configure_logging()
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    traced = TraceMiddleware(app, Tracer("sagemaker-fastchat-api"), "sagemaker-fastchat-api")
+    uvicorn.run(traced, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
     return 0
 
 

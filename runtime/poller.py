@@ -20,8 +20,10 @@ from contract.spec import ModelSpec
 from runtime.adapter import SageMakerAdapter
 from runtime.model_set import LiveModelSet, build_model_set
 from runtime.sources import FileSource, SnapshotUnavailable, SsmSource
+from telemetry.tracing import Tracer
 
 log = structlog.get_logger("poller")
+tracer = Tracer("sagemaker-fastchat-poller")
 
 Source = SsmSource | FileSource
 
@@ -52,11 +54,16 @@ class Poller:
             version = self.source.current_version()
             if version is not None and current.version is not None and version <= current.version:
                 return False
-        snapshot = self.source.load()
-        new = build_model_set(snapshot, current, self.make_adapter, self.source.description)
-        if new.version is not None and current.version is not None and new.version <= current.version:
-            return False
-        swapped = self.live.swap(new)
+        with tracer.span("sagemaker-fastchat-poller") as span:
+            snapshot = self.source.load()
+            new = build_model_set(snapshot, current, self.make_adapter, self.source.description)
+            if new.version is not None and current.version is not None and new.version <= current.version:
+                return False
+            swapped = self.live.swap(new)
+            if span is not None:
+                span.annotate("model_set_version", new.version)
+                span.annotate("models", len(new.names))
+                span.annotate("models_rejected", len(new.rejected))
         if swapped:
             log.info(
                 "model_set_swapped",

@@ -9,6 +9,7 @@ gets fewer, larger updates instead of falling behind, and no token-by-token thre
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterator
@@ -64,7 +65,8 @@ async def relay_chunks(chunks: Iterator[dict[str, Any]], executor: Executor) -> 
     """Yield the newest chunk each time the loop gets to run; every chunk when the reader keeps up."""
     loop = asyncio.get_running_loop()
     relay = Relay(loop)
-    loop.run_in_executor(executor, _produce, chunks, relay)
+    # The producer runs in the request's context (current trace span, for log lines and outgoing calls).
+    loop.run_in_executor(executor, contextvars.copy_context().run, _produce, chunks, relay)
     try:
         while True:
             items = await relay.take_all()

@@ -8,12 +8,14 @@ FastChat's UI picks conversation templates by model name in its own process, so 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import runpy
 import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,6 +23,8 @@ import structlog
 
 from runtime import fastchat_compat
 from runtime.launch import controller_address_arg, env_default
+from telemetry import propagation
+from telemetry.tracing import Tracer, current_span
 
 log = structlog.get_logger("web")
 UI_MODULE = "fastchat.serve.gradio_web_server_multi"
@@ -87,6 +91,8 @@ def prepare_ui(worker_url: str) -> Any:
     fastchat_compat.prepare_fastchat_logging()  # modules imported just now
     fastchat_compat.reclaim_logging()
     fastchat_compat.redirect_conversation_logs()
+    propagation.patch_all()
+    trace_bot_responses(Tracer("sagemaker-fastchat-web"))
     info = LiveModelInfo(worker_url)
     info.models()  # registers the live models' descriptions before FastChat builds its model list
     fastchat_compat.install_live_template_adapter(info.conv_template)
@@ -116,3 +122,37 @@ def run_web(args: argparse.Namespace) -> int:
     # on the modules our shims already prepared.
     runpy.run_module(UI_MODULE, run_name="__main__", alter_sys=False)
     return 0
+
+
+def trace_bot_responses(tracer: Tracer) -> None:
+    """One trace per model answering: FastChat's `bot_response` (called once per model, also by each
+    arena tab) runs inside a segment, current while it calls the controller and the worker."""
+    for name, module in list(sys.modules.items()):
+        original = getattr(module, "bot_response", None) if name.startswith("fastchat.serve.") else None
+        if original is None or getattr(original, "_traced", False):
+            continue
+
+        @functools.wraps(original)
+        def traced(state: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Iterator[Any]:
+            span = tracer.begin("sagemaker-fastchat-web")
+            if span is None:
+                yield from _original(state, *args, **kwargs)
+                return
+            span.annotate("model_name", getattr(state, "model_name", None))
+            steps = _original(state, *args, **kwargs)
+            try:
+                while True:
+                    token = current_span.set(span)
+                    try:
+                        item = next(steps)
+                    except StopIteration:
+                        return
+                    finally:
+                        current_span.reset(token)
+                    yield item
+            finally:
+                steps.close()
+                span.end()
+
+        traced._traced = True  # type: ignore[attr-defined]
+        module.bot_response = traced  # type: ignore[attr-defined]

@@ -37,6 +37,8 @@ from runtime import fastchat_compat
 from runtime.adapter import SageMakerAdapter, error_chunk
 from runtime.model_set import LiveModelSet
 from runtime.relay import relay_chunks
+from runtime.tracing import traced_stream
+from telemetry.tracing import TRACE_HEADER
 
 log = structlog.get_logger("worker")
 
@@ -113,6 +115,14 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
     def adapter(self, model: str) -> SageMakerAdapter | None:
         return self.live.current.get(model)
 
+    def traced_chunks(
+        self, adapter: SageMakerAdapter, params: dict[str, Any], header: str | None
+    ) -> Iterator[dict[str, Any]]:
+        spec = adapter.spec
+        return traced_stream(
+            adapter.generate_stream(params), header, spec.name, spec.endpoint_name, self.live.current.version
+        )
+
     def conv_template_for(self, model: str) -> dict[str, Any]:
         conv = fastchat_compat.conversation_template(model)
         data = dataclasses.asdict(conv)
@@ -124,6 +134,13 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
         names = ", ".join(current.names) or "empty"
         message = f"is not in the live model set (version {current.version}: {names})"
         return error_chunk(model, message, ErrorCode.INVALID_MODEL)
+
+
+def _last(chunks: Iterator[dict[str, Any]]) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for last in chunks:  # noqa: B007 - the final chunk is the answer
+        pass
+    return last
 
 
 def _stream_bytes(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
@@ -164,15 +181,14 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
         adapter = worker.adapter(str(params.get("model")))  # held for the whole stream, whatever swaps
         if adapter is None:
             return StreamingResponse(_stream_bytes(iter([worker.missing_model(str(params.get("model")))])))
+        chunks = worker.traced_chunks(adapter, params, request.headers.get(TRACE_HEADER))
         await worker.semaphore.acquire()
         worker.call_ct += 1
 
         async def release() -> None:
             worker.semaphore.release()
 
-        return StreamingResponse(
-            _relayed_bytes(adapter.generate_stream(params), streams), background=BackgroundTask(release)
-        )
+        return StreamingResponse(_relayed_bytes(chunks, streams), background=BackgroundTask(release))
 
     @app.post("/worker_generate")
     async def generate(request: Request) -> Any:
@@ -182,7 +198,8 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
             return JSONResponse(worker.missing_model(str(params.get("model"))))
         async with worker.semaphore:
             worker.call_ct += 1
-            return JSONResponse(await asyncio.to_thread(adapter.generate, params))
+            chunks = worker.traced_chunks(adapter, params, request.headers.get(TRACE_HEADER))
+            return JSONResponse(await asyncio.to_thread(_last, chunks))
 
     @app.post("/worker_get_status")
     async def get_status(_: Request) -> Any:

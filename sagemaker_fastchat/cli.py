@@ -114,12 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
     from sagemaker_fastchat import local_stack, models_cli
     from sagemaker_fastchat.standin import server as standin
     from sync import local_runner
+    from telemetry import commands as telemetry_commands
 
     models_cli.add_parser(sub)
     local_stack.add_parser(sub)
     launch.register(sub)
     standin.register(sub)
     local_runner.add_parser(sub)
+    telemetry_commands.add_parsers(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ from contract.snapshot import DEFAULT_PREFIX
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
 from sync.settings import DEFAULT_TABLE
+from telemetry.collector import traces_file
 
 CLI = [sys.executable, "-m", "sagemaker_fastchat.cli"]
 DEMO_EXAMPLES = ("tgi", "openai-sse", "lmi-jsonlines")
@@ -116,6 +117,8 @@ def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
         "CONTROLLER_ADDRESS": f"http://127.0.0.1:{ports.controller}",
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
+        "XRAY_SAMPLING_RATE": os.environ.get("XRAY_SAMPLING_RATE", "1"),  # locally every request is traced
+        "XRAY_TRACES_FILE": str(traces_file()),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -175,6 +178,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         env,
         http_ready(f"http://{loop}:{ports.moto}/moto-api/"),
     )
+    sup.start("xray", [*CLI, "xray-collector", "--port", str(ports.xray)], env)
     standin = [*CLI, "standin", "--port", str(ports.standin), "--token-rate", str(args.token_rate)]
     for forward in args.forward:
         standin += ["--forward", forward]
@@ -240,6 +244,7 @@ def banner(args: argparse.Namespace, ports: Ports) -> str:
         f"  OpenAI-compatible API   http://{host}:{ports.api}/v1",
         f"  worker model set        http://127.0.0.1:{ports.worker}/model-set",
         f"  registry                DynamoDB table {args.table} at http://127.0.0.1:{ports.moto} (moto)",
+        f"  traces                  sagemaker-fastchat traces --last 3   (collected in {traces_file()})",
         "  add a model:            sagemaker-fastchat models put my-model --endpoint demo-tgi-2 \\",
         "                            --config sagemaker_fastchat/examples/tgi.json",
         "Press Ctrl-C to stop everything.",

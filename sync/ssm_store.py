@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contract.snapshot import MAX_PARAMETER_BYTES, SnapshotError, tier_for
 from contract.ssm_reader import SsmReader
+from telemetry.tracing import child_span
 
 
 class SsmStore(SsmReader):
@@ -22,9 +23,13 @@ class SsmStore(SsmReader):
         if size > MAX_PARAMETER_BYTES:
             raise SnapshotError(f"{name}: {size} bytes exceeds SSM's {MAX_PARAMETER_BYTES}-byte limit")
         self.writes += 1
-        response = self.ssm.put_parameter(
-            Name=name, Value=value, Type="String", Overwrite=True, Tier=tier_for(value), DataType="text"
-        )
+        with child_span("SSM PutParameter", "aws") as span:
+            response = self.ssm.put_parameter(
+                Name=name, Value=value, Type="String", Overwrite=True, Tier=tier_for(value), DataType="text"
+            )
+            if span is not None:
+                span.meta("parameter", name)
+                span.meta("version", response["Version"])
         return int(response["Version"])
 
     def delete(self, name: str) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ class LocalStack:
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self.descendants: list[psutil.Process] = []
+        self.traces_file = Path(tempfile.mkdtemp(prefix="sfc-traces-")) / "traces.jsonl"
 
     @property
     def env(self) -> dict[str, str]:
@@ -40,6 +42,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "us-east-1",
             "WORKER_URL": self.worker_url,
+            "XRAY_TRACES_FILE": str(self.traces_file),
         }
 
     @property
@@ -64,6 +67,7 @@ class LocalStack:
             argv += [f"--{name}-port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["FASTCHAT_CONV_LOG_DIR"] = ""
+        env["XRAY_TRACES_FILE"] = str(self.traces_file)
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
         )

@@ -8,11 +8,13 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
+from telemetry.collector import read_segments
 from tests.local_stack import OUTPUT, LocalStack
 
 CHROMIUM_FLAGS = [
@@ -118,14 +120,25 @@ def test_html_in_model_output_never_executes(page: Page) -> None:
     shot(page, "xss-sanitized")
 
 
-def test_arena_battle_streams_two_answers(page: Page) -> None:
-    """Arena (battle): two anonymous models answer the same prompt."""
+def web_segments(stack: LocalStack) -> list[dict[str, Any]]:
+    return [s for s in read_segments(stack.traces_file) if s["name"] == "sagemaker-fastchat-web"]
+
+
+def test_arena_battle_streams_two_answers(page: Page, local_stack: LocalStack) -> None:
+    """Arena (battle): two anonymous models answer the same prompt, each answer its own trace."""
+    before = len(web_segments(local_stack))
     open_tab(page, "Arena (battle)")
     send(page, "[[say:arena answer here]]")
     bots = chatbots(page)
     expect(bots.nth(0)).to_contain_text("arena answer here", timeout=30_000)
     expect(bots.nth(1)).to_contain_text("arena answer here", timeout=30_000)
     shot(page, "arena-battle")
+    deadline = time.monotonic() + 15
+    while len(web_segments(local_stack)) < before + 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    new = web_segments(local_stack)[before:]
+    assert len({s["trace_id"] for s in new}) == 2, new
+    assert all(s["annotations"]["model_name"].startswith("demo-") for s in new)
 
 
 def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) -> None:

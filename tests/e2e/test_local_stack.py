@@ -123,7 +123,7 @@ def test_invalid_item_written_anyway_is_rejected_and_old_spec_serves(local_stack
 def test_ctrl_c_stops_everything(local_stack: LocalStack) -> None:
     """Ctrl-C: exit 0, no process left, every port free again."""
     children = len(local_stack.descendants)
-    assert children >= 7  # moto, stand-in, controller, sync, worker, API, web UI
+    assert children >= 8  # moto, X-Ray collector, stand-in, controller, sync, worker, API, web UI
     assert local_stack.stop() == 0
     time.sleep(0.5)
     assert local_stack.leftovers() == []

@@ -1,0 +1,179 @@
+"""Spans over the AWS X-Ray SDK (aws-xray-sdk), with explicit propagation.
+
+FastChat's servers stream through sync generators running in threadpool threads, and a segment opened
+in a middleware would close before a StreamingResponse finishes, so spans here are explicit objects
+(not the SDK's thread-local context): whoever begins a span ends it, in whatever thread the work ends.
+The current span is also kept in a context variable, so outgoing HTTP calls can carry its trace header
+(`telemetry.propagation`) and log lines its trace id (`contract.logs`).
+
+Configuration (environment): XRAY_ENABLED (default true; false makes every call a cheap no-op),
+XRAY_SAMPLING_RATE (share of new traces recorded, default 0.05; the local stack uses 1),
+AWS_XRAY_DAEMON_ADDRESS (default 127.0.0.1:2000). An upstream `Sampled=0/1` decision is honoured.
+Our spans never hold prompt or completion text.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from contract import logs
+
+TRACE_HEADER = "X-Amzn-Trace-Id"
+
+current_span: ContextVar[Span | None] = ContextVar("current_span", default=None)
+
+
+def _truthy(value: str | None, default: bool) -> bool:
+    return default if value is None else value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def parse_header(header: str | None) -> tuple[str | None, str | None, bool | None]:
+    """(root trace id, parent id, sampled) from an X-Amzn-Trace-Id header."""
+    if not header:
+        return None, None, None
+    parts = dict(p.split("=", 1) for p in header.replace(" ", "").split(";") if "=" in p)
+    sampled = {"1": True, "0": False}.get(parts.get("Sampled", "?"))
+    return parts.get("Root"), parts.get("Parent"), sampled
+
+
+@dataclass
+class Span:
+    """One X-Ray segment or subsegment. `root` is the segment that is emitted when it ends."""
+
+    entity: Any
+    root: Any
+    tracer: Tracer
+    children: list[Span] = field(default_factory=list)
+
+    @property
+    def trace_id(self) -> str:
+        return str(self.root.trace_id)
+
+    @property
+    def header(self) -> str:
+        """The header an outgoing call carries so the callee's segment becomes our child."""
+        return f"Root={self.root.trace_id};Parent={self.entity.id};Sampled=1"
+
+    def annotate(self, key: str, value: str | int | float | bool | None) -> None:
+        if value is not None:
+            self.entity.put_annotation(key, value)
+
+    def meta(self, key: str, value: Any) -> None:
+        self.entity.put_metadata(key, value, "sagemaker-fastchat")
+
+    def error(self, message: str) -> None:
+        self.entity.add_fault_flag()
+        self.entity.put_metadata("error", message, "sagemaker-fastchat")
+
+    def child(self, name: str, namespace: str = "remote") -> Span:
+        from aws_xray_sdk.core.models.subsegment import Subsegment
+
+        sub = Subsegment(name, namespace, self.root)
+        self.entity.add_subsegment(sub)
+        return Span(sub, self.root, self.tracer)
+
+    def end(self) -> None:
+        self.entity.close()
+        if self.entity is self.root:
+            self.tracer.emit(self.root)
+
+
+class Tracer:
+    def __init__(
+        self,
+        service: str,
+        *,
+        enabled: bool | None = None,
+        rate: float | None = None,
+        address: str | None = None,
+    ) -> None:
+        self.service = service
+        self.enabled = _truthy(os.environ.get("XRAY_ENABLED"), True) if enabled is None else enabled
+        self.rate = float(os.environ.get("XRAY_SAMPLING_RATE", "0.05")) if rate is None else rate
+        self.address = address or os.environ.get("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000")
+        self._emitter: Any = None
+        self.sent: list[dict[str, Any]] = []  # kept only when `keep_sent` (tests)
+        self.keep_sent = False
+
+    def begin(self, name: str | None = None, header: str | None = None) -> Span | None:
+        """A new segment, child of `header`'s parent when given; None when off or not sampled."""
+        if not self.enabled:
+            return None
+        # In Lambda (active tracing) our segment becomes a child of the function's own segment.
+        root, parent, sampled = parse_header(header or os.environ.get("_X_AMZN_TRACE_ID"))
+        if sampled is None:
+            sampled = random.random() < self.rate
+        if not sampled:
+            return None
+        from aws_xray_sdk.core.models.segment import Segment
+        from aws_xray_sdk.core.models.traceid import TraceId
+
+        segment = Segment(
+            name or self.service, traceid=root or TraceId().to_id(), parent_id=parent, sampled=True
+        )
+        segment.set_service({"runtime": "python", "name": self.service})
+        return Span(segment, segment, self)
+
+    @contextmanager
+    def span(self, name: str | None = None, header: str | None = None) -> Iterator[Span | None]:
+        """A segment for the duration of a block, current for its log lines and outgoing calls."""
+        span = self.begin(name, header)
+        token = current_span.set(span)
+        try:
+            yield span
+        except Exception as exc:
+            if span is not None:
+                span.error(f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            current_span.reset(token)
+            if span is not None:
+                span.end()
+
+    def emit(self, segment: Any) -> None:
+        if self.keep_sent:
+            self.sent.append(segment.to_dict())
+        if self._emitter is None:
+            from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
+
+            self._emitter = UDPEmitter(self.address)
+        with suppress(OSError):  # tracing must never break serving
+            self._emitter.send_entity(segment)
+
+
+@contextmanager
+def child_span(name: str, namespace: str = "remote") -> Iterator[Span | None]:
+    """A subsegment of the current span for a block (nothing when there is no current span)."""
+    parent = current_span.get()
+    if parent is None:
+        yield None
+        return
+    span = parent.child(name, namespace)
+    token = current_span.set(span)
+    try:
+        yield span
+    except Exception as exc:
+        span.error(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        current_span.reset(token)
+        span.end()
+
+
+def _current_trace_id() -> str | None:
+    span = current_span.get()
+    return span.trace_id if span is not None else None
+
+
+logs.trace_id_provider = _current_trace_id
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000
