@@ -99,8 +99,8 @@ class Tracer:
         self.rate = float(os.environ.get("XRAY_SAMPLING_RATE", "0.05")) if rate is None else rate
         self.address = address or os.environ.get("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000")
         self._emitter: Any = None
-        self.sent: list[dict[str, Any]] = []  # kept only when `keep_sent` (tests)
-        self.keep_sent = False
+        self.sent: list[dict[str, Any]] = []
+        self.keep_sent = False  # record segments in `sent` instead of sending them (tests)
 
     def begin(self, name: str | None = None, header: str | None = None) -> Span | None:
         """A new segment, child of `header`'s parent when given; None when off or not sampled."""
@@ -140,12 +140,18 @@ class Tracer:
     def emit(self, segment: Any) -> None:
         if self.keep_sent:
             self.sent.append(segment.to_dict())
+            return
         if self._emitter is None:
             from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
 
             self._emitter = UDPEmitter(self.address)
         with suppress(OSError):  # tracing must never break serving
             self._emitter.send_entity(segment)
+
+    def close(self) -> None:
+        if self._emitter is not None:
+            self._emitter._socket.close()
+            self._emitter = None
 
 
 @contextmanager

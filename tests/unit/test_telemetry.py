@@ -1,0 +1,167 @@
+"""Tracing internals without a network: header parsing, spans, the ASGI middleware on a streaming
+response, header propagation, the collector's datagram parsing and tree rendering."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import StreamingResponse
+from starlette.routing import Route
+
+from contract import logs
+from telemetry.collector import Collector, build_tree, parse_datagram, render
+from telemetry.propagation import TraceMiddleware, patch_httpx
+from telemetry.tracing import TRACE_HEADER, Tracer, child_span, current_span, parse_header
+from tests.helpers import free_port
+
+
+def recording_tracer(**kw: Any) -> Tracer:
+    tracer = Tracer("test", address="127.0.0.1:9", **kw)
+    tracer.keep_sent = True
+    return tracer
+
+
+def test_parse_header() -> None:
+    """Root, Parent and the Sampled decision are read from X-Amzn-Trace-Id."""
+    assert parse_header("Root=1-abc-def;Parent=53995c3f42cd8ad8;Sampled=1") == (
+        "1-abc-def",
+        "53995c3f42cd8ad8",
+        True,
+    )
+    assert parse_header("Root=1-abc-def;Sampled=0") == ("1-abc-def", None, False)
+    assert parse_header("Root=1-abc-def") == ("1-abc-def", None, None)
+    assert parse_header(None) == (None, None, None)
+
+
+def test_disabled_or_unsampled_costs_nothing() -> None:
+    """Off, or an upstream Sampled=0: no span, nothing sent."""
+    assert Tracer("t", enabled=False).begin() is None
+    tracer = recording_tracer(rate=1.0)
+    assert tracer.begin(header="Root=1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa;Sampled=0") is None
+    assert tracer.sent == []
+
+
+def test_span_tree_and_trace_ids_in_logs() -> None:
+    """A span continues the caller's trace; children nest; the current trace id reaches log lines."""
+    tracer = recording_tracer(rate=1.0)
+    header = "Root=1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa;Parent=1111111111111111;Sampled=1"
+    with tracer.span("outer", header) as span:
+        assert span is not None
+        assert logs.trace_id_provider() == "1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa"
+        with child_span("inner", "aws") as inner:
+            assert inner is not None
+            inner.annotate("model_name", "m")
+    assert logs.trace_id_provider() is None
+    (sent,) = tracer.sent
+    assert sent["trace_id"] == "1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa"
+    assert sent["parent_id"] == "1111111111111111"
+    assert sent["subsegments"][0]["annotations"] == {"model_name": "m"}
+
+
+def test_middleware_ends_segment_after_the_stream() -> None:
+    """The segment of a streaming response ends after its last byte, not when the handler returns."""
+    tracer = recording_tracer(rate=1.0)
+    seen: list[str | None] = []
+
+    async def stream(_: Any) -> StreamingResponse:
+        async def body() -> Any:
+            for i in range(3):
+                span = current_span.get()
+                seen.append(span.header if span else None)
+                yield f"{i}\n"
+
+        return StreamingResponse(body())
+
+    app = TraceMiddleware(Starlette(routes=[Route("/s", stream)]), tracer, "api")
+
+    async def call() -> str:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            r = await c.get("/s")
+            return r.text
+
+    assert asyncio.run(call()) == "0\n1\n2\n"
+    (sent,) = tracer.sent
+    assert sent["name"] == "api"
+    assert sent["http"]["response"]["status"] == 200
+    assert all(h and sent["id"] in h for h in seen)  # the span was current while the body streamed
+
+
+def test_httpx_calls_carry_the_current_header() -> None:
+    """Outgoing httpx requests get X-Amzn-Trace-Id from the current span."""
+    patch_httpx()
+    tracer = recording_tracer(rate=1.0)
+    got: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        got.append(request.headers.get(TRACE_HEADER))
+        return httpx.Response(200)
+
+    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
+        client.get("http://x/")
+        with tracer.span("s") as span:
+            client.get("http://x/")
+    assert got[0] is None
+    assert span is not None
+    assert got[1] == span.header
+
+
+def test_collector_receives_daemon_protocol(tmp_path: Path) -> None:
+    """Segments sent over UDP as the SDK sends them to the daemon land in the file."""
+    port = free_port()
+    path = tmp_path / "t.jsonl"
+    collector = Collector(path, port=port)
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.serve, args=(stop,))
+    thread.start()
+    tracer = Tracer("t", rate=1.0, address=f"127.0.0.1:{port}")
+    with tracer.span("over-udp"):
+        pass
+    tracer.close()
+    for _ in range(50):
+        if path.exists() and path.read_text():
+            break
+        threading.Event().wait(0.05)
+    stop.set()
+    thread.join()
+    (doc,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert doc["name"] == "over-udp"
+
+
+@pytest.mark.parametrize("data", [b"", b"garbage", b'{"format": "xml"}\n{}', b'{"format": "json"}\nnot json'])
+def test_bad_datagrams_are_ignored(data: bytes) -> None:
+    """Anything that is not a daemon-protocol JSON segment is dropped."""
+    assert parse_datagram(data) is None
+
+
+def test_tree_and_render() -> None:
+    """Segments nest under the subsegment that called them; the tree prints with durations."""
+    api = {"name": "api", "id": "a", "trace_id": "T", "start_time": 1.0, "end_time": 1.5}
+    worker = {
+        "name": "worker",
+        "id": "w",
+        "trace_id": "T",
+        "parent_id": "a",
+        "start_time": 1.1,
+        "end_time": 1.4,
+        "subsegments": [
+            {
+                "name": "SageMaker e",
+                "id": "s",
+                "start_time": 1.1,
+                "end_time": 1.3,
+                "annotations": {"model_name": "m"},
+            }
+        ],
+    }
+    (root,) = build_tree([worker, api])
+    lines = render(root)
+    assert lines[0] == "api  500.0 ms"
+    assert lines[1].startswith("  worker  300.0 ms")
+    assert lines[2] == "    SageMaker e  200.0 ms  model_name=m"
