@@ -17,6 +17,7 @@ import uvicorn
 from contract.logs import configure_logging
 from contract.snapshot import DEFAULT_PREFIX, validate_prefix
 from runtime import fastchat_compat
+from sagemaker_fastchat.options import env_default, env_option
 from telemetry import propagation
 from telemetry.propagation import TraceMiddleware
 from telemetry.tracing import Tracer
@@ -26,13 +27,6 @@ DEFAULTS = {
     "worker": ("127.0.0.1", 21002),
     "api": ("127.0.0.1", 8000),
 }
-
-
-def env_default(name: str, default: Any) -> Any:
-    value = os.environ.get(name)
-    if value is None:
-        return default
-    return type(default)(value) if default is not None and not isinstance(default, bool) else value
 
 
 def _host_port(parser: argparse.ArgumentParser, role: str) -> None:
@@ -64,36 +58,14 @@ def add_worker_parser(sub: Any) -> None:
         default=os.environ.get("WORKER_ADDRESS"),
         help="URL the controller uses to reach this worker (default http://HOST:PORT) ($WORKER_ADDRESS)",
     )
-    p.add_argument("--ssm-prefix", default=env_default("SSM_PREFIX", DEFAULT_PREFIX), help="($SSM_PREFIX)")
-    p.add_argument(
-        "--models-file",
-        default=os.environ.get("MODELS_FILE"),
-        help="serve a local registry JSON file (watched) instead of SSM ($MODELS_FILE)",
+    env_option(p, "--ssm-prefix", "SSM_PREFIX", DEFAULT_PREFIX, "where the sync publishes")
+    env_option(
+        p, "--models-file", "MODELS_FILE", None, "serve a local registry JSON file (watched) instead of SSM"
     )
-    p.add_argument(
-        "--poll-interval",
-        type=float,
-        default=env_default("POLL_INTERVAL", 5.0),
-        help="seconds between SSM manifest checks ($POLL_INTERVAL)",
-    )
-    p.add_argument(
-        "--limit-concurrency",
-        type=int,
-        default=env_default("WORKER_CONCURRENCY", 512),
-        help="concurrent streams per worker ($WORKER_CONCURRENCY)",
-    )
-    p.add_argument(
-        "--heartbeat-interval",
-        type=float,
-        default=env_default("HEARTBEAT_INTERVAL", 15.0),
-        help="seconds between heartbeats to the controller ($HEARTBEAT_INTERVAL)",
-    )
-    p.add_argument(
-        "--read-timeout",
-        type=float,
-        default=env_default("SAGEMAKER_READ_TIMEOUT", 120.0),
-        help="seconds to wait for the next token from SageMaker ($SAGEMAKER_READ_TIMEOUT)",
-    )
+    env_option(p, "--poll-interval", "POLL_INTERVAL", 5.0, "seconds between SSM manifest checks")
+    env_option(p, "--limit-concurrency", "WORKER_CONCURRENCY", 512, "concurrent streams per worker")
+    env_option(p, "--heartbeat-interval", "HEARTBEAT_INTERVAL", 15.0, "seconds between controller heartbeats")
+    env_option(p, "--read-timeout", "SAGEMAKER_READ_TIMEOUT", 120.0, "seconds to wait for the next token")
     p.add_argument("--no-register", action="store_true", help="do not register with a controller")
     p.set_defaults(handler=run_worker)
 

@@ -22,7 +22,8 @@ import httpx
 import structlog
 
 from runtime import fastchat_compat
-from runtime.launch import controller_address_arg, env_default
+from runtime.launch import controller_address_arg
+from sagemaker_fastchat.options import env_option
 from telemetry import propagation
 from telemetry.tracing import Tracer, current_span
 
@@ -66,20 +67,17 @@ class LiveModelInfo:
 
 def add_web_parser(sub: Any) -> None:
     p = sub.add_parser("web", help="run FastChat's web UI: direct chat and arena (with our shims)")
-    p.add_argument("--host", default=env_default("WEB_HOST", "127.0.0.1"), help="($WEB_HOST)")
-    p.add_argument("--port", type=int, default=env_default("WEB_PORT", 8001), help="($WEB_PORT)")
+    env_option(p, "--host", "WEB_HOST", "127.0.0.1", "bind host")
+    env_option(p, "--port", "WEB_PORT", 8001, "port")
     controller_address_arg(p)
-    p.add_argument(
+    env_option(
+        p,
         "--worker-url",
-        default=env_default("WORKER_URL", "http://127.0.0.1:21002"),
-        help="the worker whose /model-set gives templates and descriptions ($WORKER_URL)",
+        "WORKER_URL",
+        "http://127.0.0.1:21002",
+        "the worker whose /model-set gives templates and descriptions",
     )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        default=env_default("WEB_CONCURRENCY", 64),
-        help="gradio queue concurrency ($WEB_CONCURRENCY)",
-    )
+    env_option(p, "--concurrency", "WEB_CONCURRENCY", 64, "gradio queue concurrency")
     p.set_defaults(handler=run_web)
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import boto3
 
 from contract.snapshot import DEFAULT_PREFIX
+from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
 from sync.settings import DEFAULT_TABLE
@@ -31,11 +32,6 @@ from telemetry.collector import traces_file
 
 CLI = [sys.executable, "-m", "sagemaker_fastchat.cli"]
 DEMO_EXAMPLES = ("tgi", "openai-sse", "lmi-jsonlines")
-
-
-def _env(name: str, default: Any) -> Any:
-    value = os.environ.get(name)
-    return default if value is None else type(default)(value)
 
 
 @dataclass(frozen=True)
@@ -53,10 +49,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "up", help="run the whole stack locally (moto, sync, stand-in, FastChat), Ctrl-C stops"
     )
-    p.add_argument(
-        "--host",
-        default=_env("BIND_HOST", "127.0.0.1"),
-        help="bind host of the OpenAI API and web UI ($BIND_HOST); the rest stays on loopback",
+    env_option(
+        p, "--host", "BIND_HOST", "127.0.0.1", "bind host of the API and UI (the rest stays on loopback)"
     )
     for name, default, what in (
         ("api-port", 8000, "OpenAI API"),
@@ -67,18 +61,12 @@ def add_parser(sub: Any) -> None:
         ("standin-port", 8080, "SageMaker stand-in"),
         ("xray-port", 2000, "X-Ray collector (UDP)"),
     ):
-        env = name.replace("-", "_").upper()
-        p.add_argument(f"--{name}", type=int, default=_env(env, default), help=f"{what} port (${env})")
-    p.add_argument("--region", default=_env("AWS_REGION", "us-east-1"), help="($AWS_REGION)")
-    p.add_argument("--table", default=_env("REGISTRY_TABLE", DEFAULT_TABLE), help="($REGISTRY_TABLE)")
-    p.add_argument("--ssm-prefix", default=_env("SSM_PREFIX", DEFAULT_PREFIX), help="($SSM_PREFIX)")
-    p.add_argument("--poll-interval", type=float, default=_env("POLL_INTERVAL", 1.0), help="($POLL_INTERVAL)")
-    p.add_argument(
-        "--token-rate",
-        type=float,
-        default=_env("DEMO_TOKEN_RATE", 20.0),
-        help="demo tokens per second per stream, 0 = unlimited ($DEMO_TOKEN_RATE)",
-    )
+        env_option(p, f"--{name}", name.replace("-", "_").upper(), default, f"{what} port")
+    env_option(p, "--region", "AWS_REGION", "us-east-1", "region")
+    env_option(p, "--table", "REGISTRY_TABLE", DEFAULT_TABLE, "registry table")
+    env_option(p, "--ssm-prefix", "SSM_PREFIX", DEFAULT_PREFIX, "SSM prefix")
+    env_option(p, "--poll-interval", "POLL_INTERVAL", 1.0, "seconds between the worker's SSM checks")
+    env_option(p, "--token-rate", "DEMO_TOKEN_RATE", 20.0, "demo tokens per second per stream, 0 = unlimited")
     p.add_argument(
         "--forward",
         action="append",
