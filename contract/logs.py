@@ -60,5 +60,6 @@ def configure_logging(level: str | None = None, json_output: bool | None = None)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # Python warnings become log events too (one format for every line)
     for noisy in ("botocore", "urllib3", "httpx", "aws_xray_sdk"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

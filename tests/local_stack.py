@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,19 @@ class LocalStack:
             time.sleep(0.2)  # let the reader drain the last lines
             if self.process.stdout is not None:
                 self.process.stdout.close()
+
+    def assert_stopped_cleanly(self) -> None:
+        """Ctrl-C: exit 0, no process left, every port free again."""
+        assert (
+            len(self.descendants) >= 8
+        )  # moto, X-Ray collector, stand-in, controller, sync, worker, API, UI
+        assert self.stop() == 0
+        time.sleep(0.5)
+        assert self.leftovers() == []
+        for name, port in self.ports.items():
+            if name != "xray":
+                with socket.socket() as s:
+                    assert s.connect_ex(("127.0.0.1", port)) != 0, f"{name} port {port} still open"
 
     def leftovers(self) -> list[str]:
         alive = [p for p in self.descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]

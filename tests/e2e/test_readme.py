@@ -50,8 +50,9 @@ def test_readme_set_up_commands_exist() -> None:
     assert "./dev test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_walkthrough_runs_against_a_fresh_stack() -> None:
-    """The walkthrough's commands, as written (ports rewritten to this stack's), all succeed in order."""
+def test_walkthrough_runs_against_a_fresh_stack_and_ctrl_c_stops_it() -> None:
+    """The walkthrough's commands, as written (ports rewritten to this stack's), all succeed in order;
+    then Ctrl-C stops the stack with nothing left behind."""
     stack = LocalStack()
     stack.start()
     try:
@@ -74,6 +75,7 @@ def test_walkthrough_runs_against_a_fresh_stack() -> None:
         assert "broken: endpoint_name: 'not valid!' is not a SageMaker endpoint name" in result.stderr
         assert "version 3 published and served" in out
         assert "demo-lmi: unlisted and deleted" in out
+        stack.assert_stopped_cleanly()
     finally:
         stack.stop()
 

@@ -119,5 +119,8 @@ def test_all_log_lines_are_json(local_stack: LocalStack) -> None:
     lines = [line.split(" | ", 1)[1] for line in local_stack.lines if line.strip().startswith(ours)]
     assert lines
     for line in lines:
-        doc = json.loads(line)
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"not a JSON log line: {line!r}") from None
         assert {"timestamp", "level", "event"} <= set(doc), line

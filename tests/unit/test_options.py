@@ -10,9 +10,18 @@ from sagemaker_fastchat.cli import build_parser
 def test_defaults_of_the_local_stack() -> None:
     """The documented local defaults (shared/DESIGN.md "Command line")."""
     args = build_parser().parse_args(["up"])
-    assert (args.api_port, args.web_port, args.controller_port, args.worker_port) == (8000, 8001, 21001, 21002)
+    assert (args.api_port, args.web_port, args.controller_port, args.worker_port) == (
+        8000,
+        8001,
+        21001,
+        21002,
+    )
     assert (args.moto_port, args.standin_port, args.xray_port) == (5000, 8080, 2000)
-    assert (args.region, args.table, args.ssm_prefix) == ("us-east-1", "sagemaker-fastchat-models", "/sagemaker-fastchat")
+    assert (args.region, args.table, args.ssm_prefix) == (
+        "us-east-1",
+        "sagemaker-fastchat-models",
+        "/sagemaker-fastchat",
+    )
     assert args.poll_interval == 1.0
     assert args.host == "127.0.0.1"
 
