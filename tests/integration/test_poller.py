@@ -1,0 +1,116 @@
+"""Model-set sources and the swap path without FastChat: the watched file source, backoff, versions only
+moving forward, per-model build failures keeping the last good adapter."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contract.spec import ModelSpec, parse_model_item
+from runtime.adapter import SageMakerAdapter
+from runtime.model_set import LiveModelSet, ModelSet, build_model_set
+from runtime.poller import Poller
+from runtime.sources import FileSource, Snapshot
+from tests.helpers import example_item
+
+
+def make_adapter(spec: ModelSpec) -> SageMakerAdapter:
+    if spec.conv_template == "no-such-template":
+        raise ValueError("conv_template 'no-such-template' is not a FastChat conversation template")
+    return SageMakerAdapter(spec, client=None)
+
+
+def item(name: str, **changes: Any) -> dict[str, Any]:
+    return {**example_item("tgi"), "model_name": name, **changes}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[tuple[Path, LiveModelSet]]:
+    path = tmp_path / "models.json"
+    path.write_text(json.dumps([item("a")]))
+    live = LiveModelSet()
+    poller = Poller(FileSource(path), live, make_adapter)
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_until(lambda: live.loaded)
+    yield path, live
+    stop.set()
+    thread.join(5)
+
+
+def test_file_source_hot_swaps_on_change(watched: tuple[Path, LiveModelSet]) -> None:
+    """Editing the watched file adds and changes models without a restart."""
+    path, live = watched
+    assert live.current.names == ["a"]
+    adapter_a = live.current.get("a")
+    path.write_text(json.dumps([item("a"), item("b", endpoint_name="demo-tgi-b")]))
+    wait_until(lambda: live.current.names == ["a", "b"])
+    assert live.current.get("a") is adapter_a  # unchanged spec: same adapter object
+
+
+def test_file_source_keeps_last_good_on_bad_file(watched: tuple[Path, LiveModelSet]) -> None:
+    """A file that is not JSON keeps the live set and records the error."""
+    path, live = watched
+    path.write_text("{broken")
+    wait_until(lambda: live.last_error is not None)
+    assert "not JSON" in (live.last_error or "")
+    assert live.current.names == ["a"]
+
+
+def test_file_source_invalid_model_keeps_its_last_good_spec(watched: tuple[Path, LiveModelSet]) -> None:
+    """One invalid model is rejected and keeps its previous adapter; the others update."""
+    path, live = watched
+    before = live.current.get("a")
+    path.write_text(json.dumps([item("a", endpoint_name="bad name"), item("c")]))
+    wait_until(lambda: "c" in live.current.names)
+    assert live.current.get("a") is before
+    assert "endpoint_name" in live.current.rejected["a"]
+
+
+def test_build_failure_is_per_model() -> None:
+    """A model whose adapter cannot be built (unknown template) is rejected; its old adapter stays."""
+    good, bad = parse_model_item(item("a")), parse_model_item(item("b"))
+    first = build_model_set(Snapshot(1, [good, bad]), ModelSet(None), make_adapter, "t")
+    broken = parse_model_item(item("b", conv_template="no-such-template"))
+    second = build_model_set(Snapshot(2, [good, broken]), first, make_adapter, "t")
+    assert second.get("b") is first.get("b")
+    assert "not a FastChat conversation template" in second.rejected["b"]
+
+
+def test_versions_only_move_forward() -> None:
+    """An older manifest version is never swapped in."""
+    live = LiveModelSet()
+    assert live.swap(ModelSet(5))
+    assert not live.swap(ModelSet(4))
+    assert live.current.version == 5
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    """Errors double the delay up to max_backoff; jitter stays within its bounds."""
+    poller = Poller(
+        FileSource(Path("/nonexistent")),
+        LiveModelSet(),
+        make_adapter,
+        interval=1.0,
+        jitter=0.1,
+        max_backoff=8.0,
+    )
+    assert 0.9 <= poller.next_delay() <= 1.1
+    poller.failures = 2
+    assert 3.6 <= poller.next_delay() <= 4.4
+    poller.failures = 10
+    assert 7.2 <= poller.next_delay() <= 8.8
