@@ -34,38 +34,32 @@ def patch_httpx() -> None:
         setattr(cls, "send", send)  # noqa: B010 - monkeypatch, typed loosely on purpose
 
 
-def patch_requests() -> None:
-    import requests
-
-    original = requests.Session.request
+def _patch_headers_kwarg(cls: Any, method: str) -> None:
+    """Wrap `cls.method(self, verb, url, ..., headers=...)` so calls carry the current trace header."""
+    original = getattr(cls, method)
     if getattr(original, "_traced", False):
         return
 
-    def request(self: Any, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self: Any, verb: str, url: Any, *args: Any, **kwargs: Any) -> Any:
         header = _header()
         if header:
             kwargs["headers"] = {TRACE_HEADER: header, **(kwargs.get("headers") or {})}
-        return original(self, method, url, *args, **kwargs)
+        return original(self, verb, url, *args, **kwargs)
 
-    request._traced = True  # type: ignore[attr-defined]
-    setattr(requests.Session, "request", request)  # noqa: B010 - monkeypatch, typed loosely on purpose
+    call._traced = True  # type: ignore[attr-defined]
+    setattr(cls, method, call)
+
+
+def patch_requests() -> None:
+    import requests
+
+    _patch_headers_kwarg(requests.Session, "request")  # FastChat's web UI
 
 
 def patch_aiohttp() -> None:
     import aiohttp
 
-    original = aiohttp.ClientSession._request
-    if getattr(original, "_traced", False):
-        return
-
-    def _request(self: Any, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
-        header = _header()
-        if header:
-            kwargs["headers"] = {TRACE_HEADER: header, **(kwargs.get("headers") or {})}
-        return original(self, method, url, *args, **kwargs)
-
-    _request._traced = True  # type: ignore[attr-defined]
-    setattr(aiohttp.ClientSession, "_request", _request)  # noqa: B010 - monkeypatch, typed loosely on purpose
+    _patch_headers_kwarg(aiohttp.ClientSession, "_request")  # FastChat's API server (fetch_remote)
 
 
 def patch_all() -> None:

@@ -165,3 +165,33 @@ def test_tree_and_render() -> None:
     assert lines[0] == "api  500.0 ms"
     assert lines[1].startswith("  worker  300.0 ms")
     assert lines[2] == "    SageMaker e  200.0 ms  model_name=m"
+
+
+def test_requests_and_aiohttp_calls_carry_the_current_header() -> None:
+    """FastChat's web UI (requests) and API server (aiohttp) calls carry the header too."""
+    import aiohttp
+    import requests
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+
+    from telemetry.propagation import patch_aiohttp, patch_requests
+    from tests.helpers import serve_in_thread
+
+    patch_requests()
+    patch_aiohttp()
+
+    async def echo(request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request.headers.get(TRACE_HEADER, ""))
+
+    tracer = recording_tracer(rate=1.0)
+    with serve_in_thread(Starlette(routes=[Route("/", echo, methods=["POST"])])) as url:
+        assert requests.post(url, timeout=5).text == ""
+        with tracer.span("s") as span:
+            assert span is not None
+            assert requests.post(url, timeout=5).text == span.header
+
+            async def via_aiohttp() -> str:
+                async with aiohttp.ClientSession() as session, session.post(url) as r:
+                    return await r.text()
+
+            assert asyncio.run(via_aiohttp()) == span.header
