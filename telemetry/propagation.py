@@ -35,16 +35,16 @@ def patch_httpx() -> None:
 
 
 def _patch_headers_kwarg(cls: Any, method: str) -> None:
-    """Wrap `cls.method(self, verb, url, ..., headers=...)` so calls carry the current trace header."""
+    """Wrap `cls.method(self, method, url, ..., headers=...)` so calls carry the current trace header."""
     original = getattr(cls, method)
     if getattr(original, "_traced", False):
         return
 
-    def call(self: Any, verb: str, url: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:  # requests passes method/url by keyword
         header = _header()
         if header:
             kwargs["headers"] = {TRACE_HEADER: header, **(kwargs.get("headers") or {})}
-        return original(self, verb, url, *args, **kwargs)
+        return original(self, *args, **kwargs)
 
     call._traced = True  # type: ignore[attr-defined]
     setattr(cls, method, call)

@@ -139,6 +139,13 @@ def test_arena_battle_streams_two_answers(page: Page, local_stack: LocalStack) -
     new = web_segments(local_stack)[before:]
     assert len({s["trace_id"] for s in new}) == 2, new
     assert all(s["annotations"]["model_name"].startswith("demo-") for s in new)
+    # The UI's calls to the controller and the worker carried the trace: each answer's trace holds the
+    # worker's segment, a child of the UI's.
+    for web in new:
+        in_trace = [s for s in read_segments(local_stack.traces_file) if s["trace_id"] == web["trace_id"]]
+        assert any(
+            s["name"] == "sagemaker-fastchat-worker" and s.get("parent_id") == web["id"] for s in in_trace
+        )
 
 
 def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) -> None:
