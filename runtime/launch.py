@@ -29,6 +29,11 @@ DEFAULTS = {
 }
 
 
+def graceful_seconds() -> int:
+    """How long SIGTERM waits for streams in flight (keep it below the ECS task's stopTimeout, 120 s)."""
+    return int(env_default("GRACEFUL_SHUTDOWN_SECONDS", 110))
+
+
 def _host_port(parser: argparse.ArgumentParser, role: str) -> None:
     host, port = DEFAULTS[role]
     prefix = role.upper()
@@ -118,7 +123,9 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
 def run_worker(args: argparse.Namespace) -> int:
     configure_logging()
     _, app = build_worker(args)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=graceful_seconds()
+    )
     return 0
 
 
@@ -179,7 +186,13 @@ def run_api(args: argparse.Namespace) -> int:
     app = api_app(args.controller_address, args.api_keys)
     configure_logging()
     traced = TraceMiddleware(app, Tracer("sagemaker-fastchat-api"), "sagemaker-fastchat-api")
-    uvicorn.run(traced, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        traced,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        timeout_graceful_shutdown=graceful_seconds(),
+    )
     return 0
 
 
