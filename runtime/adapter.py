@@ -119,10 +119,3 @@ class SageMakerAdapter:
         finally:
             if stream is not None:
                 stream.close()  # stop generation early (stop string reached, client gone)
-
-    def generate(self, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Non-streaming: the last chunk of the stream."""
-        last: dict[str, Any] = error_chunk(self.spec.name, "the endpoint returned nothing")
-        for last in self.generate_stream(params):  # noqa: B007 - we want the final chunk
-            pass
-        return last

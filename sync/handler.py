@@ -21,7 +21,7 @@ from sync.publisher import PublishResult, StaleManifestError, publish
 from sync.registry_reader import scan_registry
 from sync.settings import SyncSettings
 from sync.ssm_store import SsmStore
-from telemetry.tracing import Span, Tracer, child_span
+from telemetry.tracing import Tracer, child_span
 
 log = structlog.get_logger("sync")
 tracer = Tracer("sagemaker-fastchat-sync")
@@ -43,7 +43,7 @@ class SyncHandler:
         If another publisher moves the manifest meanwhile, the table is read again and the set rebuilt,
         so a stale view of the table is never published over a newer one."""
         with tracer.span("sagemaker-fastchat-sync") as span:
-            result = self._sync(span)
+            result = self._sync()
             if span is not None and result is not None:
                 span.annotate("model_set_version", result.version)
                 span.annotate("published", result.published)
@@ -52,7 +52,7 @@ class SyncHandler:
                 span.annotate("models_rejected", len(result.rejected))
             return result
 
-    def _sync(self, span: Span | None) -> PublishResult | None:
+    def _sync(self) -> PublishResult | None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
             with child_span("DynamoDB Scan", "aws") as scan:
                 items = scan_registry(self.dynamodb, self.settings.table_name)

@@ -142,9 +142,3 @@ def test_one_adapter_shared_by_concurrent_requests(standin_url: str) -> None:
     with ThreadPoolExecutor(24) as pool:
         results = list(pool.map(one, range(24)))
     assert results == [f"reply number {i} here" for i in range(24)]
-
-
-def test_generate_non_streaming(standin_url: str) -> None:
-    """worker_generate returns the last chunk."""
-    out = adapter(standin_url, "lmi").generate({"prompt": "[[say:just this]]"})
-    assert out["text"] == "just this"

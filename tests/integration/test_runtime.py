@@ -89,56 +89,81 @@ def test_conv_template_applies_in_the_api_path(stack: RuntimeStack) -> None:
 
 def test_hot_swap_with_streams_in_flight(stack: RuntimeStack) -> None:
     """Add, change and remove models while 24 streams are open: none fails or is truncated, each ends with
-    the text of the endpoint it started on, and the worker's version advanced while they were open."""
+    the text of the endpoint it started on, and the worker's version advanced while each was open."""
     base = [model("alpha"), model("beta", "lmi-jsonlines")]
     start = stack.publish(base).version or 0
     stack.wait_version(start)
-    prompt = "[[tokens:30]] [[rate:15]]"  # ~2 s per stream
+    prompt = "[[tokens:60]] [[rate:15]]"  # ~4 s per stream
+    started = threading.Semaphore(0)
 
-    def run(i: int) -> tuple[str, str, str | None]:
+    def run(i: int) -> tuple[str, str, str | None, float, float]:
         name = "alpha" if i % 2 else "beta"
-        text, finish = stream_chat(stack, name, prompt)
-        return name, text, finish
+        text, finish, first = "", None, 0.0
+        stream = client(stack).chat.completions.create(
+            model=name, messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=200
+        )
+        for chunk in stream:
+            if chunk.choices:
+                text += chunk.choices[0].delta.content or ""
+                finish = chunk.choices[0].finish_reason or finish
+                if not first and text:
+                    first = time.monotonic()
+                    started.release()
+        return name, text, finish, first, time.monotonic()
 
-    versions_seen: list[int] = []
+    swap_seen: list[float] = []
     done = threading.Event()
 
-    def watch() -> None:
-        while not done.is_set():
+    def watch(version: int) -> None:
+        while not done.is_set() and not swap_seen:
             # Introspection is best effort here; the streams are what is under test.
             with contextlib.suppress(httpx.HTTPError):
-                versions_seen.append(stack.model_set()["version"])
-            time.sleep(0.1)
+                if (stack.model_set().get("version") or 0) >= version:
+                    swap_seen.append(time.monotonic())
+            time.sleep(0.05)
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     with ThreadPoolExecutor(24) as pool:
         futures = [pool.submit(run, i) for i in range(24)]
-        time.sleep(0.8)  # streams are open now
+        for _ in range(24):  # every stream has received text before the model set changes
+            assert started.acquire(timeout=30), "a stream did not start"
         changed = stack.publish(
             [model("alpha", endpoint_name="demo-tgi-v2"), model("delta", "openai-sse")],
             active=["alpha", "delta"],
         )
-        results = [f.result() for f in futures]
-    done.set()
-    watcher.join()
+        watcher = threading.Thread(target=watch, args=(changed.version or 0,), daemon=True)
+        watcher.start()
+        try:
+            results = [f.result() for f in futures]
+        finally:
+            done.set()
+            watcher.join()
     assert changed.changed == ["alpha"]
     assert changed.added == ["delta"]
     assert changed.removed == ["beta"]
-    assert (changed.version or 0) in versions_seen  # the swap happened while streams were open
-    for name, text, finish in results:
+    assert swap_seen, "the worker never reported the new version"
+    for name, text, finish, first, end in results:
         endpoint = "demo-tgi" if name == "alpha" else "demo-lmi"
         assert text.startswith(f"Demo model {endpoint} (not a real LLM):"), text
-        assert len(text.split()) == 7 + 29  # 7 header words + 29 reply words: nothing truncated
+        assert len(text.split()) == 7 + 59  # 7 header words + 59 reply words: nothing truncated
         assert finish == "stop"
-    # After the swap: the changed model serves its new endpoint, the new one is served, the removed one is gone.
+        assert first < swap_seen[0] < end  # the version advanced while this stream was open
+    stack.wait_version(stack.publish(base).version or 0)
+
+
+def test_after_a_swap(stack: RuntimeStack) -> None:
+    """A changed model serves its new endpoint, an added one is served, a removed one is a clear error."""
+    base = [model("alpha"), model("beta", "lmi-jsonlines")]
+    stack.wait_version(stack.publish(base).version or 0)
+    swapped = stack.publish(
+        [model("alpha", endpoint_name="demo-tgi-v2"), model("delta", "openai-sse")], active=["alpha", "delta"]
+    )
+    stack.wait_version(swapped.version or 0)
     assert stream_chat(stack, "alpha", "[[tokens:3]]")[0].startswith("Demo model demo-tgi-v2")
     assert stream_chat(stack, "delta", "[[say:added]]")[0] == "added"
     stack.wait_for(lambda: "beta" not in stack.controller_models(), what="controller drops beta")
-    with pytest.raises(openai.APIError):
+    with pytest.raises(openai.APIError, match="your model beta|beta: is not in the live model set"):
         stream_chat(stack, "beta", "hi")
-    restore = stack.publish(base)
-    stack.wait_version(restore.version or 0)
+    stack.wait_version(stack.publish(base).version or 0)
 
 
 def test_damaged_snapshot_keeps_last_good_set(stack: RuntimeStack) -> None:
