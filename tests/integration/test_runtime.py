@@ -161,7 +161,7 @@ def test_after_a_swap(stack: RuntimeStack) -> None:
     assert stream_chat(stack, "alpha", "[[tokens:3]]")[0].startswith("Demo model demo-tgi-v2")
     assert stream_chat(stack, "delta", "[[say:added]]")[0] == "added"
     stack.wait_for(lambda: "beta" not in stack.controller_models(), what="controller drops beta")
-    with pytest.raises(openai.APIError, match="your model beta|beta: is not in the live model set"):
+    with pytest.raises(openai.APIError, match=r"your model beta|beta: is not in the live model set"):
         stream_chat(stack, "beta", "hi")
     stack.wait_version(stack.publish(base).version or 0)
 
