@@ -14,6 +14,7 @@ Our spans never hold prompt or completion text.
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
 import time
@@ -145,6 +146,7 @@ class Tracer:
             from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
 
             self._emitter = UDPEmitter(self.address)
+            atexit.register(self.close)
         with suppress(OSError):  # tracing must never break serving
             self._emitter.send_entity(segment)
 
