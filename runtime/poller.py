@@ -91,23 +91,39 @@ class Poller:
 
     def run(self, stop: threading.Event) -> None:
         """Poll until `stop` is set (files: reload on every change watchfiles reports)."""
-        self._try()
         if isinstance(self.source, FileSource):
-            self._watch_file(self.source.path, stop)
+            seen = _stat(self.source.path.resolve())  # before the first load: no change can slip between
+            self._try()
+            self._watch_file(self.source.path, stop, seen)
             return
+        self._try()
         while not stop.wait(self.next_delay()):
             self._try()
 
-    def _watch_file(self, path: Path, stop: threading.Event) -> None:
+    def _watch_file(self, path: Path, stop: threading.Event, seen: tuple[float, int] | None) -> None:
         from watchfiles import watch
 
         target = path.resolve()
         # Watch the folder, not the file: editors often save by replacing the file, which ends a file watch.
-        for _changes in watch(
+        # Every `interval` the file's stat is compared too, so a change the watch missed (one made before
+        # the watch was established, or on a filesystem without notifications) is still picked up.
+        for changes in watch(
             target.parent,
             watch_filter=lambda _change, changed: Path(changed).resolve() == target,
             stop_event=stop,
             debounce=200,
-            rust_timeout=500,
+            rust_timeout=int(self.interval * 1000),
+            yield_on_timeout=True,
         ):
-            self._try()
+            current = _stat(target)
+            if changes or current != seen:
+                seen = current
+                self._try()
+
+
+def _stat(path: Path) -> tuple[float, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime, st.st_size

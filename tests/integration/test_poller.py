@@ -42,7 +42,7 @@ def watched(tmp_path: Path) -> Iterator[tuple[Path, LiveModelSet]]:
     path = tmp_path / "models.json"
     path.write_text(json.dumps([item("a")]))
     live = LiveModelSet()
-    poller = Poller(FileSource(path), live, make_adapter)
+    poller = Poller(FileSource(path), live, make_adapter, interval=0.5)
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(stop,), daemon=True)
     thread.start()
