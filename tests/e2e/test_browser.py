@@ -85,10 +85,15 @@ def shot(page: Page, name: str) -> None:
 
 
 def choose_model(page: Page, name: str) -> None:
+    """Pick a model in Direct Chat and make sure the choice took (the page's load handler may reset it)."""
     dropdown = page.get_by_role("listbox", name="Dropdown").filter(visible=True).first
-    dropdown.click()
-    page.get_by_role("option", name=name, exact=True).click()
-    page.wait_for_timeout(300)
+    for _ in range(10):
+        dropdown.click()
+        page.get_by_role("option", name=name, exact=True).click()
+        page.wait_for_timeout(500)
+        if dropdown.input_value() == name:
+            return
+    pytest.fail(f"could not select {name}")
 
 
 def test_direct_chat_streams(page: Page) -> None:
