@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import os
 import random
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -182,6 +181,3 @@ def _current_trace_id() -> str | None:
 
 logs.trace_id_provider = _current_trace_id
 
-
-def now_ms() -> float:
-    return time.monotonic() * 1000
