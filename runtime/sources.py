@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.errors import SpecError
+from contract.items import InputError, load_items
 from contract.registry import ActiveListError, evaluate_registry
 from contract.spec import ModelSpec
 from contract.ssm_reader import SsmReader
-from sagemaker_fastchat.config_tools import InputError, load_items
 
 
 @dataclass(frozen=True)

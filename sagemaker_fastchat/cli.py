@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 
 from contract.decoder import StreamDecodeError
 from contract.errors import SpecError
+from contract.items import InputError, load_items
 from sagemaker_fastchat import config_tools
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -28,7 +29,7 @@ def _read(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise config_tools.InputError(f"{path}: cannot read ({exc.strerror})") from None
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def _print_json(value: Any) -> None:
@@ -36,7 +37,7 @@ def _print_json(value: Any) -> None:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    report = config_tools.validate_items(config_tools.load_items(_read(args.file), args.file))
+    report = config_tools.validate_items(load_items(_read(args.file), args.file))
     if args.json:
         _print_json(report.as_json())
     else:
@@ -50,7 +51,7 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_request(args: argparse.Namespace) -> int:
-    item = config_tools.pick_item(config_tools.load_items(_read(args.file), args.file), args.model, args.file)
+    item = config_tools.pick_item(load_items(_read(args.file), args.file), args.model, args.file)
     spec = config_tools.spec_of(item)
     print(
         json.dumps(
@@ -61,7 +62,7 @@ def cmd_config_request(args: argparse.Namespace) -> int:
 
 
 def cmd_config_decode(args: argparse.Namespace) -> int:
-    item = config_tools.pick_item(config_tools.load_items(_read(args.file), args.file), args.model, args.file)
+    item = config_tools.pick_item(load_items(_read(args.file), args.file), args.model, args.file)
     spec = config_tools.spec_of(item)
     if args.stream in (None, "-"):
         data = sys.stdin.buffer.read()
@@ -69,7 +70,7 @@ def cmd_config_decode(args: argparse.Namespace) -> int:
         try:
             data = Path(args.stream).read_bytes()
         except OSError as exc:
-            raise config_tools.InputError(f"{args.stream}: cannot read ({exc.strerror})") from None
+            raise InputError(f"{args.stream}: cannot read ({exc.strerror})") from None
     failed = False
     for line in config_tools.decode_stream(spec, data, args.part_size, args.stop):
         failed = failed or "error" in line.get("final", {})
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except config_tools.InputError as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except SpecError as exc:

@@ -9,31 +9,11 @@ from typing import Any
 
 from contract.assembler import OutputAssembler
 from contract.decoder import StreamDecoder
-from contract.dynamo import untype_item
 from contract.errors import Problem, SpecError
+from contract.items import InputError
 from contract.registry import ActiveListError, parse_active_list
 from contract.request import build_request, normalize_stop
 from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
-
-
-class InputError(ValueError):
-    """The file given to a config command cannot be used (one clear line)."""
-
-
-def load_items(text: str, source: str = "input") -> list[dict[str, Any]]:
-    """Registry items from JSON: one item, a list of items, or a scan dump (`{"Items": [...]}`)."""
-    try:
-        doc = json.loads(text, strict=False)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{source}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if isinstance(doc, dict) and isinstance(doc.get("Items"), list):
-        doc = doc["Items"]
-    items = doc if isinstance(doc, list) else [doc]
-    if not items or not all(isinstance(i, dict) for i in items):
-        raise InputError(
-            f"{source}: expected a registry item, a list of items or a scan dump ({{'Items': [...]}})"
-        )
-    return [untype_item(i) for i in items]
 
 
 def pick_item(items: list[dict[str, Any]], model: str | None, source: str = "input") -> dict[str, Any]:

@@ -17,10 +17,10 @@ from typing import Any
 import boto3
 import httpx
 
+from contract.items import InputError
 from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
 from contract.ssm_reader import SsmReader
 from sagemaker_fastchat import registry_ops
-from sagemaker_fastchat.config_tools import InputError
 from sync.settings import DEFAULT_TABLE
 
 

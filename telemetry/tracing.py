@@ -180,4 +180,3 @@ def _current_trace_id() -> str | None:
 
 
 logs.trace_id_provider = _current_trace_id
-

@@ -1,0 +1,28 @@
+"""Registry items from a file's JSON: one item, a list of items, or a scan dump (pure)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from contract.dynamo import untype_item
+
+
+class InputError(ValueError):
+    """The file given to a config command cannot be used (one clear line)."""
+
+
+def load_items(text: str, source: str = "input") -> list[dict[str, Any]]:
+    """Registry items from JSON: one item, a list of items, or a scan dump (`{"Items": [...]}`)."""
+    try:
+        doc = json.loads(text, strict=False)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{source}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("Items"), list):
+        doc = doc["Items"]
+    items = doc if isinstance(doc, list) else [doc]
+    if not items or not all(isinstance(i, dict) for i in items):
+        raise InputError(
+            f"{source}: expected a registry item, a list of items or a scan dump ({{'Items': [...]}})"
+        )
+    return [untype_item(i) for i in items]
