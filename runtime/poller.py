@@ -82,7 +82,10 @@ class Poller:
             self.failures += 1
             message = str(exc) if isinstance(exc, SnapshotUnavailable) else f"{type(exc).__name__}: {exc}"
             self.live.record_error(message)
-            log.warning("model_set_poll_failed", error=message, failures=self.failures)
+            if isinstance(exc, SnapshotUnavailable) and not self.live.loaded:
+                log.info("waiting_for_model_set", reason=message)  # normal at first start: not a failure
+            else:
+                log.warning("model_set_poll_failed", error=message, failures=self.failures)
 
     def next_delay(self) -> float:
         base = self.interval * (2 ** min(self.failures, 10)) if self.failures else self.interval
