@@ -45,7 +45,33 @@ class Ports:
     xray: int
 
 
+def add_moto_parser(sub: Any) -> None:
+    p = sub.add_parser("moto", help="run moto in server mode on loopback, without per-request access logs")
+    env_option(p, "--port", "MOTO_PORT", 5000, "port")
+    p.set_defaults(handler=run_moto)
+
+
+def run_moto(args: argparse.Namespace) -> int:
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call drowns the stack's logs
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def add_parser(sub: Any) -> None:
+    add_moto_parser(sub)
     p = sub.add_parser(
         "up", help="run the whole stack locally (moto, sync, stand-in, FastChat), Ctrl-C stops"
     )
@@ -162,7 +188,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     loop = "127.0.0.1"
     sup.start(
         "moto",
-        [sys.executable, "-m", "moto.server", "-H", loop, "-p", str(ports.moto)],
+        [*CLI, "moto", "--port", str(ports.moto)],
         env,
         http_ready(f"http://{loop}:{ports.moto}/moto-api/"),
     )
