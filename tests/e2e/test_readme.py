@@ -111,3 +111,19 @@ def test_dev_script_usage(command: str) -> None:
     result = subprocess.run(command.split(), cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert "./dev up" in result.stdout
+
+
+def test_every_command_the_readme_names_exists() -> None:
+    """Each subcommand in the README's command table is one the CLI accepts."""
+    from sagemaker_fastchat.cli import build_parser
+
+    table = README[README.index("| command | what it does |") :].split("\n\n", 1)[0]
+    names: set[str] = set()
+    for row in table.splitlines()[2:]:
+        cell = row.split("|")[1]
+        names.update(re.findall(r"`([a-z][a-z-]*)", cell.replace("\\|", " `")))
+    parser = build_parser()
+    subcommands = next(a for a in parser._actions if a.dest == "command").choices
+    assert names, "no commands found in the README table"
+    missing = sorted(n for n in names if n not in subcommands and n not in ("validate", "request", "decode"))
+    assert missing == []
