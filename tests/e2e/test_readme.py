@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -127,3 +128,33 @@ def test_every_command_the_readme_names_exists() -> None:
     assert names, "no commands found in the README table"
     missing = sorted(n for n in names if n not in subcommands and n not in ("validate", "request", "decode"))
     assert missing == []
+
+
+def readme_commands() -> list[str]:
+    """Every shell command line in the README's sh blocks, backslash continuations joined."""
+    lines: list[str] = []
+    for block in sh_blocks(README):
+        current = ""
+        for raw in block.splitlines():
+            line = raw.split("  #")[0].rstrip() if not raw.lstrip().startswith("#") else ""
+            current += line.rstrip("\\") + " " if line.endswith("\\") else line
+            if not line.endswith("\\"):
+                if current.strip():
+                    lines.append(current.strip())
+                current = ""
+    return lines
+
+
+def test_every_sagemaker_fastchat_command_in_the_readme_parses() -> None:
+    """Each `sagemaker-fastchat ...` line anywhere in the README (the AWS ones too) is accepted by the CLI;
+    each template the deploy steps name exists."""
+    from sagemaker_fastchat.cli import build_parser
+
+    cli_lines = [line for line in readme_commands() if line.startswith("sagemaker-fastchat ")]
+    assert len(cli_lines) >= 15
+    for line in cli_lines:
+        argv = shlex.split(line.split(" || ")[0])[1:]
+        args = build_parser().parse_args(argv)
+        assert callable(args.handler), line
+    for path in re.findall(r"--template-file (CloudFormation/[\w.-]+)", README):
+        assert (ROOT / path).exists(), path
