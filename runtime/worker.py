@@ -26,7 +26,7 @@ from typing import Any
 import anyio.to_thread
 import structlog
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastchat.constants import ErrorCode
 from fastchat.conversation import get_conv_template
 from fastchat.serve.base_model_worker import BaseModelWorker
@@ -143,16 +143,16 @@ def _last(chunks: Iterator[dict[str, Any]]) -> dict[str, Any]:
     return last
 
 
-def _stream_bytes(chunks: Iterator[dict[str, Any]]) -> Iterator[bytes]:
-    for chunk in chunks:
-        yield json.dumps(chunk).encode() + b"\0"
+def _frame(chunk: dict[str, Any]) -> bytes:
+    """FastChat's worker stream framing: one JSON object, then a NUL byte."""
+    return json.dumps(chunk).encode() + b"\0"
 
 
 async def _relayed_bytes(
     chunks: Iterator[dict[str, Any]], executor: ThreadPoolExecutor
 ) -> AsyncIterator[bytes]:
     async for chunk in relay_chunks(chunks, executor):
-        yield json.dumps(chunk).encode() + b"\0"
+        yield _frame(chunk)
 
 
 def create_worker_app(worker: SetWorker, background: list[Any] | None = None) -> FastAPI:
@@ -180,7 +180,7 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
         params = await request.json()
         adapter = worker.adapter(str(params.get("model")))  # held for the whole stream, whatever swaps
         if adapter is None:
-            return StreamingResponse(_stream_bytes(iter([worker.missing_model(str(params.get("model")))])))
+            return Response(_frame(worker.missing_model(str(params.get("model")))))
         chunks = worker.traced_chunks(adapter, params, request.headers.get(TRACE_HEADER))
         await worker.semaphore.acquire()
         worker.call_ct += 1

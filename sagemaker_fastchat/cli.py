@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnec
 from contract.decoder import StreamDecodeError
 from contract.errors import SpecError
 from contract.items import InputError, load_items
+from contract.spec import ModelSpec, parse_model_item
 from sagemaker_fastchat import config_tools
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
@@ -50,9 +51,13 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_REFUSED
 
 
+def _one_spec(path: str, model: str | None) -> ModelSpec:
+    """The (chosen) model of a config file, validated."""
+    return parse_model_item(config_tools.pick_item(load_items(_read(path), path), model, path))
+
+
 def cmd_config_request(args: argparse.Namespace) -> int:
-    item = config_tools.pick_item(load_items(_read(args.file), args.file), args.model, args.file)
-    spec = config_tools.spec_of(item)
+    spec = _one_spec(args.file, args.model)
     print(
         json.dumps(
             config_tools.request_body(spec, config_tools.parse_set(args.set)), indent=2, ensure_ascii=False
@@ -62,8 +67,7 @@ def cmd_config_request(args: argparse.Namespace) -> int:
 
 
 def cmd_config_decode(args: argparse.Namespace) -> int:
-    item = config_tools.pick_item(load_items(_read(args.file), args.file), args.model, args.file)
-    spec = config_tools.spec_of(item)
+    spec = _one_spec(args.file, args.model)
     if args.stream in (None, "-"):
         data = sys.stdin.buffer.read()
     else:

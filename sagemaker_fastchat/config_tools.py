@@ -29,10 +29,6 @@ def pick_item(items: list[dict[str, Any]], model: str | None, source: str = "inp
     return models[0]
 
 
-def spec_of(item: dict[str, Any]) -> ModelSpec:
-    return parse_model_item(item)
-
-
 @dataclass
 class ValidationReport:
     models: list[str] = field(default_factory=list)  # valid model names
