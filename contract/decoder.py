@@ -17,6 +17,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from contract.spec import ModelSpec
 
 _SSE_FIELDS = ("event:", "id:", "retry:")
@@ -78,15 +80,16 @@ class StreamDecoder:
         """Decode every complete line in `data` (plus what was buffered); keep the incomplete tail."""
         if self.done:
             return []
-        self._buffer += data
         if b"\n" not in data:
+            self._buffer += data
             return []
-        *lines, self._buffer = self._buffer.split(b"\n")
+        *lines, self._buffer = (self._buffer + data).split(b"\n")
         events: list[StreamEvent] = []
         for raw in lines:
-            self._decode_line(raw, events)
-            if self.done:
-                break
+            if raw and raw != b"\r":  # a blank line only separates SSE events
+                self._decode_line(raw, events)
+                if self.done:
+                    break
         return events
 
     def decode(self, parts: Iterable[bytes]) -> Iterator[StreamEvent]:
@@ -128,6 +131,11 @@ class StreamDecoder:
 
     def _parse_values(self, text: str, line: str) -> list[Any]:
         try:
+            return [orjson.loads(text)]  # the hot path: ~3x faster than json.loads
+        except orjson.JSONDecodeError:
+            pass
+        # json gives the precise message, reads several values on one line, and accepts NaN/Infinity
+        try:
             return [json.loads(text)]
         except json.JSONDecodeError as exc:
             if exc.msg != "Extra data":
@@ -154,20 +162,19 @@ class StreamDecoder:
             if message is not None:
                 return StreamEvent(error=message)
         found = self._reader.read(obj)
-        event = StreamEvent()
-        if "text" in found:
-            text = found["text"]
-            event.text = text if type(text) is str else str(text)
-        if "special" in found:
-            event.special = bool(found["special"])
-        if "finish_reason" in found:
-            event.finish_reason = str(found["finish_reason"])
-        if "generated_text" in found:
-            event.generated_text = str(found["generated_text"])
+        if not found:
+            return StreamEvent()
+        text = found.get("text")
+        finish = found.get("finish_reason")
+        generated = found.get("generated_text")
         tokens = found.get("generated_tokens")
-        if type(tokens) is int:
-            event.generated_tokens = tokens
-        event.id = found.get("id")
-        event.seed = found.get("seed")
-        event.logprobs = found.get("logprobs")
-        return event
+        return StreamEvent(
+            text if text is None or type(text) is str else str(text),
+            None if finish is None else str(finish),
+            None if generated is None else str(generated),
+            tokens if type(tokens) is int else None,
+            bool(found.get("special", False)),
+            found.get("id"),
+            found.get("seed"),
+            found.get("logprobs"),
+        )

@@ -7,6 +7,7 @@ Other expressions (filters, wildcards, slices) are read with jsonpath-ng and are
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -142,21 +143,23 @@ def delete_at(doc: Any, steps: tuple[Step, ...]) -> None:
 
 
 class MultiReader:
-    """Reads many paths from one document in a single walk (compiled once per spec).
+    """Reads many paths from one document in a single pass (compiled once per spec).
 
-    Plain paths are merged into a tree keyed by their steps, so shared parents are looked up once and a
-    missing or null parent skips every path below it: this keeps decoding a streamed line within a small
-    multiple of `json.loads`. Other expressions are read with jsonpath-ng.
+    Plain paths are merged into a tree keyed by their steps and the tree is compiled into one Python
+    function of nested lookups (like dataclasses builds its methods): shared parents are looked up once,
+    a missing or null parent skips every path below it, and no interpretation is left per line. This keeps
+    decoding a streamed line within a small multiple of `json.loads`. Steps are embedded with repr(), so
+    any field name is safe. Other expressions (filters, wildcards) are read with jsonpath-ng.
     """
 
     def __init__(self, paths: dict[str, JsonPath]) -> None:
-        self._tree: dict[Step, Any] = {}
+        tree: dict[Step, Any] = {}
         self._other: list[tuple[str, JsonPath]] = []
         for name, path in paths.items():
             if not path.steps:
                 self._other.append((name, path))
                 continue
-            node = self._tree
+            node = tree
             for step in path.steps[:-1]:
                 child = node.setdefault(step, {})
                 if isinstance(child, str):  # a path that is also a parent: read it the slow way
@@ -168,11 +171,11 @@ class MultiReader:
                     self._other.append((name, path))
                 else:
                     node[path.steps[-1]] = name
+        self._read_plain = _compile_tree(tree)
 
     def read(self, doc: Any) -> dict[str, Any]:
         """Field name -> value for every path that finds a non-null value."""
-        out: dict[str, Any] = {}
-        _walk(self._tree, doc, out)
+        out = self._read_plain(doc)
         for name, path in self._other:
             value = path.find(doc)
             if value is not MISSING and value is not None:
@@ -180,19 +183,38 @@ class MultiReader:
         return out
 
 
-def _walk(tree: dict[Step, Any], node: Any, out: dict[str, Any]) -> None:
-    for step, sub in tree.items():
-        if type(step) is str:
-            if type(node) is not dict:
-                return
-            value = node.get(step)
-        elif type(node) is list and type(step) is int and -len(node) <= step < len(node):
-            value = node[step]
-        else:
-            continue
-        if value is None:
-            continue
-        if type(sub) is str:
-            out[sub] = value
-        else:
-            _walk(sub, value, out)
+def _compile_tree(tree: dict[Step, Any]) -> Callable[[Any], dict[str, Any]]:
+    """`def read(doc) -> dict` doing the tree's lookups as straight-line code."""
+    lines = ["def read(v0):", "    out = {}"]
+    names = iter(range(1, 1 << 30))
+
+    def emit(node: dict[Step, Any], var: str, indent: str) -> None:
+        keys = [step for step in node if type(step) is str]
+        indexes = [step for step in node if type(step) is int]
+        for steps, guard, get in (
+            (keys, f"type({var}) is dict", "{var}.get({step!r})"),
+            (
+                indexes,
+                f"type({var}) is list",
+                "({var}[{step}] if -len({var}) <= {step} < len({var}) else None)",
+            ),
+        ):
+            if not steps:
+                continue
+            lines.append(f"{indent}if {guard}:")
+            for step in steps:
+                child = f"v{next(names)}"
+                lines.append(f"{indent}    {child} = {get.format(var=var, step=step)}")
+                lines.append(f"{indent}    if {child} is not None:")
+                sub = node[step]
+                if type(sub) is str:
+                    lines.append(f"{indent}        out[{sub!r}] = {child}")
+                else:
+                    emit(sub, child, indent + "        ")
+
+    emit(tree, "v0", "    ")
+    lines.append("    return out")
+    namespace: dict[str, Any] = {}
+    exec("\n".join(lines), namespace)  # generated from validated steps; names and keys via repr()
+    read: Callable[[Any], dict[str, Any]] = namespace["read"]
+    return read

@@ -60,6 +60,31 @@ def _client_error_message(exc: botocore.exceptions.ClientError, endpoint: str) -
     return f"endpoint {endpoint} returned {code}: {message}", ErrorCode.INTERNAL_ERROR
 
 
+def payload_parts(stream: Any) -> Iterator[bytes]:
+    """The bytes of each PayloadPart of an `InvokeEndpointWithResponseStream` body.
+
+    Frames are decoded and CRC-checked by botocore's own EventStreamBuffer (the stream's raw event
+    generator). A PayloadPart's payload *is* its Bytes blob, so it is taken as is: botocore's generic
+    shape parser would cost ~40% of the per-token time of a stream. Every other message (ModelStreamError,
+    InternalStreamFailure, unknown events) goes through botocore's parser, which raises EventStreamError
+    exactly as iterating the stream does. A botocore without these internals gets the public iteration.
+    """
+    messages, parse = getattr(stream, "_event_generator", None), getattr(stream, "_parse_event", None)
+    if messages is None or parse is None:
+        for event in stream:
+            if "PayloadPart" in event:
+                yield event["PayloadPart"].get("Bytes", b"")
+        return
+    for message in messages:
+        headers = message.headers
+        if headers.get(":event-type") == "PayloadPart" and headers.get(":message-type") == "event":
+            yield message.payload
+            continue
+        event = parse(message)
+        if event and "PayloadPart" in event:
+            yield event["PayloadPart"].get("Bytes", b"")
+
+
 class SageMakerAdapter:
     """Serves one model spec through `InvokeEndpointWithResponseStream`."""
 
@@ -91,8 +116,7 @@ class SageMakerAdapter:
                 ContentType="application/json",
             )
             stream = response["Body"]
-            parts = (event["PayloadPart"].get("Bytes", b"") for event in stream if "PayloadPart" in event)
-            for decoded in decoder.decode(parts):
+            for decoded in decoder.decode(payload_parts(stream)):
                 if decoded.error is not None:
                     message = f"endpoint {spec.endpoint_name} streamed an error: {decoded.error}"
                     yield error_chunk(spec.name, message)

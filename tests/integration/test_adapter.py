@@ -10,9 +10,10 @@ from typing import Any
 import boto3
 import pytest
 from botocore.config import Config
+from botocore.exceptions import EventStreamError
 
 from contract.spec import parse_model_item
-from runtime.adapter import SageMakerAdapter, sagemaker_client_config
+from runtime.adapter import SageMakerAdapter, payload_parts, sagemaker_client_config
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from tests.helpers import example_item, serve_in_thread
 
@@ -142,3 +143,40 @@ def test_one_adapter_shared_by_concurrent_requests(standin_url: str) -> None:
     with ThreadPoolExecutor(24) as pool:
         results = list(pool.map(one, range(24)))
     assert results == [f"reply number {i} here" for i in range(24)]
+
+
+def _stream(url: str, prompt: str) -> Any:
+    body = b'{"inputs": "%s", "parameters": {"max_new_tokens": 100}, "stream": true}' % prompt.encode()
+    return client(url).invoke_endpoint_with_response_stream(EndpointName="demo-tgi", Body=body)["Body"]
+
+
+class PublicOnly:
+    """An event stream offering only botocore's public iteration (what a future botocore might leave)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._stream)
+
+
+@pytest.mark.parametrize("prompt", ["[[tokens:30]]", "[[tokens:20]] [[fail-after:4]]"])
+def test_payload_parts_match_botocores_parsed_events(standin_url: str, prompt: str) -> None:
+    """The fast path (botocore's frame decoder, PayloadPart bytes taken as is) yields exactly what
+    botocore's fully parsed events hold, and a ModelStreamError raises botocore's own EventStreamError."""
+    fast, public = _stream(standin_url, prompt), _stream(standin_url, prompt)
+    assert hasattr(fast, "_event_generator")
+    assert hasattr(fast, "_parse_event")
+    outcomes = []
+    for stream, parts in ((fast, payload_parts(fast)), (public, payload_parts(PublicOnly(public)))):
+        got: list[bytes] = []
+        try:
+            got.extend(parts)
+            outcomes.append((got, None))
+        except EventStreamError as exc:
+            outcomes.append((got, exc.response["Error"]["Code"]))
+        finally:
+            stream.close()
+    assert outcomes[0] == outcomes[1]
+    assert len(outcomes[0][0]) >= 4
+    assert outcomes[0][1] == (None if "fail" not in prompt else "ModelStreamError")
