@@ -8,6 +8,7 @@ is never shown. Special tokens (`special: true`) are not shown.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,18 +53,27 @@ class OutputAssembler:
 
     def push(self, event: StreamEvent) -> dict[str, Any] | None:
         """Take one event; return a chunk when the visible text grew, else None."""
+        return self.push_all((event,))
+
+    def push_all(self, events: Iterable[StreamEvent]) -> dict[str, Any] | None:
+        """Take a batch of events (all that arrived since the last chunk was sent); one chunk for the
+        whole batch when the visible text grew, else None."""
         if self.stopped:
             return None
-        if event.generated_tokens is not None:
-            self.reported_tokens = event.generated_tokens
-        if event.generated_text is not None:
-            self.generated_text = event.generated_text
-        if event.text is not None:
-            self.completion_tokens += 1
-            if not event.special:
-                self.text += event.text
-        if event.finish_reason is not None:
-            self.container_finish = fastchat_finish_reason(event.finish_reason)
+        texts = []
+        for event in events:
+            if event.generated_tokens is not None:
+                self.reported_tokens = event.generated_tokens
+            if event.generated_text is not None:
+                self.generated_text = event.generated_text
+            if event.text is not None:
+                self.completion_tokens += 1
+                if not event.special:
+                    texts.append(event.text)
+            if event.finish_reason is not None:
+                self.container_finish = fastchat_finish_reason(event.finish_reason)
+        if texts:
+            self.text += "".join(texts)
         return self._advance(final=False)
 
     def finish(self) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """One SageMaker streaming endpoint as FastChat generation: request building, the boto3 call, decoding.
 
 An adapter is built once per model spec and shared by every concurrent request to that model: all
-per-request state (decoder buffer, assembled text) lives in local variables of `generate_stream`.
+per-request state (decoder buffer, assembled text) lives in that request's `Generation`.
 Every failure becomes a FastChat error chunk; nothing raises into the worker.
 """
 
@@ -18,7 +18,7 @@ from botocore.config import Config
 from fastchat.constants import SERVER_ERROR_MSG, ErrorCode
 
 from contract.assembler import OutputAssembler
-from contract.decoder import StreamDecodeError, StreamDecoder
+from contract.decoder import StreamDecodeError, StreamDecoder, StreamEvent
 from contract.request import RequestError, build_request, normalize_stop
 from contract.spec import ModelSpec
 from contract.tokens import approx_token_count
@@ -96,50 +96,109 @@ class SageMakerAdapter:
     def name(self) -> str:
         return self.spec.name
 
+    def start(self, params: Mapping[str, Any]) -> Generation:
+        """One request's state; nothing is called until its parts are read."""
+        return Generation(self.spec, self._client, params)
+
     def generate_stream(self, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-        """FastChat chunks (cumulative text); the last one carries finish_reason or an error_code."""
-        spec = self.spec
+        """FastChat chunks (cumulative text), one per PayloadPart that grew the text; the last one
+        carries finish_reason or an error_code. (The worker's streaming path batches parts instead.)"""
+        generation = self.start(params)
+        for part in generation.parts():
+            chunk = generation.feed(part)
+            if chunk is not None:
+                yield chunk
+            if generation.done:
+                break
+        yield generation.finish()
+
+
+class Generation:
+    """One request to the endpoint, in two halves that may run in different threads.
+
+    `parts()` is the I/O: it calls the endpoint and yields the bytes of each PayloadPart (blocking; a
+    failure ends it and is kept as an error chunk). `feed()` is pure: it decodes any number of parts at
+    once into one FastChat chunk. Feeding whatever arrived since the last chunk was sent costs one
+    decode pass and one chunk per batch instead of per token: a reader that lags gets fewer, larger
+    updates for less CPU. Setting `done` (stop string reached, error) makes `parts()` close the stream.
+    """
+
+    def __init__(self, spec: ModelSpec, client: Any, params: Mapping[str, Any]) -> None:
+        self.spec = spec
+        self._client = client
+        self.failure: dict[str, Any] | None = None
+        self.body: dict[str, Any] | None = None
         try:
-            body = build_request(spec, params)
+            self.body = build_request(spec, params)
         except RequestError as exc:
-            yield error_chunk(spec.name, str(exc), ErrorCode.VALIDATION_TYPE_ERROR)
-            return
-        assembler = OutputAssembler(
-            stop=normalize_stop(params.get("stop")), prompt_tokens=approx_token_count(str(params["prompt"]))
+            self.failure = error_chunk(spec.name, str(exc), ErrorCode.VALIDATION_TYPE_ERROR)
+        self._assembler = OutputAssembler(
+            stop=normalize_stop(params.get("stop")),
+            prompt_tokens=approx_token_count(str(params.get("prompt"))),
         )
-        decoder = StreamDecoder(spec)
+        self._decoder = StreamDecoder(spec)
+
+    @property
+    def done(self) -> bool:
+        return self.failure is not None or self._assembler.stopped
+
+    def parts(self) -> Iterator[bytes]:
+        if self.body is None:
+            return
+        endpoint = self.spec.endpoint_name
         stream = None
         try:
             response = self._client.invoke_endpoint_with_response_stream(
-                EndpointName=spec.endpoint_name,
-                Body=json.dumps(body).encode(),
-                ContentType="application/json",
+                EndpointName=endpoint, Body=json.dumps(self.body).encode(), ContentType="application/json"
             )
             stream = response["Body"]
-            for decoded in decoder.decode(payload_parts(stream)):
-                if decoded.error is not None:
-                    message = f"endpoint {spec.endpoint_name} streamed an error: {decoded.error}"
-                    yield error_chunk(spec.name, message)
-                    return
-                chunk = assembler.push(decoded)
-                if chunk is not None:
-                    yield chunk
-                if assembler.stopped:
+            for part in payload_parts(stream):
+                yield part
+                if self.done:
                     break
-            yield assembler.finish()
-        except StreamDecodeError as exc:
-            yield error_chunk(spec.name, str(exc))
         except botocore.exceptions.ClientError as exc:  # includes EventStreamError (mid-stream errors)
-            message, code = _client_error_message(exc, spec.endpoint_name)
-            yield error_chunk(spec.name, message, code)
+            message, code = _client_error_message(exc, endpoint)
+            self._fail(message, code)
         except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError):
-            yield error_chunk(spec.name, f"endpoint {spec.endpoint_name} timed out")
+            self._fail(f"endpoint {endpoint} timed out")
         except botocore.exceptions.BotoCoreError as exc:
-            yield error_chunk(spec.name, f"calling endpoint {spec.endpoint_name} failed: {exc}")
+            self._fail(f"calling endpoint {endpoint} failed: {exc}")
         except Exception as exc:  # a corrupt frame, a dropped connection: never crash the worker
-            yield error_chunk(
-                spec.name, f"calling endpoint {spec.endpoint_name} failed: {type(exc).__name__}: {exc}"
-            )
+            self._fail(f"calling endpoint {endpoint} failed: {type(exc).__name__}: {exc}")
         finally:
             if stream is not None:
                 stream.close()  # stop generation early (stop string reached, client gone)
+
+    def feed(self, data: bytes) -> dict[str, Any] | None:
+        """Decode `data` (one or more parts, joined); a chunk when the visible text grew."""
+        if self.done:
+            return None
+        try:
+            events = self._decoder.feed(data)
+        except StreamDecodeError as exc:
+            self._fail(str(exc))
+            return None
+        return self._push(events)
+
+    def finish(self) -> dict[str, Any]:
+        """The last chunk: the error, or the full text with finish_reason and usage."""
+        if not self.done:
+            try:
+                self._push(self._decoder.close())
+            except StreamDecodeError as exc:
+                self._fail(str(exc))
+        if self.failure is not None:
+            return self.failure
+        return self._assembler.finish()
+
+    def _push(self, events: list[StreamEvent]) -> dict[str, Any] | None:
+        for i, event in enumerate(events):
+            if event.error is not None:  # the text before it is still shown, then the error
+                chunk = self._assembler.push_all(events[:i])
+                self._fail(f"endpoint {self.spec.endpoint_name} streamed an error: {event.error}")
+                return chunk
+        return self._assembler.push_all(events)
+
+    def _fail(self, message: str, code: int = ErrorCode.INTERNAL_ERROR) -> None:
+        if self.failure is None:
+            self.failure = error_chunk(self.spec.name, message, code)

@@ -8,6 +8,7 @@ id. Never any prompt or completion text.
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,47 +21,70 @@ tracer = Tracer("sagemaker-fastchat-worker")
 log = structlog.get_logger("worker")
 
 
-def traced_stream(
-    chunks: Iterator[dict[str, Any]], header: str | None, model: str, endpoint: str, version: int | None
-) -> Iterator[dict[str, Any]]:
-    """Pass chunks through, timing the SageMaker call; spans end and the log line is written when the
-    stream does (in whatever thread consumed it)."""
-    span = tracer.begin("sagemaker-fastchat-worker", header)
-    call = span.child(f"SageMaker {endpoint}", "aws") if span is not None else None
-    for s in (span, call):
-        if s is not None:
-            s.annotate("model_name", model)
-            s.annotate("endpoint_name", endpoint)
-            s.annotate("model_set_version", version)
-    token = current_span.set(call)
-    start, ttft, last = time.monotonic(), None, None
-    try:
-        for chunk in chunks:
-            if ttft is None:
-                ttft = round((time.monotonic() - start) * 1000, 2)
-            last = chunk
-            yield chunk
-    finally:
-        facts: dict[str, Any] = {"time_to_first_token_ms": ttft}
+class GenerationTrace:
+    """One generate request: its spans (when sampled), time to first token, the last chunk, the log line."""
+
+    def __init__(self, header: str | None, model: str, endpoint: str, version: int | None) -> None:
+        self.model, self.endpoint, self.version = model, endpoint, version
+        self.span = tracer.begin("sagemaker-fastchat-worker", header)
+        self.call = self.span.child(f"SageMaker {endpoint}", "aws") if self.span is not None else None
+        for s in (self.span, self.call):
+            if s is not None:
+                s.annotate("model_name", model)
+                s.annotate("endpoint_name", endpoint)
+                s.annotate("model_set_version", version)
+        self.start = time.monotonic()
+        self.ttft: float | None = None
+        self.last: dict[str, Any] | None = None
+
+    def context(self) -> contextvars.Context:
+        """A copy of the current context in which the SageMaker call's span is current (for the thread
+        that calls the endpoint: its log lines carry the trace id)."""
+        context = contextvars.copy_context()
+        context.run(current_span.set, self.call)
+        return context
+
+    def saw(self, chunk: dict[str, Any]) -> None:
+        if self.ttft is None:
+            self.ttft = round((time.monotonic() - self.start) * 1000, 2)
+        self.last = chunk
+
+    def end(self) -> None:
+        """Writes the log line and ends the spans (once the stream has ended, whatever the reason)."""
+        last = self.last
+        facts: dict[str, Any] = {"time_to_first_token_ms": self.ttft}
         if last is not None and last.get("error_code"):
             facts["error"] = str(last.get("text", ""))[-300:]
         elif last is not None:
             facts["tokens"] = (last.get("usage") or {}).get("completion_tokens")
             facts["finish_reason"] = last.get("finish_reason")
+        trace_id = {"trace_id": self.span.trace_id} if self.span is not None else {}
         log.info(
             "generation_finished",
-            model=model,
-            endpoint=endpoint,
-            version=version,
-            duration_ms=round((time.monotonic() - start) * 1000, 2),
+            model=self.model,
+            endpoint=self.endpoint,
+            version=self.version,
+            duration_ms=round((time.monotonic() - self.start) * 1000, 2),
             **facts,
+            **trace_id,
         )
-        current_span.reset(token)
-        if call is not None and span is not None:
+        if self.call is not None and self.span is not None:
             for key, value in facts.items():
                 if key == "error":
-                    call.error(value)
+                    self.call.error(value)
                 elif value is not None:
-                    call.meta(key, value)
-            call.end()
-            span.end()
+                    self.call.meta(key, value)
+            self.call.end()
+            self.span.end()
+
+
+def traced_stream(chunks: Iterator[dict[str, Any]], trace: GenerationTrace) -> Iterator[dict[str, Any]]:
+    """Pass chunks through; the trace ends when the stream does (in whatever thread consumed it)."""
+    token = current_span.set(trace.call)
+    try:
+        for chunk in chunks:
+            trace.saw(chunk)
+            yield chunk
+    finally:
+        current_span.reset(token)
+        trace.end()

@@ -19,7 +19,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +34,10 @@ from starlette.background import BackgroundTask
 
 from contract.tokens import approx_token_count
 from runtime import fastchat_compat
-from runtime.adapter import SageMakerAdapter, error_chunk
+from runtime.adapter import Generation, SageMakerAdapter, error_chunk
 from runtime.model_set import LiveModelSet
-from runtime.relay import relay_chunks
-from runtime.tracing import traced_stream
+from runtime.relay import relay_batches
+from runtime.tracing import GenerationTrace, traced_stream
 from telemetry.tracing import TRACE_HEADER
 
 log = structlog.get_logger("worker")
@@ -115,13 +115,9 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
     def adapter(self, model: str) -> SageMakerAdapter | None:
         return self.live.current.get(model)
 
-    def traced_chunks(
-        self, adapter: SageMakerAdapter, params: dict[str, Any], header: str | None
-    ) -> Iterator[dict[str, Any]]:
+    def trace(self, adapter: SageMakerAdapter, header: str | None) -> GenerationTrace:
         spec = adapter.spec
-        return traced_stream(
-            adapter.generate_stream(params), header, spec.name, spec.endpoint_name, self.live.current.version
-        )
+        return GenerationTrace(header, spec.name, spec.endpoint_name, self.live.current.version)
 
     def conv_template_for(self, model: str) -> dict[str, Any]:
         conv = fastchat_compat.conversation_template(model)
@@ -148,11 +144,25 @@ def _frame(chunk: dict[str, Any]) -> bytes:
     return json.dumps(chunk).encode() + b"\0"
 
 
-async def _relayed_bytes(
-    chunks: Iterator[dict[str, Any]], executor: ThreadPoolExecutor
+async def _streamed_frames(
+    generation: Generation, trace: GenerationTrace, executor: ThreadPoolExecutor
 ) -> AsyncIterator[bytes]:
-    async for chunk in relay_chunks(chunks, executor):
-        yield _frame(chunk)
+    """The endpoint is read in a pool thread; each batch of parts that arrived since the last frame
+    was sent is decoded here into one frame (the whole text so far, FastChat's protocol)."""
+    try:
+        async with aclosing(relay_batches(generation.parts(), executor, trace.context())) as batches:
+            async for parts in batches:
+                chunk = generation.feed(parts[0] if len(parts) == 1 else b"".join(parts))
+                if chunk is not None:
+                    trace.saw(chunk)
+                    yield _frame(chunk)
+                if generation.done:
+                    break
+        final = generation.finish()
+        trace.saw(final)
+        yield _frame(final)
+    finally:
+        trace.end()
 
 
 def create_worker_app(worker: SetWorker, background: list[Any] | None = None) -> FastAPI:
@@ -181,14 +191,15 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
         adapter = worker.adapter(str(params.get("model")))  # held for the whole stream, whatever swaps
         if adapter is None:
             return Response(_frame(worker.missing_model(str(params.get("model")))))
-        chunks = worker.traced_chunks(adapter, params, request.headers.get(TRACE_HEADER))
+        trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
         await worker.semaphore.acquire()
         worker.call_ct += 1
 
         async def release() -> None:
             worker.semaphore.release()
 
-        return StreamingResponse(_relayed_bytes(chunks, streams), background=BackgroundTask(release))
+        frames = _streamed_frames(adapter.start(params), trace, streams)
+        return StreamingResponse(frames, background=BackgroundTask(release))
 
     @app.post("/worker_generate")
     async def generate(request: Request) -> Any:
@@ -198,7 +209,8 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
             return JSONResponse(worker.missing_model(str(params.get("model"))))
         async with worker.semaphore:
             worker.call_ct += 1
-            chunks = worker.traced_chunks(adapter, params, request.headers.get(TRACE_HEADER))
+            trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
+            chunks = traced_stream(adapter.generate_stream(params), trace)
             return JSONResponse(await asyncio.to_thread(_last, chunks))
 
     @app.post("/worker_get_status")
