@@ -121,7 +121,10 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    from runtime.tracing import tracer
+
     configure_logging()
+    tracer.prepare()
     _, app = build_worker(args)
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=graceful_seconds()

@@ -137,6 +137,14 @@ class Tracer:
             if span is not None:
                 span.end()
 
+    def prepare(self) -> None:
+        """Import aws-xray-sdk now (~0.2 s, holding the GIL) when tracing is on, rather than inside the
+        first sampled request of a serving process, where it would stall every stream."""
+        if self.enabled and self.rate > 0:
+            import aws_xray_sdk.core.emitters.udp_emitter
+            import aws_xray_sdk.core.models.segment
+            import aws_xray_sdk.core.models.subsegment  # noqa: F401
+
     def emit(self, segment: Any) -> None:
         if self.keep_sent:
             self.sent.append(segment.to_dict())

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -195,3 +198,15 @@ def test_requests_and_aiohttp_calls_carry_the_current_header() -> None:
                     return await r.text()
 
             assert asyncio.run(via_aiohttp()) == span.header
+
+
+@pytest.mark.parametrize(("enabled", "loaded"), [("true", True), ("false", False)])
+def test_prepare_loads_the_sdk_before_serving_only_when_tracing_is_on(enabled: str, loaded: bool) -> None:
+    """The SDK's import (~0.2 s under the GIL) must not happen inside the first sampled request."""
+    code = (
+        "import sys; from telemetry.tracing import Tracer; Tracer('t').prepare(); "
+        "print('aws_xray_sdk.core.models.segment' in sys.modules)"
+    )
+    env = {**os.environ, "XRAY_ENABLED": enabled}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(loaded)
