@@ -66,7 +66,7 @@ def worker_stream(http: httpx.Client, controller: str, prompt: str) -> tuple[flo
         for raw in response.iter_bytes():
             if not first and b"\0" in raw:
                 first = time.perf_counter() - start
-            buffer = (buffer + raw)[-4096:]
+            buffer = (buffer + raw)[-65536:]
     last = json.loads(buffer.rstrip(b"\0").rsplit(b"\0", 1)[-1])
     return first, int(last["usage"]["completion_tokens"])
 
@@ -86,7 +86,7 @@ async def _worker_streams(controller: str, prompt: str) -> int:
             tail = b""
             async with session.post(f"{address}/worker_generate_stream", json=params) as r:
                 async for raw in r.content.iter_any():
-                    tail = (tail + raw)[-4096:]
+                    tail = (tail + raw)[-65536:]  # holds the last frame: the whole text so far
             return int(json.loads(tail.rstrip(b"\0").rsplit(b"\0", 1)[-1])["usage"]["completion_tokens"])
 
         return sum(await asyncio.gather(*(one() for _ in range(STREAMS))))
@@ -153,6 +153,7 @@ def main() -> None:
         # (c) 200 concurrent streams, flat out, then at a real endpoint pace (the endpoint is the bottleneck)
         for label, prompt in (
             (f"x {TOKENS} tokens, flat out", f"[[tokens:{TOKENS}]]"),
+            ("x 1000 tokens, flat out (steady streaming, less per-request share)", "[[tokens:1000]]"),
             ("x 100 tokens at 25 tokens/s", "[[tokens:100]] [[rate:25]]"),
         ):
             direct_rate, worker_rate = throughput(client, stack.controller_url, prompt)
