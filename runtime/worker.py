@@ -152,7 +152,7 @@ async def _streamed_frames(
     try:
         async with aclosing(relay_batches(generation.parts(), executor, trace.context())) as batches:
             async for parts in batches:
-                chunk = generation.feed(parts[0] if len(parts) == 1 else b"".join(parts))
+                chunk = generation.feed(b"".join(parts))  # one part: no copy
                 if chunk is not None:
                     trace.saw(chunk)
                     yield _frame(chunk)
