@@ -185,8 +185,7 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
 
     app = FastAPI(lifespan=lifespan)
 
-    @app.post("/worker_generate_stream")
-    async def generate_stream(request: Request) -> Any:
+    async def generate_stream(request: Request) -> Response:
         params = await request.json()
         adapter = worker.adapter(str(params.get("model")))  # held for the whole stream, whatever swaps
         if adapter is None:
@@ -200,6 +199,10 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
 
         frames = _streamed_frames(adapter.start(params), trace, streams)
         return StreamingResponse(frames, background=BackgroundTask(release))
+
+    # The hot route, added as a plain Starlette route: FastAPI's dependency and response-model machinery
+    # has nothing to do for it but costs time on every request.
+    app.add_route("/worker_generate_stream", generate_stream, methods=["POST"])
 
     @app.post("/worker_generate")
     async def generate(request: Request) -> Any:
