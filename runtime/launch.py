@@ -80,7 +80,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     import boto3
 
     from contract.ssm_reader import SsmReader
-    from runtime.adapter import SageMakerAdapter, sagemaker_client_config
+    from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
     from runtime.model_set import LiveModelSet
     from runtime.poller import Poller
     from runtime.sources import FileSource, SsmSource
@@ -90,9 +90,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     fastchat_compat.install_live_template_adapter(
         lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
     )
-    client = boto3.client(
-        "sagemaker-runtime", config=sagemaker_client_config(args.limit_concurrency + 8, args.read_timeout)
-    )
+    client = SageMakerClient(sagemaker_client_config(args.limit_concurrency + 8, args.read_timeout))
 
     def make_adapter(spec: Any) -> SageMakerAdapter:
         if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
@@ -117,7 +115,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     background = [poller.run]
     if settings.register:
         background.append(worker.heartbeat_forever)
-    return worker, create_worker_app(worker, background)
+    return worker, create_worker_app(worker, background, closing=[client.close])
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -8,14 +8,13 @@ id. Never any prompt or completion text.
 
 from __future__ import annotations
 
-import contextvars
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
 
-from telemetry.tracing import Tracer, current_span
+from telemetry.tracing import Tracer
 
 tracer = Tracer("sagemaker-fastchat-worker")
 log = structlog.get_logger("worker")
@@ -36,13 +35,6 @@ class GenerationTrace:
         self.start = time.monotonic()
         self.ttft: float | None = None
         self.last: dict[str, Any] | None = None
-
-    def context(self) -> contextvars.Context:
-        """A copy of the current context in which the SageMaker call's span is current (for the thread
-        that calls the endpoint: its log lines carry the trace id)."""
-        context = contextvars.copy_context()
-        context.run(current_span.set, self.call)
-        return context
 
     def saw(self, chunk: dict[str, Any]) -> None:
         if self.ttft is None:
@@ -78,13 +70,14 @@ class GenerationTrace:
             self.span.end()
 
 
-def traced_stream(chunks: Iterator[dict[str, Any]], trace: GenerationTrace) -> Iterator[dict[str, Any]]:
-    """Pass chunks through; the trace ends when the stream does (in whatever thread consumed it)."""
-    token = current_span.set(trace.call)
+async def traced_stream(
+    chunks: AsyncIterator[dict[str, Any]], trace: GenerationTrace
+) -> AsyncIterator[dict[str, Any]]:
+    """Pass chunks through; the trace ends when the stream does, however it ends (finished, failed,
+    or the reader went away)."""
     try:
-        for chunk in chunks:
+        async for chunk in chunks:
             trace.saw(chunk)
             yield chunk
     finally:
-        current_span.reset(token)
         trace.end()

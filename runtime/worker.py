@@ -17,13 +17,11 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import aclosing, asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import anyio.to_thread
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -34,9 +32,8 @@ from starlette.background import BackgroundTask
 
 from contract.tokens import approx_token_count
 from runtime import fastchat_compat
-from runtime.adapter import Generation, SageMakerAdapter, error_chunk
+from runtime.adapter import SageMakerAdapter, error_chunk
 from runtime.model_set import LiveModelSet
-from runtime.relay import relay_batches
 from runtime.tracing import GenerationTrace, traced_stream
 from telemetry.tracing import TRACE_HEADER
 
@@ -132,56 +129,35 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
         return error_chunk(model, message, ErrorCode.INVALID_MODEL)
 
 
-def _last(chunks: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    last: dict[str, Any] = {}
-    for last in chunks:  # noqa: B007 - the final chunk is the answer
-        pass
-    return last
-
-
 def _frame(chunk: dict[str, Any]) -> bytes:
     """FastChat's worker stream framing: one JSON object, then a NUL byte."""
     return json.dumps(chunk).encode() + b"\0"
 
 
-async def _streamed_frames(
-    generation: Generation, trace: GenerationTrace, executor: ThreadPoolExecutor
-) -> AsyncIterator[bytes]:
-    """The endpoint is read in a pool thread; each batch of parts that arrived since the last frame
-    was sent is decoded here into one frame (the whole text so far, FastChat's protocol)."""
-    try:
-        async with aclosing(relay_batches(generation.parts(), executor, trace.context())) as batches:
-            async for parts in batches:
-                chunk = generation.feed(b"".join(parts))  # one part: no copy
-                if chunk is not None:
-                    trace.saw(chunk)
-                    yield _frame(chunk)
-                if generation.done:
-                    break
-        final = generation.finish()
-        trace.saw(final)
-        yield _frame(final)
-    finally:
-        trace.end()
+async def _frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        yield _frame(chunk)
 
 
-def create_worker_app(worker: SetWorker, background: list[Any] | None = None) -> FastAPI:
-    """The worker's HTTP app. `background` holds callables(stop_event) run in threads for its lifetime."""
+def create_worker_app(
+    worker: SetWorker,
+    background: list[Any] | None = None,
+    closing: list[Callable[[], Awaitable[None]]] | None = None,
+) -> FastAPI:
+    """The worker's HTTP app. `background` holds callables(stop_event) run in threads for its lifetime;
+    `closing` coroutine functions awaited at shutdown, on the serving loop (the SageMaker client)."""
     stop = threading.Event()
-    # One thread per open stream: boto3 blocks while it waits for the next token.
-    streams = ThreadPoolExecutor(max_workers=worker.settings.limit_concurrency, thread_name_prefix="stream")
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # Non-streaming generate runs in Starlette's threadpool (40 threads by default): size it like streams.
-        anyio.to_thread.current_default_thread_limiter().total_tokens = worker.settings.limit_concurrency + 32
         worker.semaphore = asyncio.Semaphore(worker.settings.limit_concurrency)
         threads = [threading.Thread(target=fn, args=(stop,), daemon=True) for fn in (background or [])]
         for thread in threads:
             thread.start()
         yield
         stop.set()
-        streams.shutdown(wait=False, cancel_futures=True)
+        for close in closing or []:
+            await close()
 
     app = FastAPI(lifespan=lifespan)
 
@@ -197,7 +173,9 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
         async def release() -> None:
             worker.semaphore.release()
 
-        frames = _streamed_frames(adapter.start(params), trace, streams)
+        # Each frame holds the whole text so far (FastChat's protocol); when this reader lags, whatever
+        # the endpoint sent meanwhile is decoded in one pass into one frame.
+        frames = _frames(traced_stream(adapter.generate_stream(params), trace))
         return StreamingResponse(frames, background=BackgroundTask(release))
 
     # The hot route, added as a plain Starlette route: FastAPI's dependency and response-model machinery
@@ -213,8 +191,10 @@ def create_worker_app(worker: SetWorker, background: list[Any] | None = None) ->
         async with worker.semaphore:
             worker.call_ct += 1
             trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
-            chunks = traced_stream(adapter.generate_stream(params), trace)
-            return JSONResponse(await asyncio.to_thread(_last, chunks))
+            last: dict[str, Any] = {}
+            async for last in traced_stream(adapter.generate_stream(params), trace):  # noqa: B007
+                pass  # the final chunk is the answer
+            return JSONResponse(last)
 
     @app.post("/worker_get_status")
     async def get_status(_: Request) -> Any:

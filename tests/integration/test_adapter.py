@@ -1,36 +1,31 @@
-"""The adapter through boto3 and botocore's real event-stream parser, against the SageMaker stand-in."""
+"""The adapter through aiobotocore and botocore's real event-stream parser, against the SageMaker
+stand-in."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
+from aiobotocore.config import AioConfig
 from botocore.exceptions import EventStreamError
 
 from contract.spec import parse_model_item
-from runtime.adapter import SageMakerAdapter, payload_parts, sagemaker_client_config
+from runtime.adapter import SageMakerAdapter, SageMakerClient, payload_batches, sagemaker_client_config
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from tests.helpers import example_item, serve_in_thread
 
 FORMATS = {"tgi": "tgi", "openai": "openai-sse", "lmi": "lmi-jsonlines"}
 
 
-def client(url: str, config: Config | None = None) -> Any:
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        config=config or sagemaker_client_config(64),
-    )
+def client(url: str, config: AioConfig | None = None) -> SageMakerClient:
+    return SageMakerClient(config or sagemaker_client_config(64), endpoint_url=url, region_name="us-east-1")
 
 
 def adapter(
-    url: str, fmt: str, endpoint: str | None = None, config: Config | None = None
+    url: str, fmt: str, endpoint: str | None = None, config: AioConfig | None = None
 ) -> SageMakerAdapter:
     item = example_item(FORMATS[fmt])
     if endpoint:
@@ -38,8 +33,21 @@ def adapter(
     return SageMakerAdapter(parse_model_item(item), client(url, config))
 
 
+async def collect(a: SageMakerAdapter, prompt: str, **params: Any) -> list[dict[str, Any]]:
+    params = {"prompt": prompt, "temperature": 0.7, "max_new_tokens": 100, **params}
+    return [chunk async for chunk in a.generate_stream(params)]
+
+
 def chunks(a: SageMakerAdapter, prompt: str, **params: Any) -> list[dict[str, Any]]:
-    return list(a.generate_stream({"prompt": prompt, "temperature": 0.7, "max_new_tokens": 100, **params}))
+    """All chunks of one request, on a loop of its own (the client is closed with it)."""
+
+    async def run() -> list[dict[str, Any]]:
+        try:
+            return await collect(a, prompt, **params)
+        finally:
+            await a._client.close()
+
+    return asyncio.run(run())
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +59,9 @@ def recut_url() -> Iterator[str]:
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_streams_each_container_format(standin_url: str, fmt: str) -> None:
-    """Each format streams cumulative text that ends with the full reply and a finish reason."""
-    out = chunks(adapter(standin_url, fmt), "[[say:Hello there, wörld 😀!]]")
+    """Each format streams cumulative text that ends with the full reply and a finish reason (tokens
+    paced like a real endpoint's: parts that arrive together are decoded into one chunk)."""
+    out = chunks(adapter(standin_url, fmt), "[[say:Hello there, wörld 😀!]] [[rate:100]]")
     texts = [c["text"] for c in out]
     assert texts[-1] == "Hello there, wörld 😀!"
     assert all(b.startswith(a) for a, b in itertools.pairwise(texts))
@@ -106,10 +115,12 @@ def test_failures_become_error_chunks(standin_url: str, prompt: str, words: str)
 
 
 def test_mid_stream_error_after_text_was_delivered(standin_url: str) -> None:
-    """Text streamed before a ModelStreamError was delivered first."""
+    """Text streamed before a ModelStreamError (even in the same network read) was delivered first."""
     out = chunks(adapter(standin_url, "lmi"), "[[tokens:20]] [[fail-after:4]]")
-    assert len(out) >= 3
+    assert len(out) >= 2
     assert out[-2]["text"].startswith("Demo model demo-lmi")
+    assert out[-2]["usage"]["completion_tokens"] == 4
+    assert "ModelStreamError" in out[-1]["text"]
 
 
 def test_missing_endpoint(standin_url: str) -> None:
@@ -121,14 +132,14 @@ def test_missing_endpoint(standin_url: str) -> None:
 
 def test_timeout(standin_url: str) -> None:
     """A read timeout is an error chunk, not a hung worker."""
-    config = Config(read_timeout=0.5, connect_timeout=1, retries={"total_max_attempts": 1})
+    config = AioConfig(read_timeout=0.5, connect_timeout=1, retries={"total_max_attempts": 1})
     out = chunks(adapter(standin_url, "tgi", config=config), "[[ttft:3]]")
     assert "timed out" in out[-1]["text"]
 
 
 def test_unreachable_endpoint_url() -> None:
     """Nothing listening: a clear error, never an exception."""
-    config = Config(connect_timeout=0.5, retries={"total_max_attempts": 1})
+    config = AioConfig(connect_timeout=0.5, retries={"total_max_attempts": 1})
     out = chunks(adapter("http://127.0.0.1:9", "tgi", config=config), "hi")
     assert out[-1]["error_code"] != 0
 
@@ -137,46 +148,57 @@ def test_one_adapter_shared_by_concurrent_requests(standin_url: str) -> None:
     """No per-request state on the shared adapter: 24 concurrent streams each get their own text."""
     a = adapter(standin_url, "tgi")
 
-    def one(i: int) -> str:
-        return str(chunks(a, f"[[say:reply number {i} here]]")[-1]["text"])
+    async def all_at_once() -> list[str]:
+        try:
+            replies = [collect(a, f"[[say:reply number {i} here]]") for i in range(24)]
+            return [str(out[-1]["text"]) for out in await asyncio.gather(*replies)]
+        finally:
+            await a._client.close()
 
-    with ThreadPoolExecutor(24) as pool:
-        results = list(pool.map(one, range(24)))
-    assert results == [f"reply number {i} here" for i in range(24)]
-
-
-def _stream(url: str, prompt: str) -> Any:
-    body = b'{"inputs": "%s", "parameters": {"max_new_tokens": 100}, "stream": true}' % prompt.encode()
-    return client(url).invoke_endpoint_with_response_stream(EndpointName="demo-tgi", Body=body)["Body"]
+    assert asyncio.run(all_at_once()) == [f"reply number {i} here" for i in range(24)]
 
 
 class PublicOnly:
-    """An event stream offering only botocore's public iteration (what a future botocore might leave)."""
+    """An event stream offering only botocore's public iteration (what a future release might leave)."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        return iter(self._stream)
+    def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        return self._stream.__aiter__()  # type: ignore[no-any-return]
+
+
+async def _parts_and_error(url: str, prompt: str, public: bool) -> tuple[list[bytes], str | None]:
+    sagemaker = client(url)
+    body = b'{"inputs": "%s", "parameters": {"max_new_tokens": 100}, "stream": true}' % prompt.encode()
+    got: list[bytes] = []
+    try:
+        response = await (await sagemaker.get()).invoke_endpoint_with_response_stream(
+            EndpointName="demo-tgi", Body=body
+        )
+        stream = response["Body"]
+        if not public:
+            assert hasattr(stream, "_raw_stream")
+            assert hasattr(stream, "_parse_event")
+        try:
+            async for batch in payload_batches(PublicOnly(stream) if public else stream):
+                got.extend(batch)
+        except EventStreamError as exc:
+            return got, exc.response["Error"]["Code"]
+        finally:
+            stream.close()
+        return got, None
+    finally:
+        await sagemaker.close()
 
 
 @pytest.mark.parametrize("prompt", ["[[tokens:30]]", "[[tokens:20]] [[fail-after:4]]"])
-def test_payload_parts_match_botocores_parsed_events(standin_url: str, prompt: str) -> None:
-    """The fast path (botocore's frame decoder, PayloadPart bytes taken as is) yields exactly what
-    botocore's fully parsed events hold, and a ModelStreamError raises botocore's own EventStreamError."""
-    fast, public = _stream(standin_url, prompt), _stream(standin_url, prompt)
-    assert hasattr(fast, "_event_generator")
-    assert hasattr(fast, "_parse_event")
-    outcomes = []
-    for stream, parts in ((fast, payload_parts(fast)), (public, payload_parts(PublicOnly(public)))):
-        got: list[bytes] = []
-        try:
-            got.extend(parts)
-            outcomes.append((got, None))
-        except EventStreamError as exc:
-            outcomes.append((got, exc.response["Error"]["Code"]))
-        finally:
-            stream.close()
-    assert outcomes[0] == outcomes[1]
-    assert len(outcomes[0][0]) >= 4
-    assert outcomes[0][1] == (None if "fail" not in prompt else "ModelStreamError")
+def test_payload_batches_match_botocores_parsed_events(standin_url: str, prompt: str) -> None:
+    """The fast path (botocore's frame decoder fed from aiohttp's buffer, PayloadPart bytes taken as is)
+    yields exactly what botocore's fully parsed events hold, and a ModelStreamError raises botocore's own
+    EventStreamError after the parts before it."""
+    fast = asyncio.run(_parts_and_error(standin_url, prompt, public=False))
+    public = asyncio.run(_parts_and_error(standin_url, prompt, public=True))
+    assert fast == public
+    assert len(fast[0]) >= 4
+    assert fast[1] == (None if "fail" not in prompt else "ModelStreamError")

@@ -3,9 +3,10 @@ relaying its streamed bytes as PayloadParts; the adapter decodes them as it woul
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
-import boto3
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from contract.spec import parse_model_item
-from runtime.adapter import SageMakerAdapter, sagemaker_client_config
+from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
 from sagemaker_fastchat.standin import demo
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from tests.helpers import example_item, serve_in_thread
@@ -42,23 +43,28 @@ def forwarding_standin() -> Iterator[str]:
             yield url
 
 
-def adapter(url: str) -> SageMakerAdapter:
+def generate(url: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     item = {**example_item("tgi"), "endpoint_name": "my-local-tgi"}
-    client = boto3.client(
-        "sagemaker-runtime", endpoint_url=url, region_name="us-east-1", config=sagemaker_client_config(8)
-    )
-    return SageMakerAdapter(parse_model_item(item), client)
+    client = SageMakerClient(sagemaker_client_config(8), endpoint_url=url, region_name="us-east-1")
+
+    async def run() -> list[dict[str, Any]]:
+        try:
+            return [c async for c in SageMakerAdapter(parse_model_item(item), client).generate_stream(params)]
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
 
 
 def test_forwarded_endpoint_streams(forwarding_standin: str) -> None:
     """A forwarded endpoint answers through botocore's parser like any endpoint."""
-    out = list(adapter(forwarding_standin).generate_stream({"prompt": "hello", "max_new_tokens": 50}))
+    out = generate(forwarding_standin, {"prompt": "hello", "max_new_tokens": 50})
     assert out[-1]["text"] == "local says hello"
     assert out[-1]["finish_reason"] == "stop"
 
 
 def test_forwarded_server_error_is_a_model_error(forwarding_standin: str) -> None:
     """An error status from the local server becomes a clear error chunk."""
-    out = list(adapter(forwarding_standin).generate_stream({"prompt": "fail"}))
+    out = generate(forwarding_standin, {"prompt": "fail"})
     assert out[-1]["error_code"] != 0
     assert "Received client error (422)" in out[-1]["text"]

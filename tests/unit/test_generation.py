@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 from hypothesis import given
@@ -64,8 +66,19 @@ def test_an_error_line_inside_a_batch_shows_the_text_before_it_then_the_error() 
     assert "demo-tgi" in final["text"]
 
 
+class NoCalls:
+    """A SageMaker client that must not be used."""
+
+    async def get(self) -> Any:
+        raise AssertionError("the endpoint was called")
+
+
+async def collect(batches: AsyncIterator[bytes]) -> list[bytes]:
+    return [data async for data in batches]
+
+
 def test_a_request_the_spec_refuses_fails_before_any_call() -> None:
-    generation = Generation(SPEC, None, {"prompt": None})
+    generation = Generation(SPEC, NoCalls(), {"prompt": None})  # type: ignore[arg-type]
     assert generation.done
-    assert list(generation.parts()) == []
+    assert asyncio.run(collect(generation.batches())) == []
     assert generation.finish()["error_code"] != 0
