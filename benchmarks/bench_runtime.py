@@ -2,7 +2,8 @@
 
 (a) propagation: manifest written -> worker serving the new set, p50/p95 at a 1 s poll interval;
 (b) added time-to-first-token of controller + worker + adapter versus calling the stand-in with boto3;
-(c) 200 concurrent streams through one worker: tokens/s versus 200 direct boto3 streams.
+(c) 200 concurrent streams through one worker: tokens/s versus 200 direct boto3 streams (after one
+    warm-up round each, over three alternating rounds).
 The stand-in streams without a token-rate limit, so the numbers measure our path, not a sleep.
 Targets: p95 propagation <= poll interval + 1 s; added TTFT p50 <= 5 ms; >= 90% of direct throughput.
 Run: ./dev bench
@@ -92,15 +93,34 @@ async def _worker_streams(controller: str, prompt: str) -> int:
         return sum(await asyncio.gather(*(one() for _ in range(STREAMS))))
 
 
-def throughput(client: object, controller: str, prompt: str) -> tuple[float, float]:
-    """Tokens/s of STREAMS concurrent streams, direct (boto3 in threads) then through the worker."""
+def _direct_round(client: object, prompt: str) -> tuple[int, float]:
     with ThreadPoolExecutor(STREAMS) as pool:
         start = time.perf_counter()
         tokens = sum(pool.map(lambda _: direct_stream(client, prompt)[1], range(STREAMS)))
-        direct = tokens / (time.perf_counter() - start)
+        return tokens, time.perf_counter() - start
+
+
+def _worker_round(controller: str, prompt: str) -> tuple[int, float]:
     start = time.perf_counter()
     tokens = asyncio.run(_worker_streams(controller, prompt))
-    return direct, tokens / (time.perf_counter() - start)
+    return tokens, time.perf_counter() - start
+
+
+def throughput(client: object, controller: str, prompt: str, rounds: int = 3) -> tuple[float, float]:
+    """Tokens/s of STREAMS concurrent streams, direct (boto3 in threads) and through the worker: one
+    unmeasured warm-up round each (connection pools filled on both sides), then `rounds` measured rounds,
+    alternating so both see the same machine; tokens/s over all measured rounds."""
+    _direct_round(client, prompt)
+    _worker_round(controller, prompt)
+    totals = {"direct": [0, 0.0], "worker": [0, 0.0]}
+    for _ in range(rounds):
+        for side, (tokens, seconds) in (
+            ("direct", _direct_round(client, prompt)),
+            ("worker", _worker_round(controller, prompt)),
+        ):
+            totals[side][0] += tokens
+            totals[side][1] += seconds
+    return totals["direct"][0] / totals["direct"][1], totals["worker"][0] / totals["worker"][1]
 
 
 def main() -> None:

@@ -43,8 +43,9 @@ def sagemaker_client_config(max_connections: int, read_timeout: float = 120.0) -
 
 class SageMakerClient:
     """The one `sagemaker-runtime` client all adapters share. aiohttp's connection pool belongs to an
-    event loop, so the client is created on first use, on the loop that serves requests (adapters are
-    built in the model-set poller's thread), and closed with `close()` on that loop.
+    event loop, so the client is created on the loop that serves requests: on entering `async with`
+    (the worker does so at start-up: loading botocore's service model takes a while) or else at first
+    use (adapters are built in the model-set poller's thread), and closed on leaving it or by `close()`.
     Region, credentials and endpoint URL come from botocore's usual sources (AWS_REGION,
     AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, the ECS task role, ...) unless given here."""
 
@@ -65,6 +66,13 @@ class SageMakerClient:
                     )
                     self._client = await self._exit.enter_async_context(creator)
         return self._client
+
+    async def __aenter__(self) -> SageMakerClient:
+        await self.get()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
 
     async def close(self) -> None:
         """Close the client; a later `get()` creates a new one (on the loop running then)."""

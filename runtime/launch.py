@@ -115,7 +115,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     background = [poller.run]
     if settings.register:
         background.append(worker.heartbeat_forever)
-    return worker, create_worker_app(worker, background, closing=[client.close])
+    return worker, create_worker_app(worker, background, resources=[client])
 
 
 def run_worker(args: argparse.Namespace) -> int:

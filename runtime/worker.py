@@ -17,8 +17,8 @@ import dataclasses
 import json
 import threading
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,22 +142,23 @@ async def _frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]
 def create_worker_app(
     worker: SetWorker,
     background: list[Any] | None = None,
-    closing: list[Callable[[], Awaitable[None]]] | None = None,
+    resources: list[AbstractAsyncContextManager[Any]] | None = None,
 ) -> FastAPI:
     """The worker's HTTP app. `background` holds callables(stop_event) run in threads for its lifetime;
-    `closing` coroutine functions awaited at shutdown, on the serving loop (the SageMaker client)."""
+    `resources` are entered at start-up and left at shutdown, on the serving loop (the SageMaker client)."""
     stop = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         worker.semaphore = asyncio.Semaphore(worker.settings.limit_concurrency)
-        threads = [threading.Thread(target=fn, args=(stop,), daemon=True) for fn in (background or [])]
-        for thread in threads:
-            thread.start()
-        yield
-        stop.set()
-        for close in closing or []:
-            await close()
+        async with AsyncExitStack() as stack:
+            for resource in resources or []:
+                await stack.enter_async_context(resource)
+            threads = [threading.Thread(target=fn, args=(stop,), daemon=True) for fn in (background or [])]
+            for thread in threads:
+                thread.start()
+            yield
+            stop.set()
 
     app = FastAPI(lifespan=lifespan)
 

@@ -190,5 +190,9 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     config = StandinConfig(args.token_rate, args.part_size, parse_forward(args.forward))
-    uvicorn.run(create_app(config), host=args.host, port=args.port, log_level="warning")
+    # AWS keeps idle connections open far longer than uvicorn's 5 s default. With 5 s, a client's pooled
+    # connection could be closed just as it was reused, costing a retry with backoff (up to ~1 s).
+    uvicorn.run(
+        create_app(config), host=args.host, port=args.port, log_level="warning", timeout_keep_alive=75
+    )
     return 0
