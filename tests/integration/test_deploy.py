@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cfnlint.decode import cfn_yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from contract.snapshot import DEFAULT_PREFIX
 from sagemaker_fastchat.cli import build_parser
@@ -123,6 +126,22 @@ def test_runtime_lock_pins_the_known_good_versions() -> None:
     assert "fschat==0.2.36" in lock
     assert "gradio==5." in lock
     assert "torch==" not in lock
+
+
+def test_runtime_lock_satisfies_every_declared_dependency() -> None:
+    """Each runtime dependency in pyproject.toml is pinned in the image's lock, at a version it allows."""
+    pins = {}
+    for line in (ROOT / "docker" / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for requirement in map(Requirement, declared):
+        if requirement.marker is not None and not requirement.marker.evaluate({"sys_platform": "linux"}):
+            continue
+        version = pins.get(canonicalize_name(requirement.name))
+        assert version is not None, f"{requirement.name} is not in docker/requirements.lock"
+        assert requirement.specifier.contains(version), f"lock pins {requirement.name}=={version}"
 
 
 def test_registry_template_matches_the_code() -> None:
