@@ -153,9 +153,16 @@ def redirect_conversation_logs() -> None:
 # openai_api_server streams `chunk.json(exclude_unset=True, ensure_ascii=False)`; pydantic v2's
 # deprecated `.json()` rejects `ensure_ascii` with a TypeError, so every streamed chat fails. The
 # protocol models get a `.json()` that maps to `model_dump_json()` (which never escapes non-ASCII).
+# Also, `ModelPermission.is_blocking` is declared `str` with a `False` default (OpenAI's is a boolean):
+# pydantic warned on every `/v1/models`. It is declared bool.
 def patch_pydantic_json() -> None:
     from fastchat.protocol import api_protocol, openai_api_protocol
     from pydantic import BaseModel
+
+    permission = openai_api_protocol.ModelPermission
+    permission.model_fields["is_blocking"].annotation = bool
+    for model in (permission, openai_api_protocol.ModelCard, openai_api_protocol.ModelList):
+        model.model_rebuild(force=True)  # the containing models embed the permission's schema
 
     def _json(self: BaseModel, **kwargs: Any) -> str:
         kwargs.pop("ensure_ascii", None)
