@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
+import httpx
 import uvicorn
 
 EXAMPLES = ("tgi", "openai-sse", "lmi-jsonlines")
@@ -46,3 +47,16 @@ def serve_in_thread(app: Any, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def standin_streams(url: str) -> tuple[int, int]:
+    """Streams the stand-in has open, and streams whose client hung up before the end."""
+    counts = httpx.get(f"{url}/ping").json()
+    return counts["streams_open"], counts["streams_abandoned"]
+
+
+def wait_for_streams(url: str, expected: tuple[int, int]) -> None:
+    deadline = time.monotonic() + 10
+    while standin_streams(url) != expected:
+        assert time.monotonic() < deadline, f"stand-in streams {standin_streams(url)}, expected {expected}"
+        time.sleep(0.05)

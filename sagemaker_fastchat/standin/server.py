@@ -39,6 +39,8 @@ class StandinConfig:
     part_size: int = 0  # 0: one PayloadPart per line; N: re-cut the byte stream into N-byte parts
     forwards: dict[str, str] = field(default_factory=dict)
     requests_served: int = 0
+    streams_open: int = 0
+    streams_abandoned: int = 0  # streams whose client hung up before the end (GET /ping shows both)
     # The last requests' bodies, for debugging and tests (GET /_standin/requests). In memory only.
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
 
@@ -63,6 +65,19 @@ def _recut(lines: list[bytes], part_size: int) -> list[bytes]:
         return lines
     data = b"".join(lines)
     return [data[i : i + part_size] for i in range(0, len(data), part_size)]
+
+
+async def _counted(cfg: StandinConfig, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Counts open streams, and streams the client hung up on before the end."""
+    cfg.streams_open += 1
+    complete = False
+    try:
+        async for frame in frames:
+            yield frame
+        complete = True
+    finally:
+        cfg.streams_open -= 1
+        cfg.streams_abandoned += not complete
 
 
 def create_app(config: StandinConfig | None = None) -> Starlette:
@@ -128,7 +143,7 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         except json.JSONDecodeError:
             return _aws_error(424, "ModelError", "Received client error (422) from primary: body is not JSON")
         return StreamingResponse(
-            demo_frames(match.group(1), name, body),
+            _counted(cfg, demo_frames(match.group(1), name, body)),
             media_type=EVENTSTREAM,
             headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
         )
@@ -144,7 +159,8 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         return JSONResponse(demo.full_response(fmt, name, demo.plan(fmt, name, body)))
 
     async def health(_: Request) -> Response:
-        return JSONResponse({"ok": True, "requests_served": cfg.requests_served})
+        counts = {"requests_served": cfg.requests_served, "streams_open": cfg.streams_open}
+        return JSONResponse({"ok": True, **counts, "streams_abandoned": cfg.streams_abandoned})
 
     async def recent(request: Request) -> Response:
         endpoint = request.query_params.get("endpoint")

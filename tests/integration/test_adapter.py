@@ -15,7 +15,7 @@ from botocore.exceptions import EventStreamError
 from contract.spec import parse_model_item
 from runtime.adapter import SageMakerAdapter, SageMakerClient, payload_batches, sagemaker_client_config
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
-from tests.helpers import example_item, serve_in_thread
+from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
 
 FORMATS = {"tgi": "tgi", "openai": "openai-sse", "lmi": "lmi-jsonlines"}
 
@@ -84,6 +84,17 @@ def test_length_finish(standin_url: str) -> None:
     out = chunks(adapter(standin_url, "tgi"), "[[tokens:50]]", max_new_tokens=5)
     assert out[-1]["finish_reason"] == "length"
     assert out[-1]["usage"]["completion_tokens"] == 5
+
+
+def test_a_stop_string_hangs_up_on_the_endpoint(standin_url: str) -> None:
+    """Once the stop string is seen, the endpoint's stream is closed: its remaining tokens are not read."""
+    _, abandoned = standin_streams(standin_url)
+    out = chunks(
+        adapter(standin_url, "tgi"), "[[tokens:200]] [[rate:50]]", stop=["demo-tgi"], max_new_tokens=300
+    )
+    assert out[-1]["text"] == "Demo model "
+    assert out[-1]["finish_reason"] == "stop"
+    wait_for_streams(standin_url, (0, abandoned + 1))
 
 
 def test_stop_string_cuts_and_closes(standin_url: str) -> None:

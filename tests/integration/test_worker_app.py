@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from runtime.launch import build_worker
-from tests.helpers import example_item, serve_in_thread
+from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
 
 
 @pytest.fixture
@@ -67,8 +67,10 @@ def test_protocol_routes(worker_url: str) -> None:
     assert "is not in the live model set" in missing["text"]
 
 
-def test_slots_are_released_when_clients_disconnect(worker_url: str) -> None:
-    """Clients that drop a stream mid-way give their concurrency slot back (limit 4, 12 dropped)."""
+def test_slots_are_released_when_clients_disconnect(worker_url: str, standin_url: str) -> None:
+    """Clients that drop a stream mid-way give their concurrency slot back (limit 4, 12 dropped), and the
+    worker hangs up on the endpoint for each of them."""
+    _, abandoned = standin_streams(standin_url)
     params = {"model": "m", "prompt": "[[tokens:200]] [[rate:20]]", "temperature": 0.7, "max_new_tokens": 300}
     for _ in range(12):
         with httpx.stream("POST", f"{worker_url}/worker_generate_stream", json=params, timeout=10) as r:
@@ -77,6 +79,7 @@ def test_slots_are_released_when_clients_disconnect(worker_url: str) -> None:
     while queue_length(worker_url) != 0:
         assert time.monotonic() < deadline, f"slots still held: {queue_length(worker_url)}"
         time.sleep(0.1)
+    wait_for_streams(standin_url, (0, abandoned + 12))
     params["prompt"] = "[[say:still serving]]"
     with httpx.stream("POST", f"{worker_url}/worker_generate_stream", json=params, timeout=10) as r:
         assert json.loads(r.read().split(b"\0")[-2])["text"] == "still serving"
