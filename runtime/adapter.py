@@ -180,13 +180,11 @@ class SageMakerAdapter:
         """FastChat chunks (cumulative text), one per network read that grew the text; the last one
         carries finish_reason or an error_code."""
         generation = self.start(params)
-        async with aclosing(generation.batches()) as batches:
+        async with aclosing(generation.batches()) as batches:  # closed early if our reader goes away
             async for data in batches:
                 chunk = generation.feed(data)
                 if chunk is not None:
                     yield chunk
-                if generation.done:
-                    break  # aclosing closes the endpoint's stream now
         yield generation.finish()
 
 
@@ -197,7 +195,8 @@ class Generation:
     PayloadParts that arrived (a failure ends it and is kept as an error chunk). `feed()` is pure: it
     decodes any number of parts at once into one FastChat chunk. A reader that lags gets fewer, larger
     updates for less CPU (one decode pass and one chunk per read instead of per token), and a reader that
-    keeps up gets every token at once. Setting `done` (stop string reached, error) ends `batches()`.
+    keeps up gets every token at once. Setting `done` (stop string reached, error) ends `batches()` and
+    closes the endpoint's stream. Without a client there is only the pure half (`batches()` is empty).
     """
 
     def __init__(self, spec: ModelSpec, client: SageMakerClient | None, params: Mapping[str, Any]) -> None:
