@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import AsyncExitStack, aclosing
 from typing import Any
 
 import botocore.exceptions
+import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.eventstream import EventStreamBuffer, EventStreamHeaderParser
@@ -226,7 +226,7 @@ class Generation:
         try:
             client = await self._client.get()
             response = await client.invoke_endpoint_with_response_stream(
-                EndpointName=endpoint, Body=json.dumps(self.body).encode(), ContentType="application/json"
+                EndpointName=endpoint, Body=orjson.dumps(self.body), ContentType="application/json"
             )
             stream = response["Body"]
             async with aclosing(payload_batches(stream)) as batches:
