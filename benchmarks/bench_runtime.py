@@ -3,7 +3,7 @@
 (a) propagation: manifest written -> worker serving the new set, p50/p95 at a 1 s poll interval;
 (b) added time-to-first-token of controller + worker + adapter versus calling the stand-in with boto3;
 (c) 200 concurrent streams through one worker: tokens/s versus 200 direct boto3 streams (after one
-    warm-up round each, over three alternating rounds).
+    warm-up round each, over five alternating rounds).
 The stand-in streams without a token-rate limit, so the numbers measure our path, not a sleep.
 Targets: p95 propagation <= poll interval + 1 s; added TTFT p50 <= 5 ms; >= 90% of direct throughput.
 Run: ./dev bench
@@ -106,7 +106,7 @@ def _worker_round(controller: str, prompt: str) -> tuple[int, float]:
     return tokens, time.perf_counter() - start
 
 
-def throughput(client: object, controller: str, prompt: str, rounds: int = 3) -> tuple[float, float]:
+def throughput(client: object, controller: str, prompt: str, rounds: int = 5) -> tuple[float, float]:
     """Tokens/s of STREAMS concurrent streams, direct (boto3 in threads) and through the worker: one
     unmeasured warm-up round each (connection pools filled on both sides), then `rounds` measured rounds,
     alternating so both see the same machine; tokens/s over all measured rounds."""
