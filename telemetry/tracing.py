@@ -10,11 +10,19 @@ Configuration (environment): XRAY_ENABLED (default true; false makes every call 
 XRAY_SAMPLING_RATE (share of new traces recorded, default 0.05; the local stack uses 1),
 AWS_XRAY_DAEMON_ADDRESS (default 127.0.0.1:2000). An upstream `Sampled=0/1` decision is honoured.
 Our spans never hold prompt or completion text.
+
+Size: the daemon takes one UDP datagram per document (64 KB) and the SDK drops a bigger one silently.
+A segment that would not fit (a 300-model sync writes 300 subsegments) is sent as several documents
+(`documents`): as many subsegments as fit stay inline, the others are sent in "<name> (continued)"
+subsegments of their own (X-Ray joins documents by `parent_id`), and an entity still too big alone has
+its metadata, then its annotations, replaced by a note saying what was trimmed. Totals live in the
+root's annotations.
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import random
 from collections.abc import Iterator
@@ -26,6 +34,8 @@ from typing import Any
 from contract import logs
 
 TRACE_HEADER = "X-Amzn-Trace-Id"
+MAX_DOCUMENT_BYTES = 60_000  # under the daemon's 64 KB datagram, leaving room for the protocol header
+_NAMESPACE = "sagemaker-fastchat"
 
 current_span: ContextVar[Span | None] = ContextVar("current_span", default=None)
 
@@ -66,11 +76,11 @@ class Span:
             self.entity.put_annotation(key, value)
 
     def meta(self, key: str, value: Any) -> None:
-        self.entity.put_metadata(key, value, "sagemaker-fastchat")
+        self.entity.put_metadata(key, value, _NAMESPACE)
 
     def error(self, message: str) -> None:
         self.entity.add_fault_flag()
-        self.entity.put_metadata("error", message, "sagemaker-fastchat")
+        self.entity.put_metadata("error", message, _NAMESPACE)
 
     def child(self, name: str, namespace: str = "remote") -> Span:
         from aws_xray_sdk.core.models.subsegment import Subsegment
@@ -99,6 +109,7 @@ class Tracer:
         self.rate = float(os.environ.get("XRAY_SAMPLING_RATE", "0.05")) if rate is None else rate
         self.address = address or os.environ.get("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000")
         self._emitter: Any = None
+        self._prefix = ""
         self.sent: list[dict[str, Any]] = []
         self.keep_sent = False  # record segments in `sent` instead of sending them (tests)
 
@@ -146,21 +157,91 @@ class Tracer:
             import aws_xray_sdk.core.models.subsegment  # noqa: F401
 
     def emit(self, segment: Any) -> None:
+        docs = documents(segment)
         if self.keep_sent:
-            self.sent.append(segment.to_dict())
+            self.sent.extend(json.loads(d) for d in docs)
             return
         if self._emitter is None:
-            from aws_xray_sdk.core.emitters.udp_emitter import UDPEmitter
+            from aws_xray_sdk.core.emitters.udp_emitter import (
+                PROTOCOL_DELIMITER,
+                PROTOCOL_HEADER,
+                UDPEmitter,
+            )
 
             self._emitter = UDPEmitter(self.address)
+            self._prefix = PROTOCOL_HEADER + PROTOCOL_DELIMITER
             atexit.register(self.close)
-        with suppress(OSError):  # tracing must never break serving
-            self._emitter.send_entity(segment)
+        for doc in docs:
+            with suppress(OSError):  # tracing must never break serving
+                self._emitter._send_data(self._prefix + doc)  # send_entity would serialize whole again
 
     def close(self) -> None:
         if self._emitter is not None:
             self._emitter._socket.close()
             self._emitter = None
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, default=str)  # as the SDK serializes
+
+
+def _size(doc: dict[str, Any]) -> int:
+    return len(_dumps(doc).encode())
+
+
+def _trim(doc: dict[str, Any]) -> None:
+    """Replace a document's own metadata, then annotations, by a note, until it fits (children apart)."""
+    for key in ("metadata", "annotations"):
+        if _size(doc) <= MAX_DOCUMENT_BYTES - 64 or not doc.get(key):
+            continue
+        note = {f"trimmed_{key}": f"{_size(doc[key])} bytes dropped to fit one X-Ray document"}
+        doc[key] = {}
+        doc.setdefault("metadata", {}).setdefault(_NAMESPACE, {}).update(note)
+
+
+def _split(doc: dict[str, Any], trace_id: str) -> list[dict[str, Any]]:
+    """`doc` (a segment or subsegment as a dict) as documents that each fit: children too big alone are
+    split themselves and sent on their own; the others stay inline while they fit, and the rest go in as
+    few "<name> (continued)" container subsegments as hold them (few datagrams: a burst of hundreds
+    would overflow the daemon's socket buffer)."""
+    children = doc.pop("subsegments", [])
+    _trim(doc)
+    out: list[dict[str, Any]] = []
+    small: list[dict[str, Any]] = []
+    for child in children:
+        if _size(child) > MAX_DOCUMENT_BYTES - 512:  # leave room for a container around it
+            child.update(type="subsegment", parent_id=doc["id"], trace_id=trace_id)
+            out.extend(_split(child, trace_id))
+        else:
+            small.append(child)
+    holder, budget = doc, MAX_DOCUMENT_BYTES - _size(doc) - 32  # - the "subsegments" key itself
+    for child in small:
+        size = _size(child) + 2  # + the separator
+        if size > budget:
+            holder = {
+                "id": os.urandom(8).hex(),
+                "name": f"{doc.get('name', '')} (continued)",
+                "type": "subsegment",
+                "namespace": "local",
+                "parent_id": doc["id"],
+                "trace_id": trace_id,
+                "start_time": child.get("start_time", doc.get("start_time")),
+                "end_time": doc.get("end_time", child.get("end_time")),
+            }
+            out.append(holder)
+            budget = MAX_DOCUMENT_BYTES - _size(holder) - 32
+        holder.setdefault("subsegments", []).append(child)
+        child["parent_id"] = holder["id"]
+        budget -= size
+    return [*out, doc]
+
+
+def documents(entity: Any) -> list[str]:
+    """An ended segment as daemon documents, each at most MAX_DOCUMENT_BYTES (one when it fits)."""
+    text = entity.serialize()
+    if len(text.encode()) <= MAX_DOCUMENT_BYTES:
+        return [text]
+    return [_dumps(d) for d in _split(json.loads(text), str(entity.trace_id))]
 
 
 @contextmanager

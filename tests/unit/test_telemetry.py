@@ -21,7 +21,14 @@ from starlette.routing import Route
 from contract import logs
 from telemetry.collector import Collector, build_tree, parse_datagram, render
 from telemetry.propagation import TraceMiddleware, patch_httpx
-from telemetry.tracing import TRACE_HEADER, Tracer, child_span, current_span, parse_header
+from telemetry.tracing import (
+    MAX_DOCUMENT_BYTES,
+    TRACE_HEADER,
+    Tracer,
+    child_span,
+    current_span,
+    parse_header,
+)
 from tests.helpers import free_port
 
 
@@ -210,3 +217,69 @@ def test_prepare_loads_the_sdk_before_serving_only_when_tracing_is_on(enabled: s
     env = {**os.environ, "XRAY_ENABLED": enabled}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(loaded)
+
+
+def _many_children(tracer: Tracer, count: int, meta_bytes: int) -> str:
+    """A root span with `count` children each holding `meta_bytes` of metadata; returns the root id."""
+    with tracer.span("big") as root:
+        assert root is not None
+        root.annotate("models_added", count)
+        for i in range(count):
+            with child_span(f"SSM PutParameter {i}", "aws") as child:
+                assert child is not None
+                child.meta("parameter", "p" * meta_bytes)
+        return str(root.entity.id)
+
+
+def descendants(node: dict[str, Any]) -> list[dict[str, Any]]:
+    return [d for child in node.get("children", []) for d in (child, *descendants(child))]
+
+
+def test_a_segment_too_big_for_udp_is_split_not_dropped() -> None:
+    """300 subsegments (~180 KB together): a few documents, each fitting a datagram, every subsegment
+    sent once (inline or in a "(continued)" subsegment of the root), the root's totals intact."""
+    tracer = recording_tracer(rate=1.0)
+    root_id = _many_children(tracer, 300, 400)
+    sizes = [len(json.dumps(doc).encode()) for doc in tracer.sent]
+    assert 1 < len(sizes) <= 5
+    assert max(sizes) <= MAX_DOCUMENT_BYTES
+    (root,) = build_tree(tracer.sent)
+    assert root["id"] == root_id
+    assert root["annotations"] == {"models_added": 300}
+    names = sorted(d["name"] for d in descendants(root) if "continued" not in d["name"])
+    assert names == sorted(f"SSM PutParameter {i}" for i in range(300))
+    parts = [d for d in tracer.sent if d.get("type") == "subsegment"]
+    assert parts
+    assert all(d["parent_id"] == root_id and d["trace_id"] == root["trace_id"] for d in parts)
+
+
+def test_one_entity_too_big_alone_is_trimmed_with_a_note() -> None:
+    """A single subsegment with 100 KB of metadata is sent with a note instead of its metadata."""
+    tracer = recording_tracer(rate=1.0)
+    _many_children(tracer, 1, 100_000)
+    assert all(len(json.dumps(doc).encode()) <= MAX_DOCUMENT_BYTES for doc in tracer.sent)
+    (child,) = [d for d in tracer.sent if d.get("type") == "subsegment"]
+    assert child["name"] == "SSM PutParameter 0"
+    note = child["metadata"]["sagemaker-fastchat"]["trimmed_metadata"]
+    assert note.endswith("bytes dropped to fit one X-Ray document")
+
+
+def test_split_segments_arrive_over_udp(tmp_path: Path) -> None:
+    """The split documents go out as daemon-protocol datagrams the collector reassembles into one tree."""
+    port = free_port()
+    path = tmp_path / "t.jsonl"
+    collector = Collector(path, port=port)
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.serve, args=(stop,))
+    thread.start()
+    tracer = Tracer("t", rate=1.0, address=f"127.0.0.1:{port}")
+    _many_children(tracer, 300, 400)
+    tracer.close()
+    for _ in range(100):
+        if path.exists() and "annotations" in path.read_text():
+            break
+        threading.Event().wait(0.05)
+    stop.set()
+    thread.join()
+    (root,) = build_tree([json.loads(line) for line in path.read_text().splitlines()])
+    assert len([d for d in descendants(root) if "continued" not in d["name"]]) == 300
