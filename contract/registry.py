@@ -3,7 +3,10 @@
 Rules (shared/DESIGN.md "Registry"), implemented once for the sync Lambda and the CLI:
 - `all-models.model_names` is a comma-separated list in display order; whitespace around names is
   trimmed, empty entries are ignored, and a repeated name counts once (first position) with a warning.
-- A missing or unreadable `all-models` item means "no decision": nothing is published.
+- A missing or unreadable `all-models` item means "no decision": nothing new is published (the sync
+  reports why in the manifest's `not_published`). So does a list of more than MAX_ACTIVE_MODELS names.
+- A listed name longer than a model name can be is ignored with a warning (no item can have it), so one
+  huge name cannot make the manifest too big to publish; at most MAX_WARNINGS warnings are kept.
 - An explicitly empty list is a decision: the published set becomes empty.
 - A listed name whose item is missing or invalid is rejected with the reason (its last good spec stays).
 - Items not listed are inactive.
@@ -17,7 +20,10 @@ from typing import Any
 
 from contract.dynamo import untype_item
 from contract.errors import SpecError
-from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
+from contract.spec import ALL_MODELS_KEY, MAX_MODEL_NAME, ModelSpec, parse_model_item
+
+MAX_ACTIVE_MODELS = 1000  # what the manifest's 32 pages of 8 KB hold with 64-character names
+MAX_WARNINGS = 20
 
 
 @dataclass(frozen=True)
@@ -33,16 +39,18 @@ class ActiveListError(ValueError):
 def parse_active_list(item: Mapping[str, Any] | None) -> ActiveList:
     """Read the `all-models` item; raises ActiveListError when it gives no usable decision."""
     if item is None:
-        raise ActiveListError(f"the {ALL_MODELS_KEY!r} item is missing; nothing is published until it exists")
+        raise ActiveListError(
+            f"the {ALL_MODELS_KEY!r} item is missing; nothing new is published until it exists"
+        )
     raw = untype_item(dict(item)).get("model_names")
     if raw is None:
-        raise ActiveListError(f"{ALL_MODELS_KEY}: model_names is missing; nothing is published")
+        raise ActiveListError(f"{ALL_MODELS_KEY}: model_names is missing; nothing new is published")
     if not isinstance(raw, str):
         raise ActiveListError(
             f"{ALL_MODELS_KEY}: model_names must be a comma-separated string, not {type(raw).__name__}; "
-            "nothing is published"
+            "nothing new is published"
         )
-    names: list[str] = []
+    names: dict[str, None] = {}  # ordered, with O(1) membership (lists may be long)
     warnings: list[str] = []
     for position, part in enumerate(raw.split(","), start=1):
         name = part.strip()
@@ -50,10 +58,23 @@ def parse_active_list(item: Mapping[str, Any] | None) -> ActiveList:
             if raw.strip():
                 warnings.append(f"{ALL_MODELS_KEY}: model_names entry {position} is empty and was ignored")
             continue
+        if len(name) > MAX_MODEL_NAME:
+            warnings.append(
+                f"{ALL_MODELS_KEY}: model_names entry {position} ({name[:20]!r}...) is {len(name)} "
+                f"characters long; model names hold at most {MAX_MODEL_NAME}, so it was ignored"
+            )
+            continue
         if name in names:
             warnings.append(f"{ALL_MODELS_KEY}: {name!r} is listed more than once; its first position counts")
             continue
-        names.append(name)
+        names[name] = None
+    if len(names) > MAX_ACTIVE_MODELS:
+        raise ActiveListError(
+            f"{ALL_MODELS_KEY}: model_names lists {len(names)} models; the limit is {MAX_ACTIVE_MODELS}; "
+            "nothing new is published"
+        )
+    if len(warnings) > MAX_WARNINGS:
+        warnings[MAX_WARNINGS - 1 :] = [f"... and {len(warnings) - MAX_WARNINGS + 1} more warnings"]
     return ActiveList(tuple(names), tuple(warnings))
 
 
@@ -96,5 +117,6 @@ def evaluate_registry(items: Iterable[Mapping[str, Any]]) -> RegistryState:
             specs[name] = parse_model_item(found)
         except SpecError as exc:
             rejected[name] = str(exc)
-    inactive = tuple(sorted(n for n in by_name if n not in active.names))
+    listed = set(active.names)
+    inactive = tuple(sorted(n for n in by_name if n not in listed))
     return RegistryState(active.names, specs, rejected, active.warnings, inactive)

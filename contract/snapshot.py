@@ -6,6 +6,9 @@ Layout under a prefix (default `/sagemaker-fastchat`), fixed once published (sha
   Body: `{"schema": 1, "models": [[name, parameter, version, hash], ...], "rejected": {name: reason},
   "warnings": [...]}` with `parameter` relative to the prefix and `version` the SSM version of that
   model parameter, so every past manifest version resolves to exact specs via `name:version` selectors.
+  When the registry's current state cannot be published at all (no usable `all-models`, or a set too big
+  for SSM), the sync republishes the last good models with `"not_published": <why>` (absent otherwise,
+  so older manifests keep their hash): operators and workers see the reason, nothing wedges.
 - When the body exceeds one parameter (8 KB), it is cut into pages `<prefix>/model-set-pages/<i>`
   written first, and the manifest holds `{"schema": 1, "pages": [[parameter, version, hash], ...],
   "hash": <body hash>}`. At most MAX_PAGES pages: about 1,000 models with 64-character names.
@@ -96,19 +99,24 @@ class ManifestEntry:
 
 @dataclass(frozen=True)
 class Manifest:
-    """The published model set: active models in display order, plus rejections and warnings."""
+    """The published model set: active models in display order, plus rejections and warnings, and why
+    the registry's latest state was not published when it could not be (`not_published`, else "")."""
 
     models: tuple[ManifestEntry, ...] = ()
     rejected: Mapping[str, str] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    not_published: str = ""
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "schema": MANIFEST_SCHEMA,
             "models": [[e.name, e.parameter, e.version, e.hash] for e in self.models],
             "rejected": {k: v[:MAX_REASON_CHARS] for k, v in sorted(self.rejected.items())},
             "warnings": [w[:MAX_REASON_CHARS] for w in self.warnings],
         }
+        if self.not_published:
+            body["not_published"] = self.not_published[:MAX_REASON_CHARS]
+        return body
 
     @property
     def hash(self) -> str:
@@ -127,7 +135,12 @@ class Manifest:
             if body["schema"] != MANIFEST_SCHEMA:
                 raise SnapshotError(f"manifest schema {body['schema']!r} is not supported (expected 1)")
             models = tuple(ManifestEntry(str(n), str(p), int(v), str(h)) for n, p, v, h in body["models"])
-            return cls(models, dict(body.get("rejected", {})), tuple(body.get("warnings", ())))
+            return cls(
+                models,
+                {str(k): str(v) for k, v in dict(body.get("rejected", {})).items()},
+                tuple(str(w) for w in body.get("warnings", ())),
+                str(body.get("not_published", "")),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, SnapshotError):
                 raise

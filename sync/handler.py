@@ -2,8 +2,15 @@
 
 It does not trust the batch's deltas: records are only a trigger. Each invocation reads the whole table
 (consistent, paginated), evaluates it with the shared contract and publishes. Duplicated, reordered or
-replayed records therefore converge to the same published state. Failures report the batch's first
-record as failed (ReportBatchItemFailures), so Lambda retries and the retry converges.
+replayed records therefore converge to the same published state.
+
+Two kinds of failure, handled apart so the stream never wedges:
+- A registry state that cannot be published (no usable `all-models`, a set too big for SSM, or any
+  error that is not AWS's) is not transient: retrying cannot help. The live set is republished with the
+  reason in the manifest's `not_published` (seen in `models list` and workers' `/model-set`) and the
+  batch succeeds; the next registry write triggers the next attempt.
+- Transient AWS errors (throttling, network, 5xx) and a manifest that kept moving report the batch's
+  first record as failed (ReportBatchItemFailures), so the event source mapping retries and converges.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ from typing import Any
 
 import boto3
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
-from sync.publisher import PublishResult, StaleManifestError, publish
+from contract.snapshot import SnapshotError
+from sync.publisher import PublishResult, StaleManifestError, publish, report_not_published
 from sync.registry_reader import scan_registry
 from sync.settings import SyncSettings
 from sync.ssm_store import SsmStore
@@ -26,6 +35,7 @@ from telemetry.tracing import Tracer, child_span
 log = structlog.get_logger("sync")
 tracer = Tracer("sagemaker-fastchat-sync")
 MAX_ATTEMPTS = 3
+TRANSIENT = (BotoCoreError, ClientError, StaleManifestError)  # worth a retry of the same batch
 
 
 class SyncHandler:
@@ -38,7 +48,8 @@ class SyncHandler:
         self.attempts = 0  # attempts the last sync needed (1 unless another publisher raced it)
 
     def sync(self) -> PublishResult | None:
-        """Read the table and publish; None when `all-models` gives no decision (nothing published).
+        """Read the table and publish it, or report why it cannot be published (`not_published`); None
+        only when even that report does not fit in SSM (logged). Raises transient AWS errors.
 
         If another publisher moves the manifest meanwhile, the table is read again and the set rebuilt,
         so a stale view of the table is never published over a newer one."""
@@ -50,28 +61,44 @@ class SyncHandler:
                 for key in ("added", "changed", "removed"):
                     span.annotate(f"models_{key}", len(getattr(result, key)))
                 span.annotate("models_rejected", len(result.rejected))
+                span.annotate("not_published", bool(result.not_published))
             return result
 
     def _sync(self) -> PublishResult | None:
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            self.attempts = attempt
+            try:
+                result = self._attempt()
+            except StaleManifestError as exc:
+                log.warning("model_set_rebuild", reason=str(exc), attempt=attempt)
+                continue
+            if result is not None:
+                self._log(result)
+            return result
+        raise StaleManifestError(f"the manifest kept moving during {MAX_ATTEMPTS} attempts")
+
+    def _attempt(self) -> PublishResult | None:
+        try:
             with child_span("DynamoDB Scan", "aws") as scan:
                 items = scan_registry(self.dynamodb, self.settings.table_name)
                 if scan is not None:
                     scan.meta("items", len(items))
-            try:
-                state = evaluate_registry(items)
-            except ActiveListError as exc:
-                log.error("model_set_not_published", reason=str(exc), table=self.settings.table_name)
-                return None
-            try:
-                result = publish(state, self.store)
-            except StaleManifestError as exc:
-                log.warning("model_set_rebuild", reason=str(exc), attempt=attempt)
-                continue
-            self._log(result)
-            self.attempts = attempt
-            return result
-        raise StaleManifestError(f"the manifest kept moving during {MAX_ATTEMPTS} attempts")
+            return publish(evaluate_registry(items), self.store)
+        except (ActiveListError, SnapshotError) as exc:
+            reason = str(exc)
+        except TRANSIENT:
+            raise
+        except Exception as exc:  # a bug or an input nobody foresaw: retrying the same state cannot help
+            log.exception("sync_failed_on_registry_state")
+            reason = (
+                f"the sync failed on the registry's state ({type(exc).__name__}: {exc}); see the sync log"
+            )
+        log.error("model_set_not_published", reason=reason, table=self.settings.table_name)
+        try:
+            return report_not_published(reason, self.store)
+        except SnapshotError as exc:  # the live manifest plus a reason no longer fits: the log must do
+            log.error("not_published_report_failed", reason=str(exc))
+            return None
 
     def _log(self, result: PublishResult) -> None:
         fields = asdict(result)
@@ -86,7 +113,7 @@ class SyncHandler:
         records = event.get("Records") or []
         try:
             self.sync()
-        except Exception:
+        except TRANSIENT:
             log.exception("sync_failed", records=len(records))
             if not records:
                 raise

@@ -8,12 +8,14 @@ Guarantees (shared/DESIGN.md "Model-set snapshot"):
 - An invalid model keeps its last published spec live and is listed in `rejected` with the reason.
 - One publisher at a time: besides reserved concurrency 1, the manifest version is checked again right
   before writing, and the set is rebuilt if another publisher got there first.
+- Never wedged: a registry state that cannot be published (`report_not_published`) republishes the live
+  models with the reason in the manifest's `not_published`, once per distinct reason.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from contract.registry import RegistryState
 from contract.snapshot import (
@@ -42,6 +44,7 @@ class PublishResult:
     removed: list[str] = field(default_factory=list)
     rejected: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    not_published: str = ""  # why the registry's state could not be published ("" when it was)
     ssm_writes: int = 0
     ssm_reads: int = 0
 
@@ -99,9 +102,37 @@ def publish(state: RegistryState, store: SsmStore) -> PublishResult:
         warnings=list(state.warnings),
     )
     _diff(result, before, manifest)
-    if current is not None and manifest.hash == before.hash:
-        _count(result, store, reads0, writes0)
-        return result
+    _write_manifest(result, manifest, before if current else None, store)
+    _count(result, store, reads0, writes0)
+    return result
+
+
+def report_not_published(reason: str, store: SsmStore) -> PublishResult:
+    """Republish the live set with `reason` as its `not_published` (nothing when it already says so),
+    so `models list` and every worker's `/model-set` show why the registry's state is not served.
+    Before any publish, this is an empty set carrying the reason. Raises SnapshotError when even that
+    cannot be encoded, and SSM errors (transient: the caller retries the batch)."""
+    reads0, writes0 = store.reads, store.writes
+    current = store.load_manifest()
+    before = current.manifest if current else Manifest()
+    result = PublishResult(
+        version=current.version if current else None,
+        published=False,
+        rejected=dict(before.rejected),
+        warnings=list(before.warnings),
+        not_published=reason,
+    )
+    _write_manifest(result, replace(before, not_published=reason), before if current else None, store)
+    _count(result, store, reads0, writes0)
+    return result
+
+
+def _write_manifest(
+    result: PublishResult, manifest: Manifest, live: Manifest | None, store: SsmStore
+) -> None:
+    """Write `manifest` (pages first) unless the live one (None: nothing published) has the same body."""
+    if live is not None and manifest.hash == live.hash:
+        return
     encoded = encode_manifest(manifest)
     if store.manifest_version() != result.version:
         raise StaleManifestError(f"the manifest moved past version {result.version} while publishing")
@@ -110,8 +141,6 @@ def publish(state: RegistryState, store: SsmStore) -> PublishResult:
         manifest_name(store.prefix), encoded.manifest_text(store.prefix, page_versions)
     )
     result.published = True
-    _count(result, store, reads0, writes0)
-    return result
 
 
 def _count(result: PublishResult, store: SsmStore, reads0: int, writes0: int) -> None:

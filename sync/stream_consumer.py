@@ -2,12 +2,14 @@
 
 It reads the table's stream with the DynamoDB Streams API (describe_stream, get_shard_iterator,
 get_records, following new shards as they appear) and calls the same handler the Lambda runs, with
-Lambda-shaped events. A batch the handler reports as failed is delivered again on the next poll.
+Lambda-shaped events. A batch the handler reports as failed (a transient error) is delivered again,
+after a delay that doubles with each consecutive failure of its shard (RETRY_BASE up to RETRY_MAX).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +18,8 @@ import structlog
 log = structlog.get_logger("stream-consumer")
 
 Handler = Callable[[dict[str, Any], Any], dict[str, Any]]
+RETRY_BASE = 0.5  # seconds before a failed batch is delivered again
+RETRY_MAX = 30.0
 
 
 class StreamConsumer:
@@ -27,6 +31,7 @@ class StreamConsumer:
         handler: Handler,
         *,
         batch_size: int = 100,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.dynamodb = dynamodb
         self.streams = streams
@@ -35,6 +40,9 @@ class StreamConsumer:
         self.batch_size = batch_size
         self._iterators: dict[str, str | None] = {}  # shard id -> next iterator (None: shard closed)
         self._arn: str | None = None
+        self.clock = clock
+        self._failures: dict[str, int] = {}  # shard id -> consecutive failed deliveries
+        self._retry_at: dict[str, float] = {}  # shard id -> clock time before which it is not retried
 
     def stream_arn(self) -> str:
         if self._arn is None:
@@ -77,7 +85,7 @@ class StreamConsumer:
                 self._iterators[shard["ShardId"]] = self._iterator(shard["ShardId"], "TRIM_HORIZON")
         delivered = 0
         for shard_id, iterator in list(self._iterators.items()):
-            if iterator is None:
+            if iterator is None or self.clock() < self._retry_at.get(shard_id, 0.0):
                 continue
             response = self.streams.get_records(ShardIterator=iterator, Limit=self.batch_size)
             records = response.get("Records", [])
@@ -85,7 +93,12 @@ class StreamConsumer:
                 event = {"Records": [{**r, "eventSourceARN": self.stream_arn()} for r in records]}
                 result = self.handler(event, None)
                 if result.get("batchItemFailures"):
-                    log.warning("batch_failed_will_retry", shard=shard_id, records=len(records))
+                    failures = self._failures[shard_id] = self._failures.get(shard_id, 0) + 1
+                    delay = min(RETRY_BASE * 2 ** (failures - 1), RETRY_MAX)
+                    self._retry_at[shard_id] = self.clock() + delay
+                    log.warning(
+                        "batch_failed_will_retry", shard=shard_id, records=len(records), retry_in=delay
+                    )
                     # Re-read the same records next time, from the first failed one.
                     failed = result["batchItemFailures"][0]["itemIdentifier"]
                     self._iterators[shard_id] = str(
@@ -98,6 +111,8 @@ class StreamConsumer:
                     )
                     continue
                 delivered += len(records)
+                self._failures.pop(shard_id, None)
+                self._retry_at.pop(shard_id, None)
             self._iterators[shard_id] = response.get("NextShardIterator")
         return delivered
 

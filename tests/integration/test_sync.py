@@ -39,7 +39,8 @@ class Registry:
         )
         self.settings = SyncSettings(TABLE, PREFIX)
         self.handler = SyncHandler(self.ddb, self.ssm, self.settings)
-        self.consumer = StreamConsumer(self.ddb, self.streams, TABLE, self.handler)
+        self.now = 0.0  # the consumer's clock: tests move it past a retry delay
+        self.consumer = StreamConsumer(self.ddb, self.streams, TABLE, self.handler, clock=lambda: self.now)
         self.reader = SsmStore(self.ssm, PREFIX)
 
     def put_model(self, name: str, example: str = "tgi", **changes: Any) -> None:
@@ -209,27 +210,118 @@ def test_deleted_item_still_listed_is_rejected_and_kept(reg: Registry) -> None:
     assert "no item" in manifest.rejected["a"]
 
 
-def test_missing_all_models_publishes_nothing(reg: Registry) -> None:
-    """Without the all-models item nothing is published, and the batch is not failed (nothing to retry)."""
+def test_missing_all_models_is_reported_not_published(reg: Registry) -> None:
+    """Without all-models nothing new is served: the reason is published (once), the batch succeeds."""
     reg.put_model("a")
-    reg.deliver()
-    assert reg.version() is None
+    assert reg.deliver() == 1
+    first = reg.manifest()
+    assert first.version == 1
+    assert first.manifest.names == ()
+    assert "'all-models' item is missing" in first.manifest.not_published
     reg.set_active("a")
     reg.deliver()
+    assert reg.version() == 2
+    assert reg.manifest().manifest.not_published == ""
     reg.delete("all-models")
-    reg.deliver()
-    assert reg.version() == 1
-    assert reg.manifest().manifest.names == ("a",)
+    assert reg.deliver() == 1
+    published = reg.manifest()
+    assert published.version == 3
+    assert published.manifest.names == ("a",)  # the live set stays
+    assert "missing" in published.manifest.not_published
+    reg.put_model("a", description="x")  # the same reason again: nothing more is written
+    assert reg.deliver() == 1
+    assert reg.version() == 3
 
 
-def test_unreadable_all_models_publishes_nothing(reg: Registry) -> None:
-    """A model_names that is not a string leaves the live set alone."""
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"N": "5"}, "not int"),
+        ({"L": [{"S": "a"}]}, "not list"),
+        ({"SS": ["a", "b"]}, "not list"),
+        ({"BOOL": True}, "not bool"),
+    ],
+)
+def test_unreadable_all_models_is_reported_not_published(reg: Registry, value: Any, why: str) -> None:
+    """A model_names that is not a string keeps the live set and says why; fixing it publishes."""
     reg.put_model("a")
     reg.set_active("a")
     reg.deliver()
-    reg.put_raw({"model_name": {"S": "all-models"}, "model_names": {"N": "5"}})
+    reg.put_raw({"model_name": {"S": "all-models"}, "model_names": value})
+    assert reg.deliver() == 1
+    published = reg.manifest()
+    assert published.version == 2
+    assert published.manifest.names == ("a",)
+    assert "model_names must be a comma-separated string" in published.manifest.not_published
+    assert why in published.manifest.not_published
+    reg.set_active("a")
     reg.deliver()
-    assert reg.version() == 1
+    assert reg.version() == 3
+    assert reg.manifest().manifest.not_published == ""
+
+
+def test_all_models_without_model_names_is_reported(reg: Registry) -> None:
+    """An all-models item with no model_names attribute is reported, not retried."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.put_raw({"model_name": {"S": "all-models"}})
+    assert reg.deliver() == 1
+    assert "model_names is missing" in reg.manifest().manifest.not_published
+
+
+def test_ten_thousand_names_are_reported_not_published(reg: Registry) -> None:
+    """A list longer than a manifest can hold is refused as a whole: the live set stays, the reason shows."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.set_active(",".join(f"m{i}" for i in range(10_000)))
+    assert reg.deliver() == 1
+    published = reg.manifest()
+    assert published.manifest.names == ("a",)
+    assert "lists 10000 models; the limit is 1000" in published.manifest.not_published
+
+
+def test_a_300kb_name_is_a_warning_and_the_rest_publishes(reg: Registry) -> None:
+    """One huge name is ignored with a bounded warning; the other models still publish."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a," + "x" * 300_000 + ",b")
+    assert reg.deliver() == 3
+    manifest = reg.manifest().manifest
+    assert manifest.names == ("a", "b")
+    assert manifest.not_published == ""
+    assert any("300000 characters" in w for w in manifest.warnings)
+
+
+def test_a_manifest_too_big_for_ssm_is_reported_not_published(reg: Registry) -> None:
+    """1,000 listed non-ASCII names without items: their rejections exceed 32 pages of 8 KB, so the live
+    set stays and the manifest says why; the batch is not failed (retrying cannot help)."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.set_active(",".join(f"{i:04d}" + "\u00e9" * 60 for i in range(1000)))
+    records = reg.records()[-1:]
+    assert reg.handler({"Records": records}, None) == {"batchItemFailures": []}
+    published = reg.manifest()
+    assert published.manifest.names == ("a",)
+    assert "manifest pages of 8 KB; the limit is 32" in published.manifest.not_published
+
+
+def test_an_unforeseen_error_is_reported_not_retried(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error that is not AWS's (a validator bug) is reported with its type; the batch succeeds."""
+    import sync.handler
+
+    def broken(items: Any) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    monkeypatch.setattr(sync.handler, "evaluate_registry", broken)
+    reg.put_model("a", description="x")
+    assert reg.deliver() == 1
+    assert "RecursionError: maximum recursion depth exceeded" in reg.manifest().manifest.not_published
 
 
 def test_empty_list_publishes_an_empty_set(reg: Registry) -> None:
@@ -287,12 +379,48 @@ def test_ssm_failure_midway_is_not_a_partial_publish_and_retry_converges(reg: Re
     assert reg.deliver() == 0  # the batch was reported failed
     assert reg.version() == 1
     assert reg.manifest().manifest.names == ("a",)
+    assert reg.deliver() == 0  # not redelivered before its retry delay
+    reg.now += 60
     assert reg.deliver() == 3  # redelivered; SSM works again
     manifest = reg.manifest().manifest
     assert manifest.names == ("a", "b")
     assert reg.param_version("a") == 2  # written once, reused on retry (not rewritten)
     assert failing.puts == 4  # a (ok), b (injected fault); retry: b, manifest. a is reused, not rewritten
     assert reg.version() == 2
+
+
+class AlwaysFailingSsm(FailingSsm):
+    """SSM whose every put_parameter fails."""
+
+    def __init__(self, ssm: Any) -> None:
+        super().__init__(ssm, fail_on=0)
+
+    def put_parameter(self, **kwargs: Any) -> Any:
+        self.puts += 1
+        raise self._ssm.exceptions.InternalServerError(
+            {"Error": {"Code": "InternalServerError", "Message": "injected"}}, "PutParameter"
+        )
+
+
+def test_failed_batches_back_off(reg: Registry) -> None:
+    """While SSM keeps failing, each redelivery waits twice as long as the one before, up to a cap."""
+    from sync.stream_consumer import RETRY_BASE, RETRY_MAX
+
+    reg.put_model("a")
+    reg.set_active("a")
+    failing = AlwaysFailingSsm(reg.ssm)
+    reg.handler.store.ssm = failing
+    reg.deliver()
+    delays = []
+    for _ in range(8):
+        calls, waited = failing.puts, 0.0
+        while failing.puts == calls:
+            reg.now += RETRY_BASE
+            waited += RETRY_BASE
+            reg.deliver()
+        delays.append(waited)
+    assert delays[:4] == [RETRY_BASE, RETRY_BASE * 2, RETRY_BASE * 4, RETRY_BASE * 8]
+    assert delays[-1] == RETRY_MAX
 
 
 def test_handler_reports_first_record_as_failed(reg: Registry) -> None:
@@ -416,3 +544,30 @@ def test_publish_function_directly_is_idempotent(reg: Registry) -> None:
     assert not second.published
     assert second.ssm_writes == 0
     assert second.version == first.version
+
+
+def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sync writing 300 models traces every SSM write in documents under the daemon's 64 KB datagram,
+    and the segment still carries the totals."""
+    import sync.handler
+    from telemetry.collector import build_tree
+    from telemetry.tracing import MAX_DOCUMENT_BYTES
+    from tests.unit.test_telemetry import descendants
+
+    tracer = sync.handler.tracer
+    monkeypatch.setattr(tracer, "enabled", True)
+    monkeypatch.setattr(tracer, "rate", 1.0)
+    monkeypatch.setattr(tracer, "keep_sent", True)
+    monkeypatch.setattr(tracer, "sent", [])
+    names = [f"{i:03d}-" + "n" * 60 for i in range(300)]
+    for name in names:
+        reg.put_model(name)
+    reg.set_active(",".join(names))
+    result = reg.handler.sync()
+    assert result is not None
+    assert len(result.added) == 300
+    assert max(len(json.dumps(doc).encode()) for doc in tracer.sent) <= MAX_DOCUMENT_BYTES
+    (root,) = build_tree(tracer.sent)
+    assert root["annotations"]["models_added"] == 300
+    writes = [d for d in descendants(root) if d["name"] == "SSM PutParameter"]
+    assert len(writes) == result.ssm_writes

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from contract.registry import ActiveListError, evaluate_registry, parse_active_list
+from contract.registry import (
+    MAX_ACTIVE_MODELS,
+    MAX_WARNINGS,
+    ActiveListError,
+    evaluate_registry,
+    parse_active_list,
+)
 from tests.helpers import example_item
 
 
@@ -69,3 +75,26 @@ def test_registry_without_all_models_raises() -> None:
     """A scan with no all-models item is not a decision."""
     with pytest.raises(ActiveListError, match="missing"):
         evaluate_registry([example_item("tgi")])
+
+
+def test_a_huge_name_is_ignored_with_a_short_warning() -> None:
+    """A 300 KB name cannot be a model (no item can hold it): ignored, warned about in a bounded line."""
+    active = parse_active_list(all_models("a," + "x" * 300_000 + ",b"))
+    assert active.names == ("a", "b")
+    (warning,) = active.warnings
+    assert "300000 characters" in warning
+    assert len(warning) < 200
+
+
+def test_too_many_names_give_no_decision() -> None:
+    """More names than a manifest holds is refused as a whole, with the count and the limit."""
+    with pytest.raises(ActiveListError, match=f"lists 10000 models; the limit is {MAX_ACTIVE_MODELS}"):
+        parse_active_list(all_models(",".join(f"m{i}" for i in range(10_000))))
+
+
+def test_warnings_are_bounded() -> None:
+    """Thousands of duplicates give at most MAX_WARNINGS warnings, the last one counting the rest."""
+    active = parse_active_list(all_models(",".join(["a"] * 5000)))
+    assert active.names == ("a",)
+    assert len(active.warnings) == MAX_WARNINGS
+    assert active.warnings[-1] == f"... and {4999 - MAX_WARNINGS + 1} more warnings"
