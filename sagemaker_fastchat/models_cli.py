@@ -23,6 +23,8 @@ from contract.ssm_reader import SsmReader
 from sagemaker_fastchat import registry_ops
 from sync.settings import DEFAULT_TABLE
 
+FORCE_HELP = "allow emptying all-models (removing every live model at once)"
+
 
 def add_parser(sub: Any) -> None:
     models = sub.add_parser("models", help="add, change, remove, list and roll back models (the registry)")
@@ -48,6 +50,7 @@ def add_parser(sub: Any) -> None:
 
     remove = msub.add_parser("remove", help="unlist a model and delete its item")
     remove.add_argument("name")
+    remove.add_argument("--force", action="store_true", help=FORCE_HELP)
     remove.set_defaults(handler=cmd_remove)
 
     listing = msub.add_parser("list", help="the registry side by side with the live published set")
@@ -56,6 +59,7 @@ def add_parser(sub: Any) -> None:
 
     back = msub.add_parser("rollback", help="write a past model-set version back into the registry")
     back.add_argument("--to", type=int, required=True, metavar="VERSION")
+    back.add_argument("--force", action="store_true", help=FORCE_HELP)
     back.set_defaults(handler=cmd_rollback)
 
     wait = msub.add_parser("wait", help="wait until model-set VERSION is published (and served locally)")
@@ -91,8 +95,8 @@ def cmd_put(args: argparse.Namespace) -> int:
         "context_length": args.context_length,
         "description": args.description,
     }
-    item, spec = registry_ops.build_item(
-        args.name, args.endpoint, config, {k: v for k, v in extras.items() if v}
+    item, spec = registry_ops.build_item(  # an option given is validated, never dropped (0, "")
+        args.name, args.endpoint, config, {k: v for k, v in extras.items() if v is not None}
     )
     names = registry_ops.put_model(_registry(args), item, active=not args.inactive)
     state = "listed" if spec.name in names else "written, not listed (inactive)"
@@ -101,7 +105,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    existed = registry_ops.remove_model(_registry(args), args.name)
+    existed = registry_ops.remove_model(_registry(args), args.name, force=args.force)
     if not existed:
         print(f"{args.name}: no such model in the registry", file=sys.stderr)
         return 1
@@ -113,10 +117,22 @@ def cmd_list(args: argparse.Namespace) -> int:
     published = _reader(args).load_manifest()
     rows = registry_ops.status_rows(_registry(args), published)
     version = published.version if published else None
+    not_published = published.manifest.not_published if published else ""
+    warnings = list(published.manifest.warnings) if published else []
     if args.json:
-        print(json.dumps({"version": version, "models": rows}, ensure_ascii=False))
+        doc = {
+            "version": version,
+            "not_published": not_published or None,
+            "warnings": warnings,
+            "models": rows,
+        }
+        print(json.dumps(doc, ensure_ascii=False))
         return 0
     print(f"live model-set version: {version if version is not None else 'none published yet'}")
+    if not_published:
+        print(f"NOT PUBLISHED: the registry's current state is not served: {not_published}")
+    for warning in warnings:
+        print(f"warning: {warning}")
     width = max([len(r["model"]) for r in rows] + [5])
     print(f"{'MODEL':<{width}}  {'STATUS':<31}  ENDPOINT")
     for r in rows:
@@ -128,7 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     try:
-        published, specs = registry_ops.rollback(_registry(args), _reader(args), args.to)
+        published, specs = registry_ops.rollback(_registry(args), _reader(args), args.to, force=args.force)
     except (SnapshotError, LookupError) as exc:
         print(f"error: cannot roll back to version {args.to}: {exc}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ from botocore.exceptions import ClientError
 
 from contract.dynamo import untype_item
 from contract.errors import SpecError
+from contract.items import InputError
 from contract.registry import ActiveListError, format_active_list, parse_active_list
 from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
 from contract.ssm_reader import PublishedSet, SsmReader
@@ -85,13 +86,16 @@ class Registry:
                 ) from None
             raise
 
-    def update_active(self, change: Any, attempts: int = 5) -> list[str]:
-        """Read-modify-write of all-models with optimistic locking (retried on a concurrent change)."""
+    def update_active(self, change: Any, attempts: int = 5, *, force: bool = False) -> list[str]:
+        """Read-modify-write of all-models with optimistic locking (retried on a concurrent change).
+        Refuses (EmptySetError) to empty a non-empty list unless `force`: that removes every model."""
         for attempt in range(attempts):
             names, raw = self.active()
             new = change(list(names))
             if new == names and raw is not None:
                 return names
+            if names and not new and not force:
+                raise EmptySetError.about(names)
             try:
                 self.set_active(new, raw)
                 return list(new)
@@ -104,6 +108,17 @@ class Registry:
 
 class ConcurrentChangeError(RuntimeError):
     pass
+
+
+class EmptySetError(InputError):
+    """A change that would empty the active set, asked for without --force (exit 1, nothing written)."""
+
+    @classmethod
+    def about(cls, names: list[str]) -> EmptySetError:
+        return cls(
+            f"this would leave {ALL_MODELS_KEY} empty and remove every live model "
+            f"({', '.join(names)}); pass --force to do that on purpose"
+        )
 
 
 def build_item(
@@ -129,22 +144,29 @@ def put_model(registry: Registry, item: dict[str, Any], active: bool) -> list[st
     return registry.active()[0]
 
 
-def remove_model(registry: Registry, name: str) -> bool:
-    """Unlist, then delete the item. False when the model was neither listed nor stored."""
+def remove_model(registry: Registry, name: str, *, force: bool = False) -> bool:
+    """Unlist, then delete the item. False when the model was neither listed nor stored. Refuses
+    (EmptySetError, nothing changed) to unlist the last listed model unless `force`."""
     names, _ = registry.active()
     existed = registry.get(name) is not None or name in names
-    registry.update_active(lambda current: [n for n in current if n != name])
+    registry.update_active(lambda current: [n for n in current if n != name], force=force)
     registry.dynamodb.delete_item(TableName=registry.table, Key={"model_name": {"S": name}})
     return existed
 
 
-def rollback(registry: Registry, reader: SsmReader, version: int) -> tuple[PublishedSet, list[ModelSpec]]:
+def rollback(
+    registry: Registry, reader: SsmReader, version: int, *, force: bool = False
+) -> tuple[PublishedSet, list[ModelSpec]]:
     """Write manifest version N's exact specs back into the table and list exactly its models, in its
-    order; the normal stream -> Lambda -> SSM path then publishes them as a new version."""
+    order; the normal stream -> Lambda -> SSM path then publishes them as a new version. Rolling back to
+    an empty version empties the set, so it needs `force` like any other emptying."""
     published, specs = specs_at(reader, version)
+    listed = registry.active()[0]
+    if not specs and listed and not force:
+        raise EmptySetError.about(listed)
     for spec in specs:
         registry.dynamodb.put_item(TableName=registry.table, Item=to_typed_item(dict(spec.document)))
-    registry.update_active(lambda _: [s.name for s in specs])
+    registry.update_active(lambda _: [s.name for s in specs], force=force)
     return published, specs
 
 
@@ -165,8 +187,11 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
                 spec = parse_model_item(item)
             except SpecError as exc:
                 problem = str(exc)
+        blocked = bool(manifest and manifest.not_published)  # the registry's state is not being served
         if name not in names:
-            status = "inactive" if entry is None else "removing"
+            status = (
+                "inactive" if entry is None else ("live, removal not published" if blocked else "removing")
+            )
         elif manifest and name in manifest.rejected:
             status = "rejected (last good spec live)" if entry else "rejected"
         elif problem:
@@ -174,7 +199,7 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
         elif entry is not None and spec is not None and entry.hash == spec.hash:
             status = "live"
         else:
-            status = "pending"
+            status = "not published" if blocked else "pending"
         rows.append(
             {
                 "model": name,

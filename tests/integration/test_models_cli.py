@@ -1,0 +1,128 @@
+"""`sagemaker-fastchat models ...` on moto: guards against emptying the set, refused options, and what
+`models list` shows when the sync could not publish or warned."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from sagemaker_fastchat.cli import main
+from tests.helpers import example_item
+from tests.integration.test_sync import PREFIX, TABLE, Registry
+
+
+@pytest.fixture
+def reg() -> Iterator[Registry]:
+    with mock_aws():
+        yield Registry()
+
+
+def models(*args: str) -> int:
+    return main(["models", "--table", TABLE, "--ssm-prefix", PREFIX, *args])
+
+
+def config_file(tmp_path: Path) -> str:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(example_item("tgi")["endpoint_req_config"]))
+    return str(path)
+
+
+def listing(capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
+    capsys.readouterr()
+    assert models("list", "--json") == 0
+    doc: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return doc
+
+
+def test_remove_refuses_to_empty_the_set_without_force(
+    reg: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Removing the last listed model is refused (exit 1, nothing changed) unless --force."""
+    reg.put_model("a")
+    reg.set_active("a")
+    assert models("remove", "a") == 1
+    assert "would leave all-models empty and remove every live model (a); pass --force" in (
+        capsys.readouterr().err
+    )
+    assert reg.ddb.get_item(TableName=TABLE, Key={"model_name": {"S": "a"}}).get("Item")
+    assert reg.ddb.get_item(TableName=TABLE, Key={"model_name": {"S": "all-models"}})["Item"][
+        "model_names"
+    ] == {"S": "a"}
+    assert models("remove", "a", "--force") == 0
+    assert reg.ddb.get_item(TableName=TABLE, Key={"model_name": {"S": "all-models"}})["Item"][
+        "model_names"
+    ] == {"S": ""}
+
+
+def test_remove_of_one_of_several_needs_no_force(reg: Registry) -> None:
+    """The guard is only about emptying the set."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    assert models("remove", "a") == 0
+
+
+def test_rollback_to_an_empty_version_needs_force(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty past version would remove every model: refused without --force."""
+    reg.put_model("a")
+    reg.set_active("")
+    reg.handler.sync()  # version 1: empty
+    reg.set_active("a")
+    reg.handler.sync()
+    assert models("rollback", "--to", "1") == 1
+    assert "pass --force" in capsys.readouterr().err
+    assert models("rollback", "--to", "1", "--force") == 0
+
+
+def test_put_context_length_zero_is_refused(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--context-length 0` is validated like any value (a `model: context_length: why` line), not dropped."""
+    code = models(
+        "put", "m", "--endpoint", "demo-tgi", "--config", config_file(tmp_path), "--context-length", "0"
+    )
+    assert code == 1
+    assert "m: context_length: must be a positive whole number" in capsys.readouterr().err
+    assert "Item" not in reg.ddb.get_item(TableName=TABLE, Key={"model_name": {"S": "m"}})
+
+
+def test_list_shows_not_published_and_warnings(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """A state the sync could not publish is one clear line in text and a field in --json; the rows no
+    longer claim `pending` or `removing`; duplicate-name warnings show too."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a, a")
+    reg.handler.sync()
+    doc = listing(capsys)
+    assert doc["not_published"] is None
+    assert any("'a' is listed more than once" in w for w in doc["warnings"])
+    reg.put_raw({"model_name": {"S": "all-models"}, "model_names": {"L": [{"S": "a"}, {"S": "b"}]}})
+    reg.handler.sync()
+    doc = listing(capsys)
+    assert "model_names must be a comma-separated string" in doc["not_published"]
+    rows = {r["model"]: r["status"] for r in doc["models"]}
+    assert rows == {"a": "live, removal not published", "b": "inactive"}
+    assert models("list") == 0
+    out = capsys.readouterr().out
+    assert "NOT PUBLISHED: the registry's current state is not served: all-models: model_names" in out
+    assert "warning: all-models: 'a' is listed more than once" in out
+
+
+def test_list_marks_unpublished_additions(reg: Registry, capsys: pytest.CaptureFixture[str]) -> None:
+    """A listed model the sync could not publish says `not published`, not `pending`."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.handler.sync()
+    reg.put_model("b")
+    reg.set_active(",".join(["a", "b", *(f"{i:04d}" + "\u00e9" * 60 for i in range(998))]))
+    reg.handler.sync()  # 998 rejections of long non-ASCII names: more than 32 manifest pages
+    doc = listing(capsys)
+    assert "the limit is 32" in doc["not_published"]
+    rows = {r["model"]: r["status"] for r in doc["models"]}
+    assert rows["a"] == "live"
+    assert rows["b"] == "not published"
