@@ -26,6 +26,8 @@ class ModelSet:
     rejected: Mapping[str, str] = field(default_factory=dict)
     source: str = ""
     loaded_at: float = field(default_factory=time.time)
+    warnings: tuple[str, ...] = ()
+    not_published: str = ""  # from the manifest: why the registry's latest state is not served
 
     @property
     def names(self) -> list[str]:
@@ -51,6 +53,8 @@ class ModelSet:
                 for name in self.order
             ],
             "rejected": dict(self.rejected),
+            "warnings": list(self.warnings),
+            "not_published": self.not_published or None,
         }
 
 
@@ -78,7 +82,15 @@ def build_model_set(
                     adapters[name] = old
         elif old is not None:
             adapters[name] = old
-    return ModelSet(snapshot.version, adapters, tuple(adapters), rejected, source)
+    return ModelSet(
+        snapshot.version,
+        adapters,
+        tuple(adapters),
+        rejected,
+        source,
+        warnings=snapshot.warnings,
+        not_published=snapshot.not_published,
+    )
 
 
 class LiveModelSet:

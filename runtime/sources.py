@@ -1,8 +1,10 @@
 """Where a worker gets its model set: SSM (production) or a local JSON file (development).
 
-Both produce the same thing, a `Snapshot` (version, specs in display order, rejections), and feed the
-same swap path. The SSM source reads only the manifest's version on most polls (one GetParameter),
-fetches only model parameters whose hash changed, and verifies every hash.
+Both produce the same thing, a `Snapshot` (version, specs in display order, rejections, warnings, and
+why the registry's latest state was not published), and feed the same swap path. The SSM source reads
+only the manifest's version on most polls (one GetParameter), fetches only model parameters whose hash
+changed, and verifies every hash. Its boto3 client (`ssm_client`) has bounded timeouts, so an SSM that
+accepts connections and never answers is a recorded poll error within seconds, not a poll hung for minutes.
 """
 
 from __future__ import annotations
@@ -10,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
 
 from contract.errors import SpecError
 from contract.items import InputError, load_items
@@ -24,6 +30,23 @@ class Snapshot:
     specs: list[ModelSpec]
     rejected: Mapping[str, str] = field(default_factory=dict)
     order: tuple[str, ...] = ()  # display order, rejected names included (they may keep a live spec)
+    warnings: tuple[str, ...] = ()
+    not_published: str = ""  # why the registry's latest state is not what is served ("" when it is)
+
+
+# Per call: connect 3 s + read 5 s, two attempts (botocore's standard retry mode backs off in between).
+# The poller's own backoff handles longer outages; boto3's defaults (60 s + 60 s, more attempts) would
+# hold one poll for minutes with nothing in `last_error`.
+SSM_CLIENT_CONFIG = Config(
+    connect_timeout=3, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 2}
+)
+
+
+def ssm_client(config: Config | None = None, **kwargs: Any) -> Any:
+    """The boto3 SSM client a worker polls with: bounded timeouts, `config` merged over them, other
+    kwargs as for boto3.client."""
+    merged = SSM_CLIENT_CONFIG.merge(config) if config is not None else SSM_CLIENT_CONFIG
+    return boto3.client("ssm", config=merged, **kwargs)
 
 
 class SnapshotUnavailable(RuntimeError):
@@ -58,7 +81,15 @@ class SsmSource:
         self._specs = {
             (e.parameter, e.version): s for e, s in zip(published.manifest.models, specs, strict=True)
         }
-        return Snapshot(published.version, specs, published.manifest.rejected, published.manifest.names)
+        manifest = published.manifest
+        return Snapshot(
+            published.version,
+            specs,
+            manifest.rejected,
+            manifest.names,
+            manifest.warnings,
+            manifest.not_published,
+        )
 
 
 class FileSource:
@@ -86,4 +117,4 @@ class FileSource:
         except (ActiveListError, SpecError) as exc:
             raise SnapshotUnavailable(str(exc)) from None
         specs = [state.specs[n] for n in state.active if n in state.specs]
-        return Snapshot(None, specs, state.rejected, state.active)
+        return Snapshot(None, specs, state.rejected, state.active, state.warnings)

@@ -3,7 +3,9 @@ moving forward, per-model build failures keeping the last good adapter."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,12 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from moto import mock_aws
 
 from contract.spec import ModelSpec, parse_model_item
+from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
 from runtime.model_set import LiveModelSet, ModelSet, build_model_set
 from runtime.poller import Poller
-from runtime.sources import FileSource, Snapshot
+from runtime.sources import FileSource, Snapshot, SsmSource, ssm_client
 from tests.helpers import example_item
 
 
@@ -114,3 +120,95 @@ def test_backoff_is_exponential_capped_and_jittered() -> None:
     assert 3.6 <= poller.next_delay() <= 4.4
     poller.failures = 10
     assert 7.2 <= poller.next_delay() <= 8.8
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A TCP server that accepts connections and never answers (an SSM behind a black hole)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(5)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_worker_ssm_client_has_bounded_timeouts() -> None:
+    """boto3's defaults (60 s connect, 60 s read, several attempts) would hold a poll for minutes."""
+    config = ssm_client(region_name="us-east-1").meta.config
+    assert config.connect_timeout <= 5
+    assert config.read_timeout <= 10
+    assert config.retries["total_max_attempts"] <= 2
+
+
+def test_ssm_blackhole_is_recorded_as_last_error(blackhole: str) -> None:
+    """An SSM that never answers is a poll error in `last_error` (and the last good set stays)."""
+    client = ssm_client(
+        Config(read_timeout=0.3, retries={"mode": "standard", "total_max_attempts": 1}),
+        endpoint_url=blackhole,
+        region_name="us-east-1",
+    )
+    live = LiveModelSet()
+    live.swap(ModelSet(3, order=()))
+    poller = Poller(SsmSource(SsmReader(client, "/p")), live, make_adapter)
+    poller._try()
+    assert "ReadTimeoutError" in (live.last_error or "")
+    assert live.current.version == 3
+    assert poller.failures == 1
+
+
+@pytest.mark.parametrize("error", [ConnectTimeoutError, ReadTimeoutError])
+def test_timeouts_from_the_client_are_recorded(error: type[Exception]) -> None:
+    """botocore's timeout errors, whichever the call raises, end up in last_error."""
+
+    class TimingOut:
+        def get_parameter(self, **kwargs: Any) -> Any:
+            raise error(endpoint_url="https://ssm.us-east-1.amazonaws.com")
+
+    live = LiveModelSet()
+    poller = Poller(SsmSource(SsmReader(TimingOut(), "/p")), live, make_adapter)
+    poller._try()
+    assert (live.last_error or "").startswith(error.__name__)
+
+
+def test_ssm_source_carries_warnings_and_not_published_to_model_set() -> None:
+    """Duplicate-name warnings and the sync's not-published reason reach the worker's `/model-set`."""
+    from tests.integration.test_sync import PREFIX, Registry
+
+    with mock_aws():
+        reg = Registry()
+        reg.put_model("a")
+        reg.set_active("a, a")
+        reg.handler.sync()
+        live = LiveModelSet()
+        poller = Poller(SsmSource(SsmReader(reg.ssm, PREFIX)), live, make_adapter)
+        poller.poll_once()
+        described = live.current.describe()
+        assert any("'a' is listed more than once" in w for w in described["warnings"])
+        assert described["not_published"] is None
+        reg.delete("all-models")
+        reg.handler.sync()
+        poller.poll_once()
+        described = live.current.describe()
+        assert [m["name"] for m in described["models"]] == ["a"]
+        assert "'all-models' item is missing" in described["not_published"]
+
+
+def test_file_source_carries_warnings() -> None:
+    """The file source's duplicate warnings show in `/model-set` too."""
+    snapshot = Snapshot(None, [parse_model_item(item("a"))], warnings=("w",))
+    assert build_model_set(snapshot, ModelSet(None), make_adapter, "t").describe()["warnings"] == ["w"]
