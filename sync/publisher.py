@@ -9,7 +9,8 @@ Guarantees (shared/DESIGN.md "Model-set snapshot"):
 - One publisher at a time: besides reserved concurrency 1, the manifest version is checked again right
   before writing, and the set is rebuilt if another publisher got there first.
 - Never wedged: a registry state that cannot be published (`report_not_published`) republishes the live
-  models with the reason in the manifest's `not_published`, once per distinct reason.
+  models with the reason in the manifest's `not_published`, once per distinct reason; a damaged live
+  manifest is replaced by the next publish rather than read again and again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contract.registry import RegistryState
 from contract.snapshot import (
     Manifest,
     ManifestEntry,
+    SnapshotError,
     encode_manifest,
     manifest_name,
     model_parameter,
@@ -92,17 +94,17 @@ def publish(state: RegistryState, store: SsmStore) -> PublishResult:
     """Publish `state`; returns what changed. Raises StaleManifestError when another publisher wrote the
     manifest meanwhile (the caller re-reads the table), and SSM errors (the caller retries the batch)."""
     reads0, writes0 = store.reads, store.writes
-    current = store.load_manifest()
-    before = current.manifest if current else Manifest()
+    live, version = _live(store)
+    before = live or Manifest()
     manifest = plan_manifest(state, before, store)
     result = PublishResult(
-        version=current.version if current else None,
+        version=version,
         published=False,
         rejected=dict(state.rejected),
         warnings=list(state.warnings),
     )
     _diff(result, before, manifest)
-    _write_manifest(result, manifest, before if current else None, store)
+    _write_manifest(result, manifest, live, store)
     _count(result, store, reads0, writes0)
     return result
 
@@ -113,18 +115,29 @@ def report_not_published(reason: str, store: SsmStore) -> PublishResult:
     Before any publish, this is an empty set carrying the reason. Raises SnapshotError when even that
     cannot be encoded, and SSM errors (transient: the caller retries the batch)."""
     reads0, writes0 = store.reads, store.writes
-    current = store.load_manifest()
-    before = current.manifest if current else Manifest()
+    live, version = _live(store)
+    before = live or Manifest()
     result = PublishResult(
-        version=current.version if current else None,
+        version=version,
         published=False,
         rejected=dict(before.rejected),
         warnings=list(before.warnings),
         not_published=reason,
     )
-    _write_manifest(result, replace(before, not_published=reason), before if current else None, store)
+    _write_manifest(result, replace(before, not_published=reason), live, store)
     _count(result, store, reads0, writes0)
     return result
+
+
+def _live(store: SsmStore) -> tuple[Manifest | None, int | None]:
+    """The live manifest and its version (None, None: nothing published). A damaged one (not JSON, a
+    page missing or not matching its hash) counts as no manifest at the same version, so the next
+    publish replaces it instead of failing on it forever (parameters holding a wanted spec are reused)."""
+    try:
+        current = store.load_manifest()
+    except SnapshotError:
+        return None, store.manifest_version()
+    return (current.manifest, current.version) if current else (None, None)
 
 
 def _write_manifest(

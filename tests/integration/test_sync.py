@@ -571,3 +571,18 @@ def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry, monkeypatch: p
     assert root["annotations"]["models_added"] == 300
     writes = [d for d in descendants(root) if d["name"] == "SSM PutParameter"]
     assert len(writes) == result.ssm_writes
+
+
+def test_a_damaged_manifest_is_replaced_not_retried_forever(reg: Registry) -> None:
+    """A manifest that is not JSON (hand-edited) is replaced by the next publish; the batch succeeds."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.deliver()
+    reg.ssm.put_parameter(Name=manifest_name(PREFIX), Value="{broken", Type="String", Overwrite=True)
+    reg.put_model("b")
+    reg.set_active("a,b")
+    assert reg.deliver() == 2
+    published = reg.manifest()
+    assert published.version == 3
+    assert published.manifest.names == ("a", "b")
+    assert reg.param_version("a") == 1  # its parameter already held the spec: reused
