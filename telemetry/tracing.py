@@ -203,7 +203,7 @@ def _split(doc: dict[str, Any], trace_id: str) -> list[dict[str, Any]]:
     """`doc` (a segment or subsegment as a dict) as documents that each fit: children too big alone are
     split themselves and sent on their own; the others stay inline while they fit, and the rest go in as
     few "<name> (continued)" container subsegments as hold them (few datagrams: a burst of hundreds
-    would overflow the daemon's socket buffer)."""
+    would overflow the receiving socket's buffer)."""
     children = doc.pop("subsegments", [])
     _trim(doc)
     out: list[dict[str, Any]] = []
@@ -233,7 +233,7 @@ def _split(doc: dict[str, Any], trace_id: str) -> list[dict[str, Any]]:
         holder.setdefault("subsegments", []).append(child)
         child["parent_id"] = holder["id"]
         budget -= size
-    return [*out, doc]
+    return [doc, *out]  # the parent first: should a datagram be lost, the totals are least likely to be
 
 
 def documents(entity: Any) -> list[str]:
