@@ -44,6 +44,11 @@ def add_parser(sub: Any) -> None:
     put.add_argument("--conv-template", help="FastChat conversation template name")
     put.add_argument("--context-length", type=int)
     put.add_argument("--description")
+    put.add_argument(
+        "--probe",
+        action="store_true",
+        help="probe the endpoint with a one-token request before it takes traffic",
+    )
     put.set_defaults(handler=cmd_put)
 
     remove = msub.add_parser("remove", help="unlist a model and delete its item")
@@ -90,6 +95,7 @@ def cmd_put(args: argparse.Namespace) -> int:
         "conv_template": args.conv_template,
         "context_length": args.context_length,
         "description": args.description,
+        "probe": args.probe,
     }
     item, spec = registry_ops.build_item(
         args.name, args.endpoint, config, {k: v for k, v in extras.items() if v}

@@ -15,8 +15,11 @@ from typing import Any
 import boto3
 import structlog
 
+from contract.endpoints import Boto3EndpointChecker, EndpointChecker, sagemaker_client
 from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
+from contract.snapshot import Manifest
+from sync.endpoint_gate import screen
 from sync.publisher import PublishResult, StaleManifestError, publish
 from sync.registry_reader import scan_registry
 from sync.settings import SyncSettings
@@ -31,10 +34,13 @@ MAX_ATTEMPTS = 3
 class SyncHandler:
     """Holds the clients across invocations (Lambda reuses the process)."""
 
-    def __init__(self, dynamodb: Any, ssm: Any, settings: SyncSettings) -> None:
+    def __init__(
+        self, dynamodb: Any, ssm: Any, settings: SyncSettings, checker: EndpointChecker | None = None
+    ) -> None:
         self.dynamodb = dynamodb
         self.store = SsmStore(ssm, settings.ssm_prefix)
         self.settings = settings
+        self.checker = checker  # the optional endpoint check before publishing (sync/endpoint_gate.py)
         self.attempts = 0  # attempts the last sync needed (1 unless another publisher raced it)
 
     def sync(self) -> PublishResult | None:
@@ -63,6 +69,9 @@ class SyncHandler:
             except ActiveListError as exc:
                 log.error("model_set_not_published", reason=str(exc), table=self.settings.table_name)
                 return None
+            if self.checker is not None:
+                live = self.store.load_manifest()
+                state = screen(state, live.manifest if live else Manifest(), self.checker)
             try:
                 result = publish(state, self.store)
             except StaleManifestError as exc:
@@ -95,6 +104,12 @@ class SyncHandler:
         return {"batchItemFailures": []}
 
 
+def endpoint_checker(settings: SyncSettings) -> EndpointChecker | None:
+    if not settings.endpoint_check:
+        return None
+    return Boto3EndpointChecker(sagemaker_client())
+
+
 _handler: SyncHandler | None = None
 
 
@@ -103,7 +118,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler  # noqa: PLW0603 - one handler per Lambda process, reused across invocations
     if _handler is None:
         configure_logging()
-        _handler = SyncHandler(boto3.client("dynamodb"), boto3.client("ssm"), SyncSettings.from_env())
+        settings = SyncSettings.from_env()
+        _handler = SyncHandler(
+            boto3.client("dynamodb"), boto3.client("ssm"), settings, endpoint_checker(settings)
+        )
     return _handler(event, context)
 
 

@@ -198,13 +198,15 @@ def test_no_wildcard_actions(path: Path) -> None:
 
 
 def test_worker_permissions_are_narrow() -> None:
-    """Workers: SSM reads under the prefix, InvokeEndpoint on tagged endpoints, the X-Ray daemon's."""
+    """Workers: SSM reads under the prefix, InvokeEndpoint and DescribeEndpoint (the check before traffic)
+    on tagged endpoints, the X-Ray daemon's."""
     role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
     assert sorted(actions(role["Policies"])) == sorted(
         [
             "ssm:GetParameter",
             "ssm:GetParameters",
             "sagemaker:InvokeEndpoint",
+            "sagemaker:DescribeEndpoint",
             "xray:PutTraceSegments",
             "xray:PutTelemetryRecords",
             "xray:GetSamplingRules",

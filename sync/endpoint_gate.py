@@ -1,0 +1,40 @@
+"""The sync's optional endpoint check (SYNC_ENDPOINT_CHECK=true): before publishing, a new or changed spec
+whose endpoint does not exist or is not serving is rejected like an invalid item, so its last good spec
+stays published and the reason is in the manifest's `rejected` map (what `models list` shows).
+
+Off by default in the Lambda: it needs `sagemaker:DescribeEndpoint`, which the sync's role does not have
+unless granted. An AccessDenied lets the spec through with a log line, as the worker's check does. The
+workers check again on their side (and retry a refused candidate); the sync checks once per publish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import structlog
+
+from contract.endpoints import EndpointChecker
+from contract.registry import RegistryState
+from contract.snapshot import Manifest
+
+log = structlog.get_logger("sync")
+
+
+def screen(state: RegistryState, live: Manifest, checker: EndpointChecker) -> RegistryState:
+    """`state` with new or changed specs whose endpoint is not ready moved to `rejected`."""
+    specs = dict(state.specs)
+    rejected = dict(state.rejected)
+    verdicts = {}
+    for name, spec in state.specs.items():
+        entry = live.entry(name)
+        if entry is not None and entry.hash == spec.hash:
+            continue  # published already: checked when it was
+        if spec.endpoint_name not in verdicts:
+            verdicts[spec.endpoint_name] = checker.check(spec.endpoint_name)
+        verdict = verdicts[spec.endpoint_name]
+        if not verdict.ok:
+            del specs[name]
+            rejected[name] = f"{name}: {verdict.reason}"
+        elif verdict.warning:
+            log.warning("endpoint_check_skipped", model=name, reason=verdict.warning)
+    return replace(state, specs=specs, rejected=rejected)
