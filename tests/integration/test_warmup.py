@@ -14,16 +14,21 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+from moto import mock_aws
 
 from contract.endpoints import Boto3EndpointChecker, FakeEndpointChecker
+from contract.registry import evaluate_registry
 from contract.spec import parse_model_item
+from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
 from runtime.launch import build_worker
 from runtime.model_set import LiveModelSet
 from runtime.poller import Poller
-from runtime.sources import FileSource
+from runtime.sources import FileSource, SsmSource
 from runtime.warmup import Warmup
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
+from sync.publisher import publish
+from sync.ssm_store import SsmStore
 from tests.helpers import example_item, serve_in_thread
 
 
@@ -213,3 +218,47 @@ def test_probe_spec_attribute_is_optional_and_boolean() -> None:
     assert parse_model_item(model("a", "e", probe=False)).hash == plain.hash
     with pytest.raises(ValueError, match="probe: must be true or false"):
         parse_model_item(model("a", "e", probe="yes"))
+
+
+def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_version() -> None:
+    """On SSM (moto): a refused change at version 2 keeps version 1's spec; polls at version 2 check
+    nothing; once the recheck is due and the endpoint serves, the candidate goes live without a new
+    version being published."""
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        store = SsmStore(ssm, "/warm")
+
+        def publish_items(*items: dict[str, Any]) -> None:
+            names = {"model_name": "all-models", "model_names": ",".join(i["model_name"] for i in items)}
+            publish(evaluate_registry([*items, names]), store)
+
+        fake = FakeEndpointChecker({"old": "InService", "new": "Creating"})
+        now = [0.0]
+        live = LiveModelSet()
+        poller = Poller(
+            SsmSource(SsmReader(ssm, "/warm")),
+            live,
+            lambda s: SageMakerAdapter(s, client=None),
+            warmup=Warmup(fake, recheck=30.0, clock=lambda: now[0]),
+        )
+        publish_items(model("a", "old"))
+        assert poller.poll_once()
+        publish_items(model("a", "new"))
+        assert poller.poll_once()
+        first = live.current
+        assert first.version == 2
+        assert first.adapters["a"].spec.endpoint_name == "old"
+        assert "Creating" in first.rejected["a"]
+        assert fake.calls == ["old", "new"]
+        now[0] = 10.0
+        assert not poller.poll_once()  # same version, recheck not due: not even the manifest is read
+        assert fake.calls == ["old", "new"]
+        now[0] = 31.0
+        assert not poller.poll_once()  # due, still Creating: checked again, nothing to swap
+        assert fake.calls == ["old", "new", "new"]
+        fake.statuses["new"] = "InService"
+        now[0] = 62.0
+        assert poller.poll_once()
+        assert live.current.version == 2
+        assert live.current.adapters["a"].spec.endpoint_name == "new"
+        assert live.current.rejected == {}
