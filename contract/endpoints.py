@@ -32,11 +32,13 @@ DESCRIBE_TIMEOUT = 3.0  # seconds per DescribeEndpoint attempt (connect and read
 @dataclass(frozen=True)
 class EndpointVerdict:
     """`ok`: the endpoint may take traffic. `reason`: why not, or (when ok) a warning such as
-    "cannot check"; `status`: the EndpointStatus when SageMaker told us."""
+    "cannot check"; `status`: the EndpointStatus when SageMaker told us; `transient`: refused only for
+    now (the check itself failed: throttled, timed out, unreachable), not a verdict on the endpoint."""
 
     ok: bool
     reason: str | None = None
     status: str | None = None
+    transient: bool = False
 
     @property
     def warning(self) -> str | None:
@@ -60,7 +62,9 @@ def verdict_from_error(endpoint: str, code: str, message: str) -> EndpointVerdic
     if code == "ValidationException" and "could not find" in message.lower():
         return EndpointVerdict(False, f"endpoint {endpoint} does not exist ({message})")
     return EndpointVerdict(
-        False, f"cannot check endpoint {endpoint}: DescribeEndpoint failed ({code}: {message})"
+        False,
+        f"cannot check endpoint {endpoint}: DescribeEndpoint failed ({code}: {message})",
+        transient=True,
     )
 
 
@@ -99,7 +103,7 @@ class Boto3EndpointChecker:
                 endpoint, str(error.get("Code", "Unknown")), str(error.get("Message", ""))
             )
         except BotoCoreError as exc:  # timeouts, connection errors, no credentials
-            return EndpointVerdict(False, f"cannot check endpoint {endpoint}: {exc}")
+            return EndpointVerdict(False, f"cannot check endpoint {endpoint}: {exc}", transient=True)
         return verdict_from_description(endpoint, response)
 
 

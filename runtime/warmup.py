@@ -164,9 +164,13 @@ class Warmup:
                 verdicts[endpoint] = future.result(timeout=max(0.0, deadline - self.clock()))
             except FutureTimeout:
                 silent = f"DescribeEndpoint gave no answer in {self.timeout:g} s"
-                verdicts[endpoint] = EndpointVerdict(False, f"cannot check endpoint {endpoint}: {silent}")
+                verdicts[endpoint] = EndpointVerdict(
+                    False, f"cannot check endpoint {endpoint}: {silent}", transient=True
+                )
             except Exception as exc:  # a checker must not raise; if one does, the candidate waits
-                verdicts[endpoint] = EndpointVerdict(False, f"cannot check endpoint {endpoint}: {exc!r}")
+                verdicts[endpoint] = EndpointVerdict(
+                    False, f"cannot check endpoint {endpoint}: {exc!r}", transient=True
+                )
         return verdicts
 
     def _probe_all(self, specs: list[ModelSpec]) -> dict[str, str]:

@@ -207,7 +207,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         env,
         http_ready(f"http://{loop}:{ports.controller}/list_models", expect=405),
     )
-    sup.wait_ready(["moto"], timeout=args.ready_timeout)
+    sup.wait_ready(["moto", "standin"], timeout=args.ready_timeout)  # the sync describes endpoints
 
     dynamodb = boto3.client("dynamodb", region_name=args.region)
     ensure_table(dynamodb, args.table)

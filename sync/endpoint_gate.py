@@ -3,8 +3,10 @@ whose endpoint does not exist or is not serving is rejected like an invalid item
 stays published and the reason is in the manifest's `rejected` map (what `models list` shows).
 
 Off by default in the Lambda: it needs `sagemaker:DescribeEndpoint`, which the sync's role does not have
-unless granted. An AccessDenied lets the spec through with a log line, as the worker's check does. The
-workers check again on their side (and retry a refused candidate); the sync checks once per publish.
+unless granted. Only a verdict on the endpoint refuses here (it does not exist, or its status is not a
+serving one): when the check itself fails (AccessDenied, throttling, timeout, unreachable) the spec is
+published with a log line, because the sync checks once per publish and would otherwise hold a good
+model back until the next registry change. The workers check every candidate again, and retry.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ def screen(state: RegistryState, live: Manifest, checker: EndpointChecker) -> Re
         if spec.endpoint_name not in verdicts:
             verdicts[spec.endpoint_name] = checker.check(spec.endpoint_name)
         verdict = verdicts[spec.endpoint_name]
-        if not verdict.ok:
+        if not verdict.ok and not verdict.transient:
             del specs[name]
             rejected[name] = f"{name}: {verdict.reason}"
-        elif verdict.warning:
-            log.warning("endpoint_check_skipped", model=name, reason=verdict.warning)
+        elif verdict.reason:
+            log.warning("endpoint_check_skipped", model=name, reason=verdict.reason)
     return replace(state, specs=specs, rejected=rejected)

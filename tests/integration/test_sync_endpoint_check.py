@@ -66,3 +66,13 @@ def test_check_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert SyncSettings.from_env().endpoint_check is False
     monkeypatch.setenv("SYNC_ENDPOINT_CHECK", "true")
     assert SyncSettings.from_env().endpoint_check is True
+
+
+def test_a_failed_check_does_not_hold_a_model_back(reg: tuple[Registry, FakeEndpointChecker]) -> None:
+    """Throttling (or a timeout) is no verdict on the endpoint: the sync publishes; workers check again."""
+    r, fake = reg
+    fake.statuses["demo-tgi"] = "!ThrottlingException"
+    r.put_model("a")
+    r.set_active("a")
+    r.deliver()
+    assert r.manifest().manifest.names == ("a",)

@@ -43,6 +43,7 @@ def test_not_found_is_refused() -> None:
     """AWS's ValidationException for an endpoint that does not exist refuses."""
     verdict = verdict_from_error("e", "ValidationException", 'Could not find endpoint "arn:...:endpoint/e".')
     assert not verdict.ok
+    assert not verdict.transient
     assert verdict.reason is not None
     assert "does not exist" in verdict.reason
 
@@ -60,6 +61,7 @@ def test_other_errors_refuse_for_now() -> None:
     """Throttling or a server error is not a verdict on the endpoint: refused, to be checked again."""
     verdict = verdict_from_error("e", "ThrottlingException", "Rate exceeded")
     assert not verdict.ok
+    assert verdict.transient
     assert verdict.reason is not None
     assert "ThrottlingException" in verdict.reason
 
