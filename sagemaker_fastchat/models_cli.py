@@ -57,6 +57,11 @@ def add_parser(sub: Any) -> None:
 
     listing = msub.add_parser("list", help="the registry side by side with the live published set")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--worker-url",
+        default=os.environ.get("WORKER_URL", "http://127.0.0.1:21002"),
+        help="a worker whose refusals (endpoint check, probe) to show too, when reachable ($WORKER_URL)",
+    )
     listing.set_defaults(handler=cmd_list)
 
     back = msub.add_parser("rollback", help="write a past model-set version back into the registry")
@@ -118,6 +123,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     published = _reader(args).load_manifest()
     rows = registry_ops.status_rows(_registry(args), published)
+    rows = registry_ops.merge_worker_state(rows, _worker_state(args.worker_url))
     version = published.version if published else None
     if args.json:
         print(json.dumps({"version": version, "models": rows}, ensure_ascii=False))
@@ -144,10 +150,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_version(url: str) -> int | None:
+def _worker_state(url: str) -> dict[str, Any] | None:
+    """A worker's /model-set, or None when it cannot be reached (on AWS workers are not reachable)."""
     try:
-        return int(httpx.get(f"{url}/model-set", timeout=2).json().get("version") or 0)
-    except (httpx.HTTPError, ValueError, TypeError):
+        state = httpx.get(f"{url}/model-set", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _worker_version(url: str) -> int | None:
+    state = _worker_state(url)
+    try:
+        return int(state.get("version") or 0) if state is not None else None
+    except (ValueError, TypeError):
         return None
 
 

@@ -11,6 +11,7 @@ from runtime.adapter import SageMakerAdapter
 from runtime.model_set import ModelSet, build_model_set
 from runtime.sources import Snapshot
 from runtime.warmup import Warmup
+from sagemaker_fastchat.registry_ops import merge_worker_state
 from tests.helpers import example_item
 
 
@@ -123,3 +124,23 @@ def test_model_set_keeps_last_good_spec_and_checks_only_changes() -> None:
     assert third.get("a") is first.get("a")  # back to the live spec: nothing to check
     assert len(checker.calls) == calls
     assert third.rejected == {}
+
+
+def test_models_list_shows_what_the_worker_refused() -> None:
+    """`models list` rows: a model published live but refused by a reachable worker is `refused`, with
+    the worker's reason; sync rejections and unreachable workers leave the rows as they are."""
+    rows = [
+        {"model": "a", "status": "live", "reason": None},
+        {"model": "b", "status": "live", "reason": None},
+        {"model": "c", "status": "rejected", "reason": "c: sync reason"},
+    ]
+    worker = {
+        "models": [{"name": "a", "hash": "x"}],
+        "endpoint_check": {"refused": {"a": "the probe failed: x", "b": "endpoint e is Creating", "c": "w"}},
+    }
+    merged = merge_worker_state(rows, worker)
+    assert [r["status"] for r in merged] == ["refused (last good spec live)", "refused", "rejected"]
+    assert merged[0]["reason"] == "worker: the probe failed: x"
+    assert merged[2]["reason"] == "c: sync reason"
+    assert merge_worker_state(rows, None) == rows
+    assert merge_worker_state(rows, {"endpoint_check": {"enabled": False}}) == rows
