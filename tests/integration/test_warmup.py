@@ -4,7 +4,6 @@ candidate that is not InService, does not exist, or fails its probe, while the l
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -21,11 +20,12 @@ from contract.registry import evaluate_registry
 from contract.spec import parse_model_item
 from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
-from runtime.launch import build_worker
+from runtime.launch import build_warmup, build_worker
 from runtime.model_set import LiveModelSet
 from runtime.poller import Poller
 from runtime.sources import FileSource, SsmSource
 from runtime.warmup import Warmup
+from sagemaker_fastchat.cli import build_parser
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from sync.publisher import publish
 from sync.ssm_store import SsmStore
@@ -104,21 +104,8 @@ def worker(tmp_path: Path, standin: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", standin)
     path = tmp_path / "models.json"
     path.write_text(json.dumps([model("a", "demo-tgi-w1")]))
-    args = argparse.Namespace(
-        host="127.0.0.1",
-        port=0,
-        worker_address=None,
-        controller_address="http://127.0.0.1:9",
-        ssm_prefix="/x",
-        models_file=str(path),
-        poll_interval=0.2,
-        limit_concurrency=4,
-        heartbeat_interval=60.0,
-        read_timeout=30.0,
-        no_register=True,
-        endpoint_check=True,
-        endpoint_recheck=300.0,
-    )
+    flags = "--port 0 --poll-interval 0.2 --no-register --limit-concurrency 4 --endpoint-recheck 300"
+    args = build_parser().parse_args(["worker", "--models-file", str(path), *flags.split()])
     _, app = build_worker(args)
     with serve_in_thread(app) as url:
         wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200)
@@ -262,3 +249,14 @@ def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_ver
         assert live.current.version == 2
         assert live.current.adapters["a"].spec.endpoint_name == "new"
         assert live.current.rejected == {}
+
+
+def test_endpoint_check_is_on_by_default_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On unless `--no-endpoint-check` or ENDPOINT_CHECK=false; off, /model-set says so."""
+    monkeypatch.delenv("ENDPOINT_CHECK", raising=False)
+    assert build_parser().parse_args(["worker"]).endpoint_check is True
+    assert build_parser().parse_args(["worker", "--no-endpoint-check"]).endpoint_check is False
+    monkeypatch.setenv("ENDPOINT_CHECK", "false")
+    args = build_parser().parse_args(["worker"])
+    assert args.endpoint_check is False
+    assert build_warmup(args) is None
