@@ -10,6 +10,9 @@ Two steps per candidate, bounded in time:
    concurrently, each verdict cached for a few seconds per endpoint name;
 2. only for specs with `probe: true`: a one-token request streams back through the spec's own config
    (request building, the streaming call, decoding), all probes concurrently on a loop of their own.
+When the check itself fails (throttled, timed out, unreachable) the candidate is refused for now, except
+in the worker's first set: at start-up it has no last good spec of its own, so the published spec is let
+through with a warning (a verdict, such as Creating or not found, still refuses).
 A refused candidate is checked again every `recheck` seconds (an endpoint still Creating becomes
 InService) until it passes or its spec changes; an unchanged, admitted spec is never checked again.
 """
@@ -92,7 +95,7 @@ class Warmup:
         self.recheck = recheck
         self.clock = clock
         self.warnings: dict[str, str] = {}  # model -> e.g. "cannot check ... (AccessDenied)"
-        self.checks = 0  # rounds that called out (for /model-set and tests)
+        self._started = False  # whether the first set (the worker's start) was admitted
         self._refused: dict[str, _Refusal] = {}
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint-check")
         self._lock = threading.Lock()
@@ -125,9 +128,14 @@ class Warmup:
             else:
                 due.append(spec)
         verdicts = self._check_endpoints(due)
+        starting, self._started = not self._started, True
         passed = []
         for spec in due:
             verdict = verdicts[spec.endpoint_name]
+            if starting and verdict.transient:
+                # A starting worker has no last good spec of its own: refusing the published spec because
+                # the check itself failed (throttled, timed out) would leave it serving nothing.
+                verdict = EndpointVerdict(True, f"{verdict.reason}; let through at start-up")
             self.warnings.pop(spec.name, None)
             if not verdict.ok:
                 refused[spec.name] = verdict.reason or "the endpoint is not ready"
@@ -155,7 +163,6 @@ class Warmup:
         endpoints = list(dict.fromkeys(s.endpoint_name for s in specs))
         if not endpoints:
             return {}
-        self.checks += 1
         futures = {e: self._pool.submit(self.checker.check, e) for e in endpoints}
         deadline = self.clock() + self.timeout
         verdicts: dict[str, EndpointVerdict] = {}

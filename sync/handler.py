@@ -70,8 +70,9 @@ class SyncHandler:
                 log.error("model_set_not_published", reason=str(exc), table=self.settings.table_name)
                 return None
             if self.checker is not None:
-                live = self.store.load_manifest()
-                state = screen(state, live.manifest if live else Manifest(), self.checker)
+                with child_span("SageMaker DescribeEndpoint", "aws"):
+                    live = self.store.load_manifest()
+                    state = screen(state, live.manifest if live else Manifest(), self.checker)
             try:
                 result = publish(state, self.store)
             except StaleManifestError as exc:

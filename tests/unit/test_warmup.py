@@ -144,3 +144,13 @@ def test_models_list_shows_what_the_worker_refused() -> None:
     assert merged[2]["reason"] == "c: sync reason"
     assert merge_worker_state(rows, None) == rows
     assert merge_worker_state(rows, {"endpoint_check": {"enabled": False}}) == rows
+
+
+def test_a_failed_check_refuses_except_in_the_first_set() -> None:
+    """When DescribeEndpoint itself fails, a starting worker serves the published spec (with a warning)
+    rather than nothing; later candidates wait for a verdict."""
+    warmup, _, _ = gate({"e": "!ThrottlingException", "gone": "!ThrottlingException"})
+    assert warmup.admit([spec("a", "e")]) == {}
+    assert "let through at start-up" in warmup.describe()["warnings"]["a"]
+    refused = warmup.admit([spec("b", "e")])
+    assert "ThrottlingException" in refused["b"]
