@@ -2,8 +2,8 @@
 whose endpoint does not exist or is not serving is rejected like an invalid item, so its last good spec
 stays published and the reason is in the manifest's `rejected` map (what `models list` shows).
 
-Off by default in the Lambda: it needs `sagemaker:DescribeEndpoint`, which the sync's role does not have
-unless granted. Only a verdict on the endpoint refuses here (it does not exist, or its status is not a
+Off by default in the Lambda: it needs `sagemaker:DescribeEndpoint`, which the sync's role has only with
+the templates' SyncEndpointCheck=true. Only a verdict on the endpoint refuses here (it does not exist, or its status is not a
 serving one): when the check itself fails (AccessDenied, throttling, timeout, unreachable) the spec is
 published with a log line, because the sync checks once per publish and would otherwise hold a good
 model back until the next registry change. The workers check every candidate again, and retry.
