@@ -3,10 +3,11 @@ whose endpoint does not exist or is not serving is rejected like an invalid item
 stays published and the reason is in the manifest's `rejected` map (what `models list` shows).
 
 Off by default in the Lambda: it needs `sagemaker:DescribeEndpoint`, which the sync's role has only with
-the templates' SyncEndpointCheck=true. Only a verdict on the endpoint refuses here (it does not exist, or its status is not a
-serving one): when the check itself fails (AccessDenied, throttling, timeout, unreachable) the spec is
-published with a log line, because the sync checks once per publish and would otherwise hold a good
-model back until the next registry change. The workers check every candidate again, and retry.
+the templates' SyncEndpointCheck=true. Only a verdict on the endpoint refuses here (it does not exist, or
+its status is not a serving one): when the check itself fails (AccessDenied, throttling, timeout,
+unreachable) the spec is published with a log line, because the sync checks once per publish and would
+otherwise hold a good model back until the next registry change. The workers check every candidate
+again, and retry.
 """
 
 from __future__ import annotations
