@@ -87,15 +87,20 @@ def sagemaker_client(timeout: float = DESCRIBE_TIMEOUT) -> Any:
 
 
 class Boto3EndpointChecker:
-    """DescribeEndpoint through a boto3 `sagemaker` client (thread-safe: checks may run concurrently)."""
+    """DescribeEndpoint through a boto3 `sagemaker` client (thread-safe: checks may run concurrently).
+    Without a client, one is made by `sagemaker_client()` at the first check, so a process without AWS
+    configuration (no region) still starts and reports why it cannot check."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any = None) -> None:
         self.client = client
+        self._lock = threading.Lock()
 
     def check(self, endpoint: str) -> EndpointVerdict:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
+            with self._lock:
+                self.client = self.client or sagemaker_client()
             response = self.client.describe_endpoint(EndpointName=endpoint)
         except ClientError as exc:
             error = exc.response.get("Error", {})

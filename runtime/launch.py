@@ -90,12 +90,12 @@ def build_warmup(args: argparse.Namespace) -> Any:
     """The check new or changed specs pass before taking traffic (None when turned off)."""
     if not getattr(args, "endpoint_check", True):
         return None
-    from contract.endpoints import Boto3EndpointChecker, CachedChecker, sagemaker_client
+    from contract.endpoints import Boto3EndpointChecker, CachedChecker
     from runtime.adapter import sagemaker_client_config
     from runtime.warmup import Warmup, adapter_probe
 
     return Warmup(
-        CachedChecker(Boto3EndpointChecker(sagemaker_client())),
+        CachedChecker(Boto3EndpointChecker()),
         adapter_probe(sagemaker_client_config(16, read_timeout=30.0)),
         recheck=getattr(args, "endpoint_recheck", 30.0),
     )

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import structlog
 
-from contract.endpoints import Boto3EndpointChecker, EndpointChecker, sagemaker_client
+from contract.endpoints import Boto3EndpointChecker, EndpointChecker
 from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
 from contract.snapshot import Manifest
@@ -108,7 +108,7 @@ class SyncHandler:
 def endpoint_checker(settings: SyncSettings) -> EndpointChecker | None:
     if not settings.endpoint_check:
         return None
-    return Boto3EndpointChecker(sagemaker_client())
+    return Boto3EndpointChecker()
 
 
 _handler: SyncHandler | None = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contract.endpoints import (
+    Boto3EndpointChecker,
     CachedChecker,
     EndpointVerdict,
     FakeEndpointChecker,
@@ -90,3 +91,15 @@ def test_probe_failure_reading() -> None:
     error = probe_failure({"text": "**NETWORK ERROR**\n\n(model m: endpoint e failed)", "error_code": 50001})
     assert error == "the probe failed: **NETWORK ERROR** (model m: endpoint e failed)"
     assert probe_failure(None) is not None
+
+
+def test_no_aws_configuration_is_a_failed_check_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a region the client cannot be made: the check reports why (transient), nothing raises."""
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    verdict = Boto3EndpointChecker().check("e")
+    assert not verdict.ok
+    assert verdict.transient
+    assert verdict.reason is not None
+    assert "region" in verdict.reason
