@@ -3,7 +3,7 @@
 The item schema is the seed's, fixed by existing users (shared/DESIGN.md "Registry"):
 `model_name`, `endpoint_name`, `endpoint_req_config` (a JSON string or a map), optional `model_family`
 (the seed's, accepted and kept), and optional extras that go beyond the seed: `conv_template`,
-`context_length`, `description`.
+`context_length`, `description`, `probe`.
 """
 
 from __future__ import annotations
@@ -100,6 +100,7 @@ class ModelSpec:
     conv_template: str | None = None
     context_length: int | None = None
     description: str | None = None
+    probe: bool = False  # [warm] stream a one-token probe request before this spec takes traffic
 
     @cached_property
     def response_reader(self) -> MultiReader:
@@ -205,6 +206,13 @@ def _optional_attributes(item: dict[str, Any], c: _Collector) -> dict[str, Any]:
             c.add("context_length", f"must be a positive whole number of tokens, not {ctx!r}")
         else:
             extras["context_length"] = ctx
+    # [warm] `probe` (issue 17 item 1): an optional boolean; only `true` is kept, so specs without it
+    # (or with `false`) hash exactly as before.
+    probe = item.get("probe")
+    if probe is not None and not isinstance(probe, bool):
+        c.add("probe", f"must be true or false, not {probe!r}")
+    elif probe:
+        extras["probe"] = True
     return extras
 
 

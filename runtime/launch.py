@@ -72,7 +72,33 @@ def add_worker_parser(sub: Any) -> None:
     env_option(p, "--heartbeat-interval", "HEARTBEAT_INTERVAL", 15.0, "seconds between controller heartbeats")
     env_option(p, "--read-timeout", "SAGEMAKER_READ_TIMEOUT", 120.0, "seconds to wait for the next token")
     p.add_argument("--no-register", action="store_true", help="do not register with a controller")
+    p.add_argument(
+        "--no-endpoint-check",
+        dest="endpoint_check",
+        action="store_false",
+        default=os.environ.get("ENDPOINT_CHECK", "true").strip().lower() not in ("0", "false", "no", "off"),
+        help="let new or changed models take traffic without checking their endpoint first "
+        "(DescribeEndpoint, and the probe of models with `probe: true`) ($ENDPOINT_CHECK=false)",
+    )
+    env_option(
+        p, "--endpoint-recheck", "ENDPOINT_RECHECK", 30.0, "seconds between checks of a refused candidate"
+    )
     p.set_defaults(handler=run_worker)
+
+
+def build_warmup(args: argparse.Namespace) -> Any:
+    """The check new or changed specs pass before taking traffic (None when turned off)."""
+    if not getattr(args, "endpoint_check", True):
+        return None
+    from contract.endpoints import Boto3EndpointChecker, CachedChecker
+    from runtime.adapter import sagemaker_client_config
+    from runtime.warmup import Warmup, adapter_probe
+
+    return Warmup(
+        CachedChecker(Boto3EndpointChecker()),
+        adapter_probe(sagemaker_client_config(16, read_timeout=30.0)),
+        recheck=getattr(args, "endpoint_recheck", 30.0),
+    )
 
 
 def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
@@ -109,11 +135,13 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     )
     worker = SetWorker(settings, live)
     live.on_swap(lambda _new: worker.register())
-    poller = Poller(source, live, make_adapter, interval=args.poll_interval)
+    warmup = build_warmup(args)
+    poller = Poller(source, live, make_adapter, interval=args.poll_interval, warmup=warmup)
     background = [poller.run]
     if settings.register:
         background.append(worker.heartbeat_forever)
-    return worker, create_worker_app(worker, background, resources=[client])
+    status = warmup.describe if warmup is not None else lambda: {"enabled": False}
+    return worker, create_worker_app(worker, background, resources=[client], endpoint_check=status)
 
 
 def run_worker(args: argparse.Namespace) -> int:

@@ -63,11 +63,15 @@ def build_model_set(
     previous: ModelSet,
     make_adapter: Callable[[ModelSpec], SageMakerAdapter],
     source: str,
+    admit: Callable[[list[ModelSpec]], Mapping[str, str]] | None = None,
 ) -> ModelSet:
     """A new set from a snapshot. Adapters whose spec hash did not change are reused; a model that fails
-    to build, or that the source rejected, keeps its previous adapter when it had one (last good spec)."""
+    to build, or that the source rejected, keeps its previous adapter when it had one (last good spec).
+    `admit` (runtime.warmup) sees only new or changed specs and names those that must stay out."""
     specs = {s.name: s for s in snapshot.specs}
     rejected = dict(snapshot.rejected)
+    changed = [s for s in snapshot.specs if (old := previous.get(s.name)) is None or old.spec.hash != s.hash]
+    refused = admit(changed) if admit is not None and changed else {}
     adapters: dict[str, SageMakerAdapter] = {}
     for name in snapshot.order or tuple(specs):
         spec, old = specs.get(name), previous.get(name)
@@ -75,6 +79,8 @@ def build_model_set(
             adapters[name] = old
         elif spec is not None:
             try:
+                if name in refused:
+                    raise ValueError(refused[name])
                 adapters[name] = make_adapter(spec)
             except ValueError as exc:
                 rejected[name] = f"{name}: {exc}"

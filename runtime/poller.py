@@ -20,6 +20,7 @@ from contract.spec import ModelSpec
 from runtime.adapter import SageMakerAdapter
 from runtime.model_set import LiveModelSet, build_model_set
 from runtime.sources import FileSource, SnapshotUnavailable, SsmSource
+from runtime.warmup import Warmup
 from telemetry.tracing import Tracer
 
 log = structlog.get_logger("poller")
@@ -38,6 +39,7 @@ class Poller:
         interval: float = 5.0,
         jitter: float = 0.1,
         max_backoff: float = 60.0,
+        warmup: Warmup | None = None,
     ) -> None:
         self.source = source
         self.live = live
@@ -46,18 +48,24 @@ class Poller:
         self.jitter = jitter
         self.max_backoff = max_backoff
         self.failures = 0
+        self.warmup = warmup  # checks new or changed specs before they take traffic (runtime.warmup)
 
     def poll_once(self) -> bool:
         """Check the source once; True when a new set was swapped in. Raises on source errors."""
         current = self.live.current
-        if isinstance(self.source, SsmSource) and self.live.loaded:
+        recheck = self.recheck_due()
+        if isinstance(self.source, SsmSource) and self.live.loaded and not recheck:
             version = self.source.current_version()
             if version is not None and current.version is not None and version <= current.version:
                 return False
         with tracer.span("sagemaker-fastchat-poller") as span:
             snapshot = self.source.load()
-            new = build_model_set(snapshot, current, self.make_adapter, self.source.description)
-            if new.version is not None and current.version is not None and new.version <= current.version:
+            admit = self.warmup.admit if self.warmup is not None else None
+            new = build_model_set(snapshot, current, self.make_adapter, self.source.description, admit)
+            stale = new.version is not None and current.version is not None and new.version <= current.version
+            if recheck and new.version == current.version:  # swap only if a refused candidate's fate changed
+                stale = (new.adapters, new.rejected) == (current.adapters, current.rejected)
+            if stale:
                 return False
             swapped = self.live.swap(new)
             if span is not None:
@@ -86,6 +94,9 @@ class Poller:
                 log.info("waiting_for_model_set", reason=message)  # normal at first start: not a failure
             else:
                 log.warning("model_set_poll_failed", error=message, failures=self.failures)
+
+    def recheck_due(self) -> bool:
+        return self.warmup is not None and self.warmup.recheck_due()
 
     def next_delay(self) -> float:
         base = self.interval * (2 ** min(self.failures, 10)) if self.failures else self.interval
@@ -119,7 +130,7 @@ class Poller:
             yield_on_timeout=True,
         ):
             current = _stat(target)
-            if changes or current != seen:
+            if changes or current != seen or self.recheck_due():
                 seen = current
                 self._try()
 

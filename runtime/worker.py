@@ -16,7 +16,7 @@ import asyncio
 import dataclasses
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -144,9 +144,11 @@ def create_worker_app(
     worker: SetWorker,
     background: list[Any] | None = None,
     resources: list[AbstractAsyncContextManager[Any]] | None = None,
+    endpoint_check: Callable[[], dict[str, Any]] | None = None,
 ) -> FastAPI:
     """The worker's HTTP app. `background` holds callables(stop_event) run in threads for its lifetime;
-    `resources` are entered at start-up and left at shutdown, on the serving loop (the SageMaker client)."""
+    `resources` are entered at start-up and left at shutdown, on the serving loop (the SageMaker client);
+    `endpoint_check` reports the warm-up's state in `/model-set` (runtime.warmup)."""
     stop = threading.Event()
 
     @asynccontextmanager
@@ -230,6 +232,7 @@ def create_worker_app(
             "last_error_at": live.last_error_at,
             "registered": worker.registered,
             "registered_version": worker.registered_version,
+            "endpoint_check": endpoint_check() if endpoint_check is not None else {"enabled": False},
         }
 
     @app.get("/health")

@@ -3,7 +3,8 @@
 Supervised processes, logs prefixed by name: moto in server mode (DynamoDB, DynamoDB Streams, SSM), the
 stream consumer running the real sync handler, the SageMaker runtime stand-in, FastChat's controller, our
 worker, FastChat's OpenAI API server and FastChat's web UI. The boto3 code is the production code; only
-its configuration (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME) points at the local services.
+its configuration (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, AWS_ENDPOINT_URL_SAGEMAKER)
+points at the local services.
 Ctrl-C stops everything (process groups, so nothing is left behind and the ports are freed).
 """
 
@@ -121,6 +122,9 @@ def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
     return {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.moto}",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{ports.standin}",
+        # DescribeEndpoint (the check before a model takes traffic) goes to the stand-in too, not moto.
+        "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{ports.standin}",
+        "SYNC_ENDPOINT_CHECK": os.environ.get("SYNC_ENDPOINT_CHECK", "true"),
         "AWS_ACCESS_KEY_ID": os.environ.get("LOCAL_AWS_ACCESS_KEY_ID", "local"),
         "AWS_SECRET_ACCESS_KEY": os.environ.get("LOCAL_AWS_SECRET_ACCESS_KEY", "local"),
         "AWS_DEFAULT_REGION": args.region,
@@ -203,7 +207,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         env,
         http_ready(f"http://{loop}:{ports.controller}/list_models", expect=405),
     )
-    sup.wait_ready(["moto"], timeout=args.ready_timeout)
+    sup.wait_ready(["moto", "standin"], timeout=args.ready_timeout)  # the sync describes endpoints
 
     dynamodb = boto3.client("dynamodb", region_name=args.region)
     ensure_table(dynamodb, args.table)

@@ -46,6 +46,11 @@ def add_parser(sub: Any) -> None:
     put.add_argument("--conv-template", help="FastChat conversation template name")
     put.add_argument("--context-length", type=int)
     put.add_argument("--description")
+    put.add_argument(
+        "--probe",
+        action="store_true",
+        help="probe the endpoint with a one-token request before it takes traffic",
+    )
     put.set_defaults(handler=cmd_put)
 
     remove = msub.add_parser("remove", help="unlist a model and delete its item")
@@ -55,6 +60,11 @@ def add_parser(sub: Any) -> None:
 
     listing = msub.add_parser("list", help="the registry side by side with the live published set")
     listing.add_argument("--json", action="store_true")
+    listing.add_argument(
+        "--worker-url",
+        default=os.environ.get("WORKER_URL", "http://127.0.0.1:21002"),
+        help="a worker whose refusals (endpoint check, probe) to show too, when reachable ($WORKER_URL)",
+    )
     listing.set_defaults(handler=cmd_list)
 
     back = msub.add_parser("rollback", help="write a past model-set version back into the registry")
@@ -94,6 +104,7 @@ def cmd_put(args: argparse.Namespace) -> int:
         "conv_template": args.conv_template,
         "context_length": args.context_length,
         "description": args.description,
+        "probe": args.probe,
     }
     item, spec = registry_ops.build_item(  # an option given is validated, never dropped (0, "")
         args.name, args.endpoint, config, {k: v for k, v in extras.items() if v is not None}
@@ -116,6 +127,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     published = _reader(args).load_manifest()
     rows = registry_ops.status_rows(_registry(args), published)
+    rows = registry_ops.merge_worker_state(rows, _worker_state(args.worker_url))
     version = published.version if published else None
     not_published = published.manifest.not_published if published else ""
     warnings = list(published.manifest.warnings) if published else []
@@ -154,10 +166,20 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker_version(url: str) -> int | None:
+def _worker_state(url: str) -> dict[str, Any] | None:
+    """A worker's /model-set, or None when it cannot be reached (on AWS workers are not reachable)."""
     try:
-        return int(httpx.get(f"{url}/model-set", timeout=2).json().get("version") or 0)
-    except (httpx.HTTPError, ValueError, TypeError):
+        state = httpx.get(f"{url}/model-set", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _worker_version(url: str) -> int | None:
+    state = _worker_state(url)
+    try:
+        return int(state.get("version") or 0) if state is not None else None
+    except (ValueError, TypeError):
         return None
 
 

@@ -211,3 +211,21 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
             }
         )
     return rows
+
+
+def merge_worker_state(rows: list[dict[str, Any]], worker: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Rows with what a worker refused on its side (its endpoint check or probe; runtime.warmup): a model
+    published as live but refused by the worker is `refused`, with the worker's reason (pure)."""
+    if not worker:
+        return rows
+    refused = (worker.get("endpoint_check") or {}).get("refused") or {}
+    served = {m.get("name"): m.get("hash") for m in worker.get("models") or [] if isinstance(m, dict)}
+    merged = []
+    for row in rows:
+        reason = refused.get(row["model"]) if isinstance(refused, dict) else None
+        if reason and row["status"] in ("live", "pending"):
+            live = " (last good spec live)" if row["model"] in served else ""
+            merged.append({**row, "status": f"refused{live}", "reason": f"worker: {reason}"})
+        else:
+            merged.append(row)
+    return merged

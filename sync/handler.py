@@ -23,9 +23,11 @@ import boto3
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract.endpoints import Boto3EndpointChecker, EndpointChecker
 from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
-from contract.snapshot import SnapshotError
+from contract.snapshot import Manifest, SnapshotError
+from sync.endpoint_gate import screen
 from sync.publisher import PublishResult, StaleManifestError, publish, report_not_published
 from sync.registry_reader import scan_registry
 from sync.settings import SyncSettings
@@ -41,10 +43,13 @@ TRANSIENT = (BotoCoreError, ClientError, StaleManifestError)  # worth a retry of
 class SyncHandler:
     """Holds the clients across invocations (Lambda reuses the process)."""
 
-    def __init__(self, dynamodb: Any, ssm: Any, settings: SyncSettings) -> None:
+    def __init__(
+        self, dynamodb: Any, ssm: Any, settings: SyncSettings, checker: EndpointChecker | None = None
+    ) -> None:
         self.dynamodb = dynamodb
         self.store = SsmStore(ssm, settings.ssm_prefix)
         self.settings = settings
+        self.checker = checker  # the optional endpoint check before publishing (sync/endpoint_gate.py)
         self.attempts = 0  # attempts the last sync needed (1 unless another publisher raced it)
 
     def sync(self) -> PublishResult | None:
@@ -83,7 +88,12 @@ class SyncHandler:
                 items = scan_registry(self.dynamodb, self.settings.table_name)
                 if scan is not None:
                     scan.meta("items", len(items))
-            return publish(evaluate_registry(items), self.store)
+            state = evaluate_registry(items)
+            if self.checker is not None:  # the optional endpoint check before publishing
+                with child_span("SageMaker DescribeEndpoint", "aws"):
+                    live = self.store.load_manifest()
+                    state = screen(state, live.manifest if live else Manifest(), self.checker)
+            return publish(state, self.store)
         except (ActiveListError, SnapshotError) as exc:
             reason = str(exc)
         except TRANSIENT:
@@ -122,6 +132,12 @@ class SyncHandler:
         return {"batchItemFailures": []}
 
 
+def endpoint_checker(settings: SyncSettings) -> EndpointChecker | None:
+    if not settings.endpoint_check:
+        return None
+    return Boto3EndpointChecker()
+
+
 _handler: SyncHandler | None = None
 
 
@@ -130,7 +146,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler  # noqa: PLW0603 - one handler per Lambda process, reused across invocations
     if _handler is None:
         configure_logging()
-        _handler = SyncHandler(boto3.client("dynamodb"), boto3.client("ssm"), SyncSettings.from_env())
+        settings = SyncSettings.from_env()
+        _handler = SyncHandler(
+            boto3.client("dynamodb"), boto3.client("ssm"), settings, endpoint_checker(settings)
+        )
     return _handler(event, context)
 
 

@@ -16,7 +16,7 @@ import boto3
 import structlog
 
 from contract.logs import configure_logging
-from sync.handler import SyncHandler
+from sync.handler import SyncHandler, endpoint_checker
 from sync.settings import SyncSettings
 from sync.stream_consumer import StreamConsumer
 
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     settings = SyncSettings.from_env()
     dynamodb = boto3.client("dynamodb")
-    handler = SyncHandler(dynamodb, boto3.client("ssm"), settings)
+    handler = SyncHandler(dynamodb, boto3.client("ssm"), settings, endpoint_checker(settings))
     consumer = StreamConsumer(dynamodb, boto3.client("dynamodbstreams"), settings.table_name, handler)
     consumer.start_at_latest()  # first mark where the stream is, then publish the table as it is now
     handler.sync()

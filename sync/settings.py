@@ -14,10 +14,13 @@ DEFAULT_TABLE = "sagemaker-fastchat-models"
 class SyncSettings:
     table_name: str = DEFAULT_TABLE
     ssm_prefix: str = DEFAULT_PREFIX
+    endpoint_check: bool = False  # DescribeEndpoint before publishing (sync/endpoint_gate.py)
 
     @classmethod
     def from_env(cls) -> SyncSettings:
         return cls(
             table_name=os.environ.get("REGISTRY_TABLE", DEFAULT_TABLE),
             ssm_prefix=validate_prefix(os.environ.get("SSM_PREFIX", DEFAULT_PREFIX)),
+            endpoint_check=os.environ.get("SYNC_ENDPOINT_CHECK", "false").strip().lower()
+            in ("1", "true", "yes", "on"),
         )

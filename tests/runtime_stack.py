@@ -58,6 +58,7 @@ class RuntimeStack:
         return {
             "AWS_ENDPOINT_URL": self.moto_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.standin_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER": self.standin_url,
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",

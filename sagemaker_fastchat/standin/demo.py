@@ -9,6 +9,7 @@ Test hooks, written anywhere in the prompt (documented in the README; they only 
 `[[fail-after:N]]` ModelStreamError after N tokens, `[[internal-failure-after:N]]` InternalStreamFailure,
 `[[corrupt-after:N]]` a frame with a bad CRC, `[[error-line]]` the container streams an error object,
 `[[throttle]]` a ThrottlingException,
+(an endpoint named `demo-<format>-broken[-...]` fails every request before its first token),
 `[[html]]` a reply holding HTML and markdown (for XSS checks), `[[say:TEXT]]` reply with TEXT exactly.
 """
 
@@ -141,6 +142,8 @@ def plan(fmt: str, endpoint: str, body: dict[str, Any]) -> Plan:
         fail_after = int(hooks["fail-after"])
     if "internal-failure-after" in hooks:
         fail_kind, fail_after = "InternalStreamFailure", int(hooks["internal-failure-after"])
+    if "broken" in endpoint.split("-")[2:]:  # `demo-<format>-broken...`: fails before any token
+        fail_after = 0
     return Plan(
         tokens=tuple(tokens),
         finish_reason=finish,

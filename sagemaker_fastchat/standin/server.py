@@ -4,6 +4,14 @@ Endpoints: demo endpoints are any name `demo-<format>` or `demo-<format>-<suffix
 lmi), so operators can add demo models freely; `--forward NAME=URL` relays an endpoint to a local model
 server (TGI `/generate_stream` or an OpenAI-compatible `/v1/chat/completions`), streaming its bytes as
 PayloadParts. Any other name gets the error AWS returns for an endpoint that does not exist.
+
+The `sagemaker` control plane's DescribeEndpoint is answered too (POST / with
+`X-Amz-Target: SageMaker.DescribeEndpoint`, botocore's JSON protocol; AWS_ENDPOINT_URL_SAGEMAKER points
+here): demo and forwarded endpoints are InService, any other name gets AWS's ValidationException
+"Could not find endpoint". Endpoint states on demand, by a word in a demo endpoint's suffix:
+`demo-<format>-creating[-...]` reports Creating and `demo-<format>-failed[-...]` Failed (invocations of
+both are refused, as an endpoint that is not InService would be); `demo-<format>-broken[-...]` is InService
+but every invocation streams a ModelStreamError before its first token (a probe fails).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import re
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +49,7 @@ class StandinConfig:
     requests_served: int = 0
     streams_open: int = 0
     streams_abandoned: int = 0  # streams whose client hung up before the end (GET /ping shows both)
+    describes: int = 0  # DescribeEndpoint calls answered (GET /ping)
     # The last requests' bodies, for debugging and tests (GET /_standin/requests). In memory only.
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
 
@@ -58,6 +67,31 @@ def _aws_error(status: int, code: str, message: str) -> Response:
 
 def _not_found(name: str) -> Response:
     return _aws_error(400, "ValidationError", f"Endpoint {name} of account {ACCOUNT} not found.")
+
+
+def demo_status(name: str) -> str:
+    """A demo endpoint's EndpointStatus, chosen by a word of its name's suffix (InService by default)."""
+    words = set(name.split("-")[2:])
+    return "Creating" if "creating" in words else "Failed" if "failed" in words else "InService"
+
+
+def _unavailable(name: str) -> Response | None:
+    """The error for invoking an endpoint that does not exist or a demo endpoint that is not InService."""
+    if not _DEMO_NAME.match(name):
+        return _not_found(name)
+    if demo_status(name) != "InService":
+        return _aws_error(400, "ValidationError", f"Endpoint {name} is {demo_status(name)}, not InService.")
+    return None
+
+
+def _json_error(code: str, message: str) -> Response:
+    """An error as the JSON protocol (the `sagemaker` control plane) sends it."""
+    return JSONResponse(
+        {"__type": code, "message": message},
+        status_code=400,
+        headers={"x-amzn-RequestId": str(uuid.uuid4())},
+        media_type="application/x-amz-json-1.1",
+    )
 
 
 def _recut(lines: list[bytes], part_size: int) -> list[bytes]:
@@ -78,6 +112,38 @@ async def _counted(cfg: StandinConfig, frames: AsyncIterator[bytes]) -> AsyncIte
     finally:
         cfg.streams_open -= 1
         cfg.streams_abandoned += not complete
+
+
+def control_plane(cfg: StandinConfig) -> Callable[[Request], Awaitable[Response]]:
+    """The `sagemaker` control plane's route (POST /, botocore's JSON protocol)."""
+
+    async def describe_endpoint(request: Request) -> Response:
+        """The `sagemaker` control plane's DescribeEndpoint (the only operation the stand-in knows)."""
+        target = request.headers.get("x-amz-target", "")
+        if target != "SageMaker.DescribeEndpoint":
+            return _json_error("UnknownOperationException", f"the stand-in does not implement {target!r}")
+        try:
+            name = str((await request.json())["EndpointName"])
+        except (ValueError, KeyError, TypeError):
+            return _json_error("ValidationException", "EndpointName is required")
+        cfg.describes += 1
+        arn = f"arn:aws:sagemaker:us-east-1:{ACCOUNT}:endpoint/{name.lower()}"
+        if name not in cfg.forwards and not _DEMO_NAME.match(name):
+            return _json_error("ValidationException", f'Could not find endpoint "{arn}".')
+        status = "InService" if name in cfg.forwards else demo_status(name)
+        answer: dict[str, Any] = {
+            "EndpointName": name,
+            "EndpointArn": arn,
+            "EndpointConfigName": f"{name}-config",
+            "EndpointStatus": status,
+            "CreationTime": 1767225600.0,
+            "LastModifiedTime": 1767225600.0,
+        }
+        if status == "Failed":
+            answer["FailureReason"] = "demo endpoint failed on demand (its name holds 'failed')"
+        return JSONResponse(answer, media_type="application/x-amz-json-1.1")
+
+    return describe_endpoint
 
 
 def create_app(config: StandinConfig | None = None) -> Starlette:
@@ -133,9 +199,8 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
                 media_type=EVENTSTREAM,
                 headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
             )
-        match = _DEMO_NAME.match(name)
-        if not match:
-            return _not_found(name)
+        if (refusal := _unavailable(name)) is not None:
+            return refusal
         if b"[[throttle]]" in raw:
             return _aws_error(429, "ThrottlingException", "Rate exceeded (demo [[throttle]] hook)")
         try:
@@ -143,7 +208,7 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         except json.JSONDecodeError:
             return _aws_error(424, "ModelError", "Received client error (422) from primary: body is not JSON")
         return StreamingResponse(
-            _counted(cfg, demo_frames(match.group(1), name, body)),
+            _counted(cfg, demo_frames(name.split("-")[1], name, body)),  # demo-<format>[-suffix]
             media_type=EVENTSTREAM,
             headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
         )
@@ -160,7 +225,9 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
 
     async def health(_: Request) -> Response:
         counts = {"requests_served": cfg.requests_served, "streams_open": cfg.streams_open}
-        return JSONResponse({"ok": True, **counts, "streams_abandoned": cfg.streams_abandoned})
+        return JSONResponse(
+            {"ok": True, **counts, "streams_abandoned": cfg.streams_abandoned, "describes": cfg.describes}
+        )
 
     async def recent(request: Request) -> Response:
         endpoint = request.query_params.get("endpoint")
@@ -171,6 +238,7 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
             Route("/endpoints/{name}/invocations-response-stream", invoke_stream, methods=["POST"]),
             Route("/endpoints/{name}/invocations", invoke, methods=["POST"]),
             Route("/ping", health, methods=["GET"]),
+            Route("/", control_plane(cfg), methods=["POST"]),
             Route("/_standin/requests", recent, methods=["GET"]),
         ]
     )

@@ -198,13 +198,15 @@ def test_no_wildcard_actions(path: Path) -> None:
 
 
 def test_worker_permissions_are_narrow() -> None:
-    """Workers: SSM reads under the prefix, InvokeEndpoint on tagged endpoints, the X-Ray daemon's."""
+    """Workers: SSM reads under the prefix, InvokeEndpoint and DescribeEndpoint (the check before traffic)
+    on tagged endpoints, the X-Ray daemon's."""
     role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
     assert sorted(actions(role["Policies"])) == sorted(
         [
             "ssm:GetParameter",
             "ssm:GetParameters",
             "sagemaker:InvokeEndpoint",
+            "sagemaker:DescribeEndpoint",
             "xray:PutTraceSegments",
             "xray:PutTelemetryRecords",
             "xray:GetSamplingRules",
@@ -213,3 +215,22 @@ def test_worker_permissions_are_narrow() -> None:
         ]
     )
     assert not any(a.startswith(("ssm:Put", "ssm:Delete", "dynamodb:")) for a in actions(role))
+
+
+def test_sync_endpoint_check_is_off_by_default_and_granted_only_when_on() -> None:
+    """The sync's DescribeEndpoint permission exists only with SyncEndpointCheck=true (default false),
+    on the same tagged endpoint pattern as the workers', and the Lambda reads the switch."""
+    t = template("registry-template.yaml")
+    assert t["Parameters"]["SyncEndpointCheck"]["Default"] == "false"
+    fn = t["Resources"]["SyncFunction"]["Properties"]
+    assert fn["Environment"]["Variables"]["SYNC_ENDPOINT_CHECK"] == {"Ref": "SyncEndpointCheck"}
+    statements = t["Resources"]["SyncRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    conditional = [s["Fn::If"] for s in statements if "Fn::If" in s]
+    assert len(conditional) == 1
+    condition, granted, otherwise = conditional[0]
+    assert t["Conditions"][condition] == {"Fn::Equals": [{"Ref": "SyncEndpointCheck"}, "true"]}
+    assert granted["Action"] == "sagemaker:DescribeEndpoint"
+    assert "endpoint/${EndpointNamePattern}" in granted["Resource"]["Fn::Sub"]
+    assert granted["Condition"] == {"StringEquals": {"aws:ResourceTag/sagemaker-fastchat": "enabled"}}
+    assert otherwise == {"Ref": "AWS::NoValue"}
+    assert "SYNC_ENDPOINT_CHECK" in (ROOT / "sync" / "settings.py").read_text()

@@ -19,6 +19,7 @@ from tests.helpers import example_item, serve_in_thread, standin_streams, wait_f
 @pytest.fixture
 def worker_url(tmp_path: Path, standin_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", standin_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", standin_url)
     path = tmp_path / "models.json"
     path.write_text(json.dumps([{**example_item("tgi"), "model_name": "m"}]))
     args = argparse.Namespace(

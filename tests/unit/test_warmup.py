@@ -1,0 +1,156 @@
+"""The warm-up gate with an in-memory endpoint checker and probe: what is refused, what is checked when,
+and how a refused model keeps its last good spec in the built model set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contract.endpoints import FakeEndpointChecker
+from contract.spec import ModelSpec, parse_model_item
+from runtime.adapter import SageMakerAdapter
+from runtime.model_set import ModelSet, build_model_set
+from runtime.sources import Snapshot
+from runtime.warmup import Warmup
+from sagemaker_fastchat.registry_ops import merge_worker_state
+from tests.helpers import example_item
+
+
+def spec(name: str, endpoint: str, **extra: Any) -> ModelSpec:
+    return parse_model_item({**example_item("tgi"), "model_name": name, "endpoint_name": endpoint, **extra})
+
+
+def make_adapter(s: ModelSpec) -> SageMakerAdapter:
+    return SageMakerAdapter(s, client=None)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(
+    statuses: dict[str, str], probe_result: str | None = None
+) -> tuple[Warmup, FakeEndpointChecker, list[str]]:
+    checker = FakeEndpointChecker(statuses)
+    probed: list[str] = []
+
+    async def probe(s: ModelSpec) -> str | None:
+        probed.append(s.name)
+        return probe_result
+
+    return Warmup(checker, probe, recheck=30.0, clock=Clock()), checker, probed
+
+
+def test_refuses_missing_and_not_in_service_endpoints() -> None:
+    """Only a serving endpoint is admitted; the others are refused with the endpoint's state."""
+    warmup, _, _ = gate({"ok": "InService", "new": "Creating"})
+    refused = warmup.admit([spec("a", "ok"), spec("b", "new"), spec("c", "gone")])
+    assert set(refused) == {"b", "c"}
+    assert refused["b"] == "endpoint new is Creating, not InService"
+    assert "endpoint gone does not exist" in refused["c"]
+    assert warmup.describe()["refused"] == refused
+
+
+def test_access_denied_passes_with_a_warning() -> None:
+    """Without DescribeEndpoint permission the model goes live and the warning is reported."""
+    warmup, _, _ = gate({"e": "!AccessDeniedException"})
+    assert warmup.admit([spec("a", "e")]) == {}
+    assert "cannot check endpoint e" in warmup.describe()["warnings"]["a"]
+
+
+def test_probe_runs_only_for_probe_specs_and_only_after_the_endpoint_check() -> None:
+    """`probe: true` adds the probe; a failing probe refuses; a refused endpoint is never probed."""
+    warmup, _, probed = gate({"ok": "InService", "new": "Creating"}, probe_result="the probe failed: boom")
+    refused = warmup.admit(
+        [spec("plain", "ok"), spec("probed", "ok", probe=True), spec("x", "new", probe=True)]
+    )
+    assert probed == ["probed"]
+    assert refused == {"probed": "the probe failed: boom", "x": "endpoint new is Creating, not InService"}
+
+
+def test_shared_endpoint_is_described_once() -> None:
+    """Two models on one endpoint cost one DescribeEndpoint."""
+    warmup, checker, _ = gate({"e": "InService"})
+    warmup.admit([spec("a", "e"), spec("b", "e")])
+    assert checker.calls == ["e"]
+
+
+def test_refused_candidate_is_rechecked_only_when_due() -> None:
+    """A refused spec is not checked again on every poll, only after `recheck` seconds, then admitted."""
+    warmup, checker, _ = gate({"e": "Creating"})
+    clock = warmup.clock
+    assert isinstance(clock, Clock)
+    candidate = spec("a", "e")
+    assert "a" in warmup.admit([candidate])
+    assert not warmup.recheck_due()
+    clock.now = 10
+    assert "a" in warmup.admit([candidate])  # another change came in: the refusal is remembered
+    assert checker.calls == ["e"]
+    clock.now = 30
+    assert warmup.recheck_due()
+    checker.statuses["e"] = "InService"
+    assert warmup.admit([candidate]) == {}
+    assert checker.calls == ["e", "e"]
+    assert not warmup.recheck_due()
+    assert warmup.describe()["refused"] == {}
+
+
+def test_a_changed_spec_is_checked_at_once() -> None:
+    """A new spec for a refused model is a new candidate: checked now, not after the recheck delay."""
+    warmup, checker, _ = gate({"e": "Creating", "f": "InService"})
+    warmup.admit([spec("a", "e")])
+    assert warmup.admit([spec("a", "f")]) == {}
+    assert checker.calls == ["e", "f"]
+
+
+def test_model_set_keeps_last_good_spec_and_checks_only_changes() -> None:
+    """In the built set a refused change keeps the old adapter, a refused new model is absent, and
+    unchanged specs are never passed to the gate again."""
+    warmup, checker, _ = gate({"old": "InService", "new": "Creating"})
+    first = build_model_set(Snapshot(1, [spec("a", "old")]), ModelSet(None), make_adapter, "t", warmup.admit)
+    assert first.names == ["a"]
+    second = build_model_set(
+        Snapshot(2, [spec("a", "new"), spec("b", "gone")]), first, make_adapter, "t", warmup.admit
+    )
+    assert second.get("a") is first.get("a")
+    assert second.names == ["a"]
+    assert second.rejected["a"] == "a: endpoint new is Creating, not InService"
+    assert "does not exist" in second.rejected["b"]
+    calls = len(checker.calls)
+    third = build_model_set(Snapshot(3, [spec("a", "old")]), second, make_adapter, "t", warmup.admit)
+    assert third.get("a") is first.get("a")  # back to the live spec: nothing to check
+    assert len(checker.calls) == calls
+    assert third.rejected == {}
+
+
+def test_models_list_shows_what_the_worker_refused() -> None:
+    """`models list` rows: a model published live but refused by a reachable worker is `refused`, with
+    the worker's reason; sync rejections and unreachable workers leave the rows as they are."""
+    rows = [
+        {"model": "a", "status": "live", "reason": None},
+        {"model": "b", "status": "live", "reason": None},
+        {"model": "c", "status": "rejected", "reason": "c: sync reason"},
+    ]
+    worker = {
+        "models": [{"name": "a", "hash": "x"}],
+        "endpoint_check": {"refused": {"a": "the probe failed: x", "b": "endpoint e is Creating", "c": "w"}},
+    }
+    merged = merge_worker_state(rows, worker)
+    assert [r["status"] for r in merged] == ["refused (last good spec live)", "refused", "rejected"]
+    assert merged[0]["reason"] == "worker: the probe failed: x"
+    assert merged[2]["reason"] == "c: sync reason"
+    assert merge_worker_state(rows, None) == rows
+    assert merge_worker_state(rows, {"endpoint_check": {"enabled": False}}) == rows
+
+
+def test_a_failed_check_refuses_except_in_the_first_set() -> None:
+    """When DescribeEndpoint itself fails, a starting worker serves the published spec (with a warning)
+    rather than nothing; later candidates wait for a verdict."""
+    warmup, _, _ = gate({"e": "!ThrottlingException", "gone": "!ThrottlingException"})
+    assert warmup.admit([spec("a", "e")]) == {}
+    assert "let through at start-up" in warmup.describe()["warnings"]["a"]
+    refused = warmup.admit([spec("b", "e")])
+    assert "ThrottlingException" in refused["b"]
