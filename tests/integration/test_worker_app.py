@@ -5,6 +5,7 @@ exception inside the stream), bad input is a clear error, and /ready says when t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -15,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
+from runtime import fastchat_compat
 from runtime.launch import build_worker
+from runtime.worker import Slots
 from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
 
 
@@ -230,3 +233,41 @@ def test_endpoint_failures_carry_a_kind_an_api_can_map(
     assert last["error"]["endpoint"] == "demo-tgi"
     assert last["text"].startswith("model m: ")
     assert "endpoint demo-tgi" in last["text"]
+
+
+def test_slots_tell_a_busy_worker_from_a_stuck_one() -> None:
+    """A slot given back counts as progress: a full worker whose streams turn over is not stuck; one
+    whose slots are all held with none given back is stuck for as long as that lasts."""
+    now = [0.0]
+
+    async def scenario() -> list[float]:
+        slots = Slots(2, clock=lambda: now[0])
+        first = await slots.acquire()
+        seen = [slots.stuck_for()]  # one slot still free
+        second = await slots.acquire()
+        now[0] = 10.0
+        seen.append(slots.stuck_for())  # both held for 10 s
+        first()
+        first()  # a second release of the same slot gives nothing back twice
+        third = await slots.acquire()
+        now[0] = 12.0
+        seen.append(slots.stuck_for())  # full again, but a slot turned over 2 s ago
+        second()
+        third()
+        seen.append(slots.stuck_for())
+        seen.append(float(slots.semaphore._value))  # both slots free, never more
+        return seen
+
+    assert asyncio.run(scenario()) == [0.0, 10.0, 2.0, 0.0, 2.0]
+
+
+def test_the_web_ui_shows_the_error_text(worker_url: str) -> None:
+    """FastChat's web UI reads the worker's stream with its own code and shows the frame's text."""
+    from fastchat.conversation import get_conv_template
+
+    ui = fastchat_compat.import_torch_free("fastchat.serve.gradio_web_server")
+    conv = get_conv_template("vicuna_v1.1")
+    stream = ui.model_worker_stream_iter(conv, "m", worker_url, "[[throttle]]", 0.7, 1.0, 1.0, 64, [])
+    last = list(stream)[-1]
+    assert last["text"] == "model m: endpoint demo-tgi is throttling requests; try again shortly"
+    assert last["error_code"] == 42901

@@ -208,3 +208,12 @@ def test_error_text_names_model_and_endpoint_never_high_traffic() -> None:
     assert chunk["text"] == "model m: endpoint e is throttling requests; try again shortly"
     assert "TRAFFIC" not in chunk["text"].upper()
     assert chunk["error"] == {"kind": "throttled", "model": "m", "endpoint": "e"}
+
+
+def test_every_fastchat_template_passes_the_check() -> None:
+    """The web UI and the API send each template's stop_str and stop_token_ids: none may be refused."""
+    from fastchat.conversation import conv_templates
+
+    for name, conv in conv_templates.items():
+        params = {**GOOD, "stop": conv.stop_str, "stop_token_ids": conv.stop_token_ids}
+        assert check_params(params) is None, name
