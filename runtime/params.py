@@ -64,7 +64,9 @@ def _range_error(param: str, why: str) -> Invalid:
 
 
 def _check_number(param: str, value: Any, low: float, high: float) -> Invalid | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(
+        value, (int, float)
+    ):  # a tuple: `int | float` is built per call
         return _type_error(param, "a number", value)
     if not math.isfinite(value) or not low <= value <= high:
         return _range_error(param, f"must be between {low:g} and {high:g}, got {value!r}")
