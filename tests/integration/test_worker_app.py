@@ -18,7 +18,7 @@ import pytest
 
 from runtime import fastchat_compat
 from runtime.launch import build_worker
-from runtime.worker import Slots
+from runtime.worker import MAX_BODY_BYTES, Slots
 from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
 
 
@@ -271,3 +271,12 @@ def test_the_web_ui_shows_the_error_text(worker_url: str) -> None:
     last = list(stream)[-1]
     assert last["text"] == "model m: endpoint demo-tgi is throttling requests; try again shortly"
     assert last["error_code"] == 42901
+
+
+def test_a_body_over_the_limit_is_a_413(worker_url: str) -> None:
+    """The worker reads at most MAX_BODY_BYTES of a request; a bigger one is refused, not parsed."""
+    body = b'{"model": "m", "prompt": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    reply = httpx.post(f"{worker_url}/worker_generate_stream", content=body, timeout=30)
+    assert reply.status_code == 413
+    assert json.loads(reply.content.rstrip(b"\0"))["error"]["param"] == "body"
+    assert frames(worker_url, GOOD)[-1]["text"] == "still serving"
