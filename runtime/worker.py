@@ -64,8 +64,8 @@ class WorkerSettings:
 
 class Slots:
     """The worker's concurrency slots: FastChat's semaphore (its status reads the queue length from it)
-    plus when a slot was last free or given back, so `/ready` can tell a busy worker (slots turn over)
-    from a stuck one (all held, none returned)."""
+    plus when there was last progress (a slot free or given back, a frame sent), so `/ready` can tell a
+    busy worker (streams move, slots turn over) from a stuck one (all held, nothing moving)."""
 
     def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
         self.semaphore = asyncio.Semaphore(limit)
@@ -87,8 +87,12 @@ class Slots:
 
         return release
 
+    def progressed(self) -> None:
+        """A stream sent a frame (one clock read per frame)."""
+        self._moved_at = self._clock()
+
     def stuck_for(self) -> float:
-        """Seconds since a slot was last free or given back, while none is free; 0 when one is."""
+        """Seconds without progress while no slot is free; 0 when one is."""
         self._note()
         return self._clock() - self._moved_at if self.semaphore.locked() else 0.0
 
@@ -200,8 +204,9 @@ async def _guarded(adapter: SageMakerAdapter, params: dict[str, Any]) -> AsyncIt
         yield error_chunk(spec.name, message, ErrorCode.INTERNAL_ERROR, INTERNAL, endpoint=spec.endpoint_name)
 
 
-async def _frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+async def _frames(chunks: AsyncIterator[dict[str, Any]], slots: Slots) -> AsyncIterator[bytes]:
     async for chunk in chunks:
+        slots.progressed()
         yield _frame(chunk)
 
 
@@ -279,7 +284,7 @@ def _add_generation_routes(app: FastAPI, worker: SetWorker) -> None:
             worker.call_ct += 1
             # Each frame holds the whole text so far (FastChat's protocol); when this reader lags, whatever
             # the endpoint sent meanwhile is decoded in one pass into one frame.
-            frames = _frames(traced_stream(_guarded(adapter, params), trace))
+            frames = _frames(traced_stream(_guarded(adapter, params), trace), worker.slots)
             return SlotStreamingResponse(frames, release)
         except BaseException:
             release()

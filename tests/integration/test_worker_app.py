@@ -197,13 +197,11 @@ def test_no_first_token_is_a_clear_timeout_frame(tmp_path: Path, standin_env: st
 
 
 def test_ready_turns_503_while_every_slot_is_stuck(tmp_path: Path, standin_env: str) -> None:
-    """One slot held by a stream that gives nothing back for longer than --unready-after makes /ready 503
-    (the load balancer replaces the task); once it is given back the worker is ready again."""
+    """The one slot held by a stream that sends nothing (no first token yet) for longer than
+    --unready-after makes /ready 503 (ECS replaces the task); once it is given back the worker is ready."""
     with running_worker(tmp_path, limit_concurrency=1, unready_after=0.2) as url:
-        slow = {**GOOD, "prompt": "[[tokens:400]] [[rate:20]]", "max_new_tokens": 500}
-        with httpx.stream("POST", f"{url}/worker_generate_stream", json=slow, timeout=10) as r:
-            received = r.iter_bytes()  # kept: dropping the iterator would hang up
-            next(received)
+        slow = {**GOOD, "prompt": "[[ttft:20]] hello"}
+        with httpx.stream("POST", f"{url}/worker_generate_stream", json=slow, timeout=10):
             deadline = time.monotonic() + 10
             while (ready := httpx.get(f"{url}/ready")).status_code != 503:
                 assert time.monotonic() < deadline
@@ -236,8 +234,8 @@ def test_endpoint_failures_carry_a_kind_an_api_can_map(
 
 
 def test_slots_tell_a_busy_worker_from_a_stuck_one() -> None:
-    """A slot given back counts as progress: a full worker whose streams turn over is not stuck; one
-    whose slots are all held with none given back is stuck for as long as that lasts."""
+    """A slot given back or a frame sent counts as progress: a full worker whose streams move is not
+    stuck; one whose slots are all held with nothing moving is stuck for as long as that lasts."""
     now = [0.0]
 
     async def scenario() -> list[float]:
@@ -252,13 +250,16 @@ def test_slots_tell_a_busy_worker_from_a_stuck_one() -> None:
         third = await slots.acquire()
         now[0] = 12.0
         seen.append(slots.stuck_for())  # full again, but a slot turned over 2 s ago
+        slots.progressed()  # a stream sent a frame at 12 s
+        now[0] = 13.0
+        seen.append(slots.stuck_for())
         second()
         third()
         seen.append(slots.stuck_for())
         seen.append(float(slots.semaphore._value))  # both slots free, never more
         return seen
 
-    assert asyncio.run(scenario()) == [0.0, 10.0, 2.0, 0.0, 2.0]
+    assert asyncio.run(scenario()) == [0.0, 10.0, 2.0, 1.0, 0.0, 2.0]
 
 
 def test_the_web_ui_shows_the_error_text(worker_url: str) -> None:
