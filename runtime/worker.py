@@ -7,7 +7,7 @@ worker_get_conv_template (each routed per request by `model`, FastChat's multi-m
 Failure domains: a request's parameters are checked before it takes a concurrency slot; the slot is given
 back on every path out of its stream (end, error, client gone, cancelled); an exception inside a stream
 becomes an error frame; a body that is not a JSON object is a 400. `/ready` turns 503 when every slot has
-been held, with none given back, for longer than `unready_after` (a worker that cannot serve gets replaced).
+been held with nothing moving for longer than `unready_after` (a worker that cannot serve gets replaced).
 
 Registration and heartbeats are FastChat's own (BaseModelWorker); the worker re-registers with its new
 model names after every swap, and FastChat's heartbeat re-registers when a restarted controller has
