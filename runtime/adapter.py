@@ -21,14 +21,17 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.eventstream import EventStreamBuffer, EventStreamHeaderParser
 
-# FastChat's error codes and message (fastchat.constants; imported lazily-free: it has no heavy imports).
-from fastchat.constants import SERVER_ERROR_MSG, ErrorCode
+# FastChat's error codes (fastchat.constants; imported lazily-free: it has no heavy imports).
+from fastchat.constants import ErrorCode
 
 from contract.assembler import OutputAssembler
 from contract.decoder import StreamDecodeError, StreamDecoder, StreamEvent
 from contract.request import RequestError, build_request, normalize_stop
 from contract.spec import ModelSpec
 from contract.tokens import approx_token_count
+from runtime.params import check_params
+
+DEFAULT_FIRST_TOKEN_TIMEOUT = 60.0
 
 
 def sagemaker_client_config(max_connections: int, read_timeout: float = 120.0) -> AioConfig:
@@ -80,29 +83,68 @@ class SageMakerClient:
         await exit_stack.aclose()
 
 
-def error_chunk(model: str, message: str, code: int = ErrorCode.INTERNAL_ERROR) -> dict[str, Any]:
-    return {"text": f"{SERVER_ERROR_MSG}\n\n(model {model}: {message})", "error_code": int(code)}
+# What went wrong, for an API in front of the worker (README "Worker errors"): FastChat's error_code
+# says which HTTP status, `error.kind` says the same without parsing the text.
+THROTTLED = "throttled"  # RATE_LIMIT: 429
+TIMEOUT = "timeout"  # CONTROLLER_WORKER_TIMEOUT: 504
+UNAVAILABLE = "unavailable"  # ENGINE_OVERLOADED: 503
+ENDPOINT_ERROR = "endpoint_error"  # INTERNAL_ERROR: 502
+NOT_FOUND = "not_found"  # INVALID_MODEL: 404
+INVALID_REQUEST = "invalid_request"  # VALIDATION_TYPE_ERROR, PARAM_OUT_OF_RANGE: 400
+INTERNAL = "internal"  # INTERNAL_ERROR: 502 (500 by kind)
 
 
-def _client_error_message(exc: botocore.exceptions.ClientError, endpoint: str) -> tuple[str, int]:
+def error_chunk(
+    model: str,
+    message: str,
+    code: int = ErrorCode.INTERNAL_ERROR,
+    kind: str = ENDPOINT_ERROR,
+    *,
+    endpoint: str | None = None,
+    param: str | None = None,
+) -> dict[str, Any]:
+    """A FastChat error frame: `text` is what users see (FastChat's UI and API show it as is), and the
+    extra `error` object carries the same facts for machines."""
+    error: dict[str, Any] = {"kind": kind, "model": model, "endpoint": endpoint}
+    if param is not None:
+        error["param"] = param
+    text = f"model {model}: {message}" if model else message
+    return {"text": text, "error_code": int(code), "error": error}
+
+
+def _client_error(exc: botocore.exceptions.ClientError, endpoint: str) -> tuple[str, int, str]:
+    """The message, FastChat error code and kind for an error SageMaker returned."""
     err = exc.response.get("Error", {})
     code = str(err.get("Code", "Unknown"))
     message = str(err.get("Message", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in ("ThrottlingException", "TooManyRequestsException") or "throttl" in message.lower():
-        return f"endpoint {endpoint} is throttling requests; try again shortly", ErrorCode.RATE_LIMIT
+        return (
+            f"endpoint {endpoint} is throttling requests; try again shortly",
+            ErrorCode.RATE_LIMIT,
+            THROTTLED,
+        )
     if code == "ValidationError" and "not found" in message:
-        return f"endpoint {endpoint} does not exist ({message})", ErrorCode.INTERNAL_ERROR
+        return f"endpoint {endpoint} does not exist ({message})", ErrorCode.ENGINE_OVERLOADED, UNAVAILABLE
+    if code in ("ModelNotReadyException", "ServiceUnavailable") or status == 503:
+        return (
+            f"endpoint {endpoint} is not available ({code}: {message})",
+            ErrorCode.ENGINE_OVERLOADED,
+            UNAVAILABLE,
+        )
     if code == "ModelStreamError":
         return (
             f"endpoint {endpoint} failed mid-stream (ModelStreamError: {message})",
             ErrorCode.INTERNAL_ERROR,
+            ENDPOINT_ERROR,
         )
     if code == "InternalStreamFailure":
         return (
             f"endpoint {endpoint} stream failed (InternalStreamFailure: {message})",
             ErrorCode.INTERNAL_ERROR,
+            ENDPOINT_ERROR,
         )
-    return f"endpoint {endpoint} returned {code}: {message}", ErrorCode.INTERNAL_ERROR
+    return f"endpoint {endpoint} returned {code}: {message}", ErrorCode.INTERNAL_ERROR, ENDPOINT_ERROR
 
 
 PRELUDE_LENGTH = 12  # event-stream wire format: total length, headers length, prelude CRC (4 bytes each)
@@ -164,9 +206,15 @@ async def payload_batches(stream: Any) -> AsyncGenerator[list[bytes], None]:
 class SageMakerAdapter:
     """Serves one model spec through `InvokeEndpointWithResponseStream`."""
 
-    def __init__(self, spec: ModelSpec, client: SageMakerClient) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        client: SageMakerClient,
+        first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT,
+    ) -> None:
         self.spec = spec
         self._client = client
+        self.first_token_timeout = first_token_timeout
 
     @property
     def name(self) -> str:
@@ -174,7 +222,7 @@ class SageMakerAdapter:
 
     def start(self, params: Mapping[str, Any]) -> Generation:
         """One request's state; nothing is called until its parts are read."""
-        return Generation(self.spec, self._client, params)
+        return Generation(self.spec, self._client, params, self.first_token_timeout)
 
     async def generate_stream(self, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """FastChat chunks (cumulative text), one per network read that grew the text; the last one
@@ -199,17 +247,29 @@ class Generation:
     closes the endpoint's stream. Without a client there is only the pure half (`batches()` is empty).
     """
 
-    def __init__(self, spec: ModelSpec, client: SageMakerClient | None, params: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        client: SageMakerClient | None,
+        params: Mapping[str, Any],
+        first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT,
+    ) -> None:
         self.spec = spec
         self._client = client
+        self._first_token_timeout = first_token_timeout
         self.failure: dict[str, Any] | None = None
         self.body: dict[str, Any] | None = None
-        try:
-            self.body = build_request(spec, params)
-        except RequestError as exc:
-            self.failure = error_chunk(spec.name, str(exc), ErrorCode.VALIDATION_TYPE_ERROR)
+        if (invalid := check_params(params)) is not None:
+            self._fail(invalid.message, invalid.code, INVALID_REQUEST, invalid.param)
+        else:
+            try:
+                self.body = build_request(spec, params)
+            except RequestError as exc:
+                self._fail(str(exc), ErrorCode.VALIDATION_TYPE_ERROR, INVALID_REQUEST)
+            except Exception as exc:  # a spec that cannot build a request: this request fails, not the worker
+                self._fail(f"its config cannot build a request ({type(exc).__name__}: {exc})", kind=INTERNAL)
         self._assembler = OutputAssembler(
-            stop=normalize_stop(params.get("stop")),
+            stop=normalize_stop(params.get("stop")) if self.body is not None else [],
             prompt_tokens=approx_token_count(str(params.get("prompt"))),
         )
         self._decoder = StreamDecoder(spec)
@@ -223,22 +283,38 @@ class Generation:
             return
         endpoint = self.spec.endpoint_name
         stream = None
+        # The call (with botocore's retries) and the first payload share one deadline: botocore's read
+        # timeout alone would let an endpoint that never answers hold the client for minutes.
+        deadline = asyncio.get_running_loop().time() + self._first_token_timeout
+        calling, first_read = asyncio.timeout_at(deadline), asyncio.timeout_at(deadline)
         try:
-            client = await self._client.get()
-            response = await client.invoke_endpoint_with_response_stream(
-                EndpointName=endpoint, Body=orjson.dumps(self.body), ContentType="application/json"
-            )
-            stream = response["Body"]
+            async with calling:
+                client = await self._client.get()
+                response = await client.invoke_endpoint_with_response_stream(
+                    EndpointName=endpoint, Body=orjson.dumps(self.body), ContentType="application/json"
+                )
+                stream = response["Body"]
             async with aclosing(payload_batches(stream)) as batches:
-                async for batch in batches:
+                async with first_read:
+                    batch = await anext(batches, None)
+                while batch is not None:
                     yield b"".join(batch)  # one part: no copy
                     if self.done:
                         break
+                    batch = await anext(batches, None)
         except botocore.exceptions.ClientError as exc:  # includes EventStreamError (mid-stream errors)
-            message, code = _client_error_message(exc, endpoint)
-            self._fail(message, code)
+            message, code, kind = _client_error(exc, endpoint)
+            self._fail(message, code, kind)
         except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError, TimeoutError):
-            self._fail(f"endpoint {endpoint} timed out")
+            if calling.expired() or first_read.expired():
+                message = f"endpoint {endpoint} sent no token within {self._first_token_timeout:g} s"
+            else:
+                message = f"endpoint {endpoint} timed out (no data within the read timeout)"
+            self._fail(message, ErrorCode.CONTROLLER_WORKER_TIMEOUT, TIMEOUT)
+        except botocore.exceptions.EndpointConnectionError as exc:
+            self._fail(
+                f"endpoint {endpoint} cannot be reached ({exc})", ErrorCode.ENGINE_OVERLOADED, UNAVAILABLE
+            )
         except botocore.exceptions.BotoCoreError as exc:
             self._fail(f"calling endpoint {endpoint} failed: {exc}")
         except Exception as exc:  # a corrupt frame, a dropped connection: never crash the worker
@@ -277,6 +353,14 @@ class Generation:
                 return chunk
         return self._assembler.push_all(events)
 
-    def _fail(self, message: str, code: int = ErrorCode.INTERNAL_ERROR) -> None:
+    def _fail(
+        self,
+        message: str,
+        code: int = ErrorCode.INTERNAL_ERROR,
+        kind: str = ENDPOINT_ERROR,
+        param: str | None = None,
+    ) -> None:
         if self.failure is None:
-            self.failure = error_chunk(self.spec.name, message, code)
+            self.failure = error_chunk(
+                self.spec.name, message, code, kind, endpoint=self.spec.endpoint_name, param=param
+            )

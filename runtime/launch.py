@@ -71,6 +71,20 @@ def add_worker_parser(sub: Any) -> None:
     env_option(p, "--limit-concurrency", "WORKER_CONCURRENCY", 512, "concurrent streams per worker")
     env_option(p, "--heartbeat-interval", "HEARTBEAT_INTERVAL", 15.0, "seconds between controller heartbeats")
     env_option(p, "--read-timeout", "SAGEMAKER_READ_TIMEOUT", 120.0, "seconds to wait for the next token")
+    env_option(
+        p,
+        "--first-token-timeout",
+        "SAGEMAKER_FIRST_TOKEN_TIMEOUT",
+        60.0,
+        "seconds from a request to its first token (call and retries included) before a timeout error",
+    )
+    env_option(
+        p,
+        "--unready-after",
+        "WORKER_UNREADY_AFTER",
+        30.0,
+        "/ready turns 503 when every concurrency slot was held this long with none given back",
+    )
     p.add_argument("--no-register", action="store_true", help="do not register with a controller")
     p.add_argument(
         "--no-endpoint-check",
@@ -119,7 +133,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     def make_adapter(spec: Any) -> SageMakerAdapter:
         if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
             raise ValueError(f"conv_template {spec.conv_template!r} is not a FastChat conversation template")
-        return SageMakerAdapter(spec, client)
+        return SageMakerAdapter(spec, client, args.first_token_timeout)
 
     source: Any
     if args.models_file:
@@ -132,6 +146,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
         limit_concurrency=args.limit_concurrency,
         heartbeat_interval=args.heartbeat_interval,
         register=not args.no_register,
+        unready_after=args.unready_after,
     )
     worker = SetWorker(settings, live)
     live.on_swap(lambda _new: worker.register())

@@ -4,6 +4,11 @@ Routes: worker_generate_stream, worker_generate, worker_get_status, count_token,
 worker_get_conv_template (each routed per request by `model`, FastChat's multi-model pattern), plus
 `/model-set` (live version, models, last error, rejections), `/health` and `/ready`.
 
+Failure domains: a request's parameters are checked before it takes a concurrency slot; the slot is given
+back on every path out of its stream (end, error, client gone, cancelled); an exception inside a stream
+becomes an error frame; a body that is not a JSON object is a 400. `/ready` turns 503 when every slot has
+been held with nothing moving for longer than `unready_after` (a worker that cannot serve gets replaced).
+
 Registration and heartbeats are FastChat's own (BaseModelWorker); the worker re-registers with its new
 model names after every swap, and FastChat's heartbeat re-registers when a restarted controller has
 forgotten it. The controller overwrites a worker's entry in one step, so its model list never goes
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -28,12 +34,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastchat.constants import ErrorCode
 from fastchat.conversation import get_conv_template
 from fastchat.serve.base_model_worker import BaseModelWorker
-from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from contract.tokens import approx_token_count
 from runtime import fastchat_compat
-from runtime.adapter import SageMakerAdapter, error_chunk
+from runtime.adapter import INTERNAL, INVALID_REQUEST, NOT_FOUND, SageMakerAdapter, error_chunk
 from runtime.model_set import LiveModelSet
+from runtime.params import MAX_MODEL_NAME_CHARS, check_params
 from runtime.tracing import GenerationTrace, traced_stream
 from telemetry.tracing import TRACE_HEADER
 
@@ -41,6 +48,8 @@ log = structlog.get_logger("worker")
 
 DEFAULT_CONCURRENCY = 512  # FastChat's default is 5: far too few for a worker that only waits on I/O
 DEFAULT_CONTEXT_LENGTH = 4096
+DEFAULT_UNREADY_AFTER = 30.0
+MAX_BODY_BYTES = 16 * 1024 * 1024  # a prompt at its bound (runtime/params.py), JSON-escaped
 
 
 @dataclass(frozen=True)
@@ -50,6 +59,46 @@ class WorkerSettings:
     limit_concurrency: int = DEFAULT_CONCURRENCY
     heartbeat_interval: float = 15.0
     register: bool = True
+    unready_after: float = DEFAULT_UNREADY_AFTER
+
+
+class Slots:
+    """The worker's concurrency slots: FastChat's semaphore (its status reads the queue length from it)
+    plus when there was last progress (a slot free or given back, a frame sent), so `/ready` can tell a
+    busy worker (streams move, slots turn over) from a stuck one (all held, nothing moving)."""
+
+    def __init__(self, limit: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.semaphore = asyncio.Semaphore(limit)
+        self._clock = clock
+        self._moved_at = clock()
+
+    async def acquire(self) -> Callable[[], None]:
+        """Wait for a slot; returns its release, which gives the slot back once however often called."""
+        self._note()
+        await self.semaphore.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self.semaphore.release()
+                self._moved_at = self._clock()
+
+        return release
+
+    def progressed(self) -> None:
+        """A stream sent a frame (one clock read per frame)."""
+        self._moved_at = self._clock()
+
+    def stuck_for(self) -> float:
+        """Seconds without progress while no slot is free; 0 when one is."""
+        self._note()
+        return self._clock() - self._moved_at if self.semaphore.locked() else 0.0
+
+    def _note(self) -> None:
+        if not self.semaphore.locked():
+            self._moved_at = self._clock()
 
 
 class SetWorker(BaseModelWorker):  # type: ignore[misc]
@@ -69,6 +118,7 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
         fastchat_compat.reclaim_logging()
         self.settings = settings
         self.context_len = DEFAULT_CONTEXT_LENGTH
+        self.slots: Slots | None = None  # made on the serving loop (lifespan)
         self.registered = False
         self.registered_version: int | None = None
         self._register_lock = threading.Lock()
@@ -125,8 +175,8 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
     def missing_model(self, model: str) -> dict[str, Any]:
         current = self.live.current
         names = ", ".join(current.names) or "empty"
-        message = f"is not in the live model set (version {current.version}: {names})"
-        return error_chunk(model, message, ErrorCode.INVALID_MODEL)
+        message = f"not in the live model set (version {current.version}: {names})"
+        return error_chunk(model, message, ErrorCode.INVALID_MODEL, NOT_FOUND)
 
 
 def _frame(chunk: dict[str, Any]) -> bytes:
@@ -135,9 +185,132 @@ def _frame(chunk: dict[str, Any]) -> bytes:
     return orjson.dumps(chunk) + b"\0"
 
 
-async def _frames(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
+def _invalid(model: str, param: str, why: str, code: int = ErrorCode.VALIDATION_TYPE_ERROR) -> dict[str, Any]:
+    return error_chunk(model, f"{param}: {why}", code, INVALID_REQUEST, param=param)
+
+
+async def _guarded(adapter: SageMakerAdapter, params: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    """The adapter's chunks; an exception inside them ends the stream with an error chunk, never a
+    dropped connection (its details go to the log only: they may hold server paths)."""
+    try:
+        async for chunk in adapter.generate_stream(params):
+            yield chunk
+    except Exception as exc:
+        spec = adapter.spec
+        log.exception("stream_failed", model=spec.name, endpoint=spec.endpoint_name)
+        message = (
+            f"the worker failed while streaming from endpoint {spec.endpoint_name} ({type(exc).__name__})"
+        )
+        yield error_chunk(spec.name, message, ErrorCode.INTERNAL_ERROR, INTERNAL, endpoint=spec.endpoint_name)
+
+
+async def _frames(chunks: AsyncIterator[dict[str, Any]], slots: Slots) -> AsyncIterator[bytes]:
     async for chunk in chunks:
+        slots.progressed()
         yield _frame(chunk)
+
+
+class SlotStreamingResponse(StreamingResponse):
+    """A StreamingResponse that gives its concurrency slot back however the response ends. Starlette runs
+    a `background` task only after a complete response, not when the body raises or the client goes."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None]) -> None:
+        super().__init__(content)
+        self._content = content
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+            aclose = getattr(self._content, "aclose", None)
+            if aclose is not None:
+                try:
+                    await aclose()  # hang up on the endpoint now, not when the generator is collected
+                except Exception:
+                    log.exception("stream_close_failed")
+
+
+async def _json_object(request: Request) -> dict[str, Any] | JSONResponse:
+    """The request's JSON object, or a 400/413 error response (FastChat frame fields) saying why."""
+    size = 0
+    parts: list[bytes] = []
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY_BYTES:
+            why = f"at most {MAX_BODY_BYTES} bytes"
+            return JSONResponse(_invalid("", "body", why, ErrorCode.PARAM_OUT_OF_RANGE), status_code=413)
+        parts.append(part)
+    try:
+        params = orjson.loads(b"".join(parts))
+    except orjson.JSONDecodeError as exc:
+        return JSONResponse(_invalid("", "body", f"is not valid JSON ({exc})"), status_code=400)
+    if not isinstance(params, dict):
+        why = f"must be a JSON object, not {type(params).__name__}"
+        return JSONResponse(_invalid("", "body", why), status_code=400)
+    return params
+
+
+def _add_generation_routes(app: FastAPI, worker: SetWorker) -> None:
+    """worker_generate_stream and worker_generate: both admit a request (no slot taken for a refusal),
+    then hold a slot until the generation ends, however it ends."""
+
+    async def admit(request: Request) -> tuple[dict[str, Any], SageMakerAdapter] | Response:
+        """The request's parameters and its model's adapter, or the response refusing it (no slot taken)."""
+        params = await _json_object(request)
+        if isinstance(params, Response):
+            return params
+        model = params.get("model")
+        if not isinstance(model, str):
+            return JSONResponse(_invalid("", "model", "must be a string"), status_code=400)
+        adapter = worker.adapter(model)
+        if adapter is None:
+            return JSONResponse(worker.missing_model(model[:MAX_MODEL_NAME_CHARS]), status_code=404)
+        if (invalid := check_params(params)) is not None:
+            return JSONResponse(_invalid(model, invalid.param, invalid.why, invalid.code), status_code=400)
+        return params, adapter
+
+    async def generate_stream(request: Request) -> Response:
+        admitted = await admit(request)
+        if isinstance(admitted, Response):
+            # FastChat's stream readers split on NUL: the refusal is one frame
+            return Response(bytes(admitted.body) + b"\0", status_code=admitted.status_code)
+        params, adapter = admitted  # the adapter is held for the whole stream, whatever swaps
+        trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
+        assert worker.slots is not None
+        release = await worker.slots.acquire()
+        try:
+            worker.call_ct += 1
+            # Each frame holds the whole text so far (FastChat's protocol); when this reader lags, whatever
+            # the endpoint sent meanwhile is decoded in one pass into one frame.
+            frames = _frames(traced_stream(_guarded(adapter, params), trace), worker.slots)
+            return SlotStreamingResponse(frames, release)
+        except BaseException:
+            release()
+            raise
+
+    # The hot route, added as a plain Starlette route: FastAPI's dependency and response-model machinery
+    # has nothing to do for it but costs time on every request.
+    app.add_route("/worker_generate_stream", generate_stream, methods=["POST"])
+
+    @app.post("/worker_generate")
+    async def generate(request: Request) -> Any:
+        admitted = await admit(request)
+        if isinstance(admitted, Response):
+            return admitted
+        params, adapter = admitted
+        assert worker.slots is not None
+        release = await worker.slots.acquire()
+        try:
+            worker.call_ct += 1
+            trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
+            last: dict[str, Any] = {}
+            async for last in traced_stream(_guarded(adapter, params), trace):  # noqa: B007
+                pass  # the final chunk is the answer
+            return JSONResponse(last)
+        finally:
+            release()
 
 
 def create_worker_app(
@@ -153,7 +326,8 @@ def create_worker_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        worker.semaphore = asyncio.Semaphore(worker.settings.limit_concurrency)
+        worker.slots = Slots(worker.settings.limit_concurrency)
+        worker.semaphore = worker.slots.semaphore
         async with AsyncExitStack() as stack:
             for resource in resources or []:
                 await stack.enter_async_context(resource)
@@ -165,40 +339,7 @@ def create_worker_app(
 
     app = FastAPI(lifespan=lifespan)
 
-    async def generate_stream(request: Request) -> Response:
-        params = await request.json()
-        adapter = worker.adapter(str(params.get("model")))  # held for the whole stream, whatever swaps
-        if adapter is None:
-            return Response(_frame(worker.missing_model(str(params.get("model")))))
-        trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
-        await worker.semaphore.acquire()
-        worker.call_ct += 1
-
-        async def release() -> None:
-            worker.semaphore.release()
-
-        # Each frame holds the whole text so far (FastChat's protocol); when this reader lags, whatever
-        # the endpoint sent meanwhile is decoded in one pass into one frame.
-        frames = _frames(traced_stream(adapter.generate_stream(params), trace))
-        return StreamingResponse(frames, background=BackgroundTask(release))
-
-    # The hot route, added as a plain Starlette route: FastAPI's dependency and response-model machinery
-    # has nothing to do for it but costs time on every request.
-    app.add_route("/worker_generate_stream", generate_stream, methods=["POST"])
-
-    @app.post("/worker_generate")
-    async def generate(request: Request) -> Any:
-        params = await request.json()
-        adapter = worker.adapter(str(params.get("model")))
-        if adapter is None:
-            return JSONResponse(worker.missing_model(str(params.get("model"))))
-        async with worker.semaphore:
-            worker.call_ct += 1
-            trace = worker.trace(adapter, request.headers.get(TRACE_HEADER))
-            last: dict[str, Any] = {}
-            async for last in traced_stream(adapter.generate_stream(params), trace):  # noqa: B007
-                pass  # the final chunk is the answer
-            return JSONResponse(last)
+    _add_generation_routes(app, worker)
 
     @app.post("/worker_get_status")
     async def get_status(_: Request) -> Any:
@@ -206,17 +347,23 @@ def create_worker_app(
 
     @app.post("/count_token")
     async def count_token(request: Request) -> Any:
-        params = await request.json()
+        params = await _json_object(request)
+        if isinstance(params, Response):
+            return params
         return {"count": approx_token_count(str(params.get("prompt", ""))), "error_code": 0}
 
     @app.post("/worker_get_conv_template")
     async def get_conv_template(request: Request) -> Any:
-        params = await request.json()
+        params = await _json_object(request)
+        if isinstance(params, Response):
+            return params
         return {"conv": await asyncio.to_thread(worker.conv_template_for, str(params.get("model")))}
 
     @app.post("/model_details")
     async def model_details(request: Request) -> Any:
-        params = await request.json()
+        params = await _json_object(request)
+        if isinstance(params, Response):
+            return params
         adapter = worker.adapter(str(params.get("model")))
         length = (
             adapter.spec.context_length if adapter and adapter.spec.context_length else worker.context_len
@@ -241,8 +388,15 @@ def create_worker_app(
 
     @app.get("/ready")
     async def ready(_: Request) -> Any:
-        ok = worker.live.loaded and (worker.registered or not worker.settings.register)
-        body = {"ready": ok, "loaded": worker.live.loaded, "registered": worker.registered}
+        stuck = worker.slots.stuck_for() if worker.slots is not None else 0.0
+        serving = stuck <= worker.settings.unready_after
+        ok = worker.live.loaded and (worker.registered or not worker.settings.register) and serving
+        body = {
+            "ready": ok,
+            "loaded": worker.live.loaded,
+            "registered": worker.registered,
+            "slots_stuck_seconds": round(stuck, 1),
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

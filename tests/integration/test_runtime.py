@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -161,7 +162,7 @@ def test_after_a_swap(stack: RuntimeStack) -> None:
     assert stream_chat(stack, "alpha", "[[tokens:3]]")[0].startswith("Demo model demo-tgi-v2")
     assert stream_chat(stack, "delta", "[[say:added]]")[0] == "added"
     stack.wait_for(lambda: "beta" not in stack.controller_models(), what="controller drops beta")
-    with pytest.raises(openai.APIError, match=r"your model beta|beta: is not in the live model set"):
+    with pytest.raises(openai.APIError, match=r"your model beta|model beta: not in the live model set"):
         stream_chat(stack, "beta", "hi")
     stack.wait_version(stack.publish(base).version or 0)
 
@@ -215,3 +216,14 @@ def test_controller_restart(stack: RuntimeStack) -> None:
     stack.start_controller()
     stack.wait_for(lambda: "alpha" in stack.controller_models(), timeout=20, what="worker re-registered")
     assert stream_chat(stack, "alpha", "[[say:after restart]]")[0] == "after restart"
+
+
+def test_errors_reach_api_clients_as_clear_text(stack: RuntimeStack) -> None:
+    """A throttled endpoint reaches the OpenAI client as 'model X: endpoint Y is throttling requests',
+    never FastChat's generic 'high traffic' line, and the worker keeps serving."""
+    with pytest.raises(openai.APIError) as caught:
+        stream_chat(stack, "alpha", "[[throttle]]")
+    message = str(caught.value)
+    assert re.search(r"model alpha: endpoint demo-tgi\S* is throttling requests; try again shortly", message)
+    assert "TRAFFIC" not in message.upper()
+    assert stream_chat(stack, "alpha", "[[say:fine again]]")[0] == "fine again"
