@@ -106,6 +106,8 @@ def _set(path: str, value: Any) -> Any:
 
 _DELETE = object()
 BIG = "x" * 9000
+# 31 response fields of 250-character paths: each bound is met, the spec as a whole is too big for SSM.
+LONG_PATHS = {"text": "$.token.text"} | {f"f{i}": "$." + "x" * 248 for i in range(30)}
 
 # (description, item, expected field path, expected words in the reason)
 INVALID: list[tuple[str, Any, str, str]] = [
@@ -243,7 +245,13 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("model name not printable", {**example_item("tgi"), "model_name": "a\tb"}, "model_name", "printable"),
     ("model name reserved", {**example_item("tgi"), "model_name": "all-models"}, "model_name", "reserved"),
     ("model name not a string", {**example_item("tgi"), "model_name": 7}, "model_name", "must be a string"),
-    ("spec too large for SSM", _with_config(_set("request.defaults.big", BIG)), CFG, "8192"),
+    (
+        "defaults too large",
+        _with_config(_set("request.defaults.big", BIG)),
+        f"{CFG}.request.defaults",
+        "the limit is 6144",
+    ),
+    ("spec too large for SSM", _with_config(_set("response.mapping", LONG_PATHS)), CFG, "8192"),
     (
         "context_length not positive",
         {**example_item("tgi"), "context_length": 0},
@@ -264,7 +272,7 @@ def test_invalid_items_are_refused_with_model_field_and_reason(item: Any, field:
     assert matching, f"no problem at {field}: {problems}"
     assert any(words in p.reason for p in matching), matching
     name = item.get("model_name") if isinstance(item, dict) else None
-    if isinstance(name, str) and name.strip() == name and name:
+    if isinstance(name, str) and name.strip() == name and name and name.isprintable():
         assert all(p.model == name for p in problems)
     assert str(matching[0]).startswith(f"{matching[0].model}: {field}: ")
 
