@@ -52,7 +52,7 @@ def _refusal(pattern: str, exc: re2.error) -> str:
 class LineRegex:
     """A compiled `regex_sub`: `sub(line)` removes every match of the pattern from the line."""
 
-    __slots__ = ("_prefix", "_regexp", "_strip_space", "pattern")
+    __slots__ = ("_once", "_prefix", "_regexp", "_strip_space", "pattern")
 
     def __init__(self, pattern: str) -> None:
         if len(pattern) > MAX_REGEX_CHARS:
@@ -75,6 +75,8 @@ class LineRegex:
         plain = _PLAIN_PREFIX.fullmatch(pattern)
         self._prefix = plain.group(1) if plain else None
         self._strip_space = bool(plain and plain.group(2))
+        # `^...` without alternation or flags (which could add (?m)) matches at most once: one RE2 call.
+        self._once = pattern.startswith("^") and "|" not in pattern and "(?" not in pattern
 
     def sub(self, line: str) -> str:
         """The line without the pattern's matches (RE2's leftmost-first semantics, like Python's)."""
@@ -98,7 +100,7 @@ class LineRegex:
             start, end = match.span()
             pieces.append(data[kept:start])
             kept = end
-            if end >= len(data):
+            if end >= len(data) or self._once:
                 break
             # An empty match must not match again at the same place: move on one byte.
             match = self._regexp.search(data, end + 1 if end == start else end)

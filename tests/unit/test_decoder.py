@@ -230,3 +230,18 @@ def test_deeply_nested_line_is_a_decode_error() -> None:
     for line in (b"[" * 100_000 + b"]" * 100_000, b'{"token": {"text": ' + b"9" * 5000 + b"}}"):
         with pytest.raises(StreamDecodeError, match="demo-lmi: a streamed line cannot be read"):
             decode_whole(SPECS["lmi"], line + b"\n")
+
+
+RE2_PATTERNS = ["^data:[ \\t]*", "^d[a-z]+:", "[0-9]+", "a|b:", ",\\s*$", "^(?:data|id):", "x*", "(ab)+"]
+
+
+@pytest.mark.parametrize("pattern", RE2_PATTERNS)
+@settings(max_examples=200, deadline=None)
+@given(line=st.text(alphabet=st.sampled_from("dataid:, \t0123456789abx{}é"), max_size=24))
+def test_re2_sub_equals_python_re_on_simple_patterns(pattern: str, line: str) -> None:
+    """For patterns both engines read alike, RE2's substitution gives Python's `re.sub` result."""
+    import re
+
+    from contract.line_regex import LineRegex
+
+    assert LineRegex(pattern).sub(line) == re.sub(pattern, "", line)
