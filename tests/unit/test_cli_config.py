@@ -186,3 +186,14 @@ def test_validate_hostile_names_without_a_traceback(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 3
+
+
+def test_validate_escapes_hostile_listed_names(tmp_path: Path) -> None:
+    """Names listed in all-models are shown escaped: a lone surrogate or a direction override in the
+    list never reaches the terminal as is."""
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps([{"model_name": "all-models", "model_names": "a\udc80,b\u202ec"}]))
+    result = cli("config", "validate", "--json", str(path))
+    assert result.returncode == 1
+    models = [p["model"] for p in json.loads(result.stdout)["problems"]]
+    assert models == ["<model 'a\\udc80'>", "<model 'b\\u202ec'>"]
