@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from decimal import Decimal
 from typing import Any
@@ -629,3 +630,15 @@ def test_any_input_gives_a_spec_or_a_spec_error(item: Any) -> None:
         line = str(problem)
         line.encode()  # printable to any UTF-8 terminal: no lone surrogates in the message
         assert len(line) < 2000, line
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_LIKE | _items())
+def test_any_parameter_text_gives_a_spec_or_a_spec_error(value: Any) -> None:
+    """A model parameter read back from SSM (whatever it holds) also gives a spec or a SpecError."""
+    try:
+        text = json.dumps({"schema": 1, "hash": "0", "spec": value}, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = "[" * 100_000
+    with contextlib.suppress(SpecError):
+        parse_spec_parameter(text)
