@@ -116,7 +116,7 @@ class StreamDecoder:
             raise StreamDecodeError(f"{self.model}: a streamed line is not UTF-8 ({exc.reason})") from None
         if not line or line.isspace() or line[0] == ":" or line.startswith(_SSE_FIELDS):
             return
-        text = (self._regex.sub("", line) if self._regex is not None else line).strip()
+        text = (self._regex.sub(line) if self._regex is not None else line).strip()
         if not text:
             return
         if text == "[DONE]":
@@ -142,6 +142,8 @@ class StreamDecoder:
                 raise StreamDecodeError(
                     f"{self.model}: a streamed line is not JSON ({exc.msg}): {_truncate(line)!r}"
                 ) from None
+        except (RecursionError, ValueError) as exc:  # nested past the stack; a 5,000-digit number
+            raise self._unreadable(exc, line) from None
         values: list[Any] = []  # several JSON values on one line
         pos = 0
         while pos < len(text):
@@ -151,17 +153,27 @@ class StreamDecoder:
                 raise StreamDecodeError(
                     f"{self.model}: a streamed line is not JSON ({exc.msg}): {_truncate(line)!r}"
                 ) from None
+            except (RecursionError, ValueError) as exc:
+                raise self._unreadable(exc, line) from None
             values.append(value)
             while pos < len(text) and text[pos] in " \t,":
                 pos += 1
         return values
+
+    def _unreadable(self, exc: Exception, line: str) -> StreamDecodeError:
+        return StreamDecodeError(
+            f"{self.model}: a streamed line cannot be read ({type(exc).__name__}): {_truncate(line)!r}"
+        )
 
     def _map(self, obj: Any) -> StreamEvent:
         if type(obj) is dict and ("error" in obj or "object" in obj):
             message = error_message(obj)
             if message is not None:
                 return StreamEvent(error=message)
-        found = self._reader.read(obj)
+        try:
+            found = self._reader.read(obj)
+        except RecursionError as exc:  # a `$..x` path searching a line nested ~1,000 levels deep
+            raise self._unreadable(exc, "<a value nested too deeply to search>") from None
         if not found:
             return StreamEvent()
         text = found.get("text")

@@ -26,8 +26,18 @@ class SpecError(ValueError):
         super().__init__("; ".join(str(p) for p in problems))
 
 
+_MAX_LABEL = 200  # longer names (invalid anyway) are cut
+
+
 def describe_model(name: object) -> str:
-    """A printable label for a model whose name may itself be the invalid part."""
-    if isinstance(name, str) and name.strip():
+    """A printable label for a model whose name may itself be the invalid part (a megabyte, a lone
+    surrogate, a direction override): such names are shown by a truncated, escaped repr."""
+    if isinstance(name, str) and name.strip() and name.isprintable() and len(name) <= _MAX_LABEL:
         return name
-    return f"<model {name!r}>"
+    try:
+        shown = repr(name)
+    except Exception:  # a Python caller's object with a broken __repr__
+        shown = f"a {type(name).__name__}"
+    if len(shown) > _MAX_LABEL:
+        shown = shown[: _MAX_LABEL - 3] + "..."
+    return f"<model {shown}>"

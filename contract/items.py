@@ -18,6 +18,10 @@ def load_items(text: str, source: str = "input") -> list[dict[str, Any]]:
         doc = json.loads(text, strict=False)
     except json.JSONDecodeError as exc:
         raise InputError(f"{source}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InputError(f"{source}: JSON nested too deeply to read") from None
+    except ValueError as exc:  # e.g. a number past Python's 4,300-digit conversion limit
+        raise InputError(f"{source}: cannot be read as JSON ({str(exc)[:120]})") from None
     if isinstance(doc, dict) and isinstance(doc.get("Items"), list):
         doc = doc["Items"]
     items = doc if isinstance(doc, list) else [doc]

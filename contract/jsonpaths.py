@@ -17,6 +17,11 @@ from jsonpath_ng.parser import parse as _parse_jsonpath
 
 Step = str | int
 _MISSING = object()
+# A path's characters and steps are bounded: the compiled MultiReader nests two blocks per step and Python
+# refuses code nested ~100 levels deep (a 60-step path used to be accepted and then fail every chat), and
+# parsing recurses per step (a 1,200-step path crashed the validator). 32 steps decode end to end (tested).
+MAX_PATH_CHARS = 256
+MAX_PATH_STEPS = 32
 
 
 class PathSyntaxError(ValueError):
@@ -40,6 +45,19 @@ def _steps_of(node: Any) -> list[Step] | None:
     return None
 
 
+def _count_steps(expr: Any) -> int:
+    """The leaves of a parsed expression (fields, indexes, filters...), counted without recursion."""
+    count, stack = 0, [expr]
+    while stack:
+        node = stack.pop()
+        children = [getattr(node, side) for side in ("left", "right") if hasattr(node, side)]
+        if children:
+            stack.extend(children)
+        elif not isinstance(node, jsonpath.Root | jsonpath.This):
+            count += 1
+    return count
+
+
 @dataclass(frozen=True)
 class JsonPath:
     """A compiled JSONPath: `steps` is set for plain paths, which are also writable."""
@@ -55,10 +73,15 @@ class JsonPath:
 
     @classmethod
     def _compile(cls, source: str) -> JsonPath:
+        if len(source) > MAX_PATH_CHARS:
+            raise PathSyntaxError(f"is {len(source)} characters long; the limit is {MAX_PATH_CHARS}")
         try:
             expr = _parse_jsonpath(source)
         except Exception as exc:  # jsonpath-ng raises bare Exception subclasses of several kinds
             raise PathSyntaxError(f"{source!r} is not a JSONPath expression ({exc})") from None
+        count = _count_steps(expr)
+        if count > MAX_PATH_STEPS:
+            raise PathSyntaxError(f"has {count} steps; the limit is {MAX_PATH_STEPS}")
         steps = _steps_of(expr)
         return cls(source, tuple(steps) if steps is not None else None, expr)
 

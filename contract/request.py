@@ -9,7 +9,8 @@ What a field sends when the chat request does not set it (documented in README "
 | stream               | always `true`: workers always stream          | `true`                          |
 | stop                 | a list (a string becomes a one-item list),    | key removed (the defaults' stop |
 |                      | at most 4 sent (TGI's limit); all are         | is an example, never sent)      |
-|                      | enforced while decoding                       |                                 |
+|                      | enforced while decoding; at most 16 strings   |                                 |
+|                      | of 512 characters, else refused               |                                 |
 | seed                 | written                                       | key removed (no example seed)   |
 | temperature          | see sampling rules                            | defaults' value                 |
 | top_p                | >= 1.0 means "off": key removed               | defaults' value                 |
@@ -33,6 +34,9 @@ from contract.spec import ModelSpec
 
 GREEDY_TEMPERATURE = 1e-5
 MAX_STOP_SENT = 4
+# Every stop string is searched for in every chunk of the reply: a request may ask for this many.
+MAX_STOP_STRINGS = 16
+MAX_STOP_CHARS = 512
 # Parameters that only mean something when sampling; TGI samples whenever one of them is set.
 _SAMPLING_ONLY = ("temperature", "top_p", "top_k", "typical_p")
 # Marks a field whose key is deleted from the body (an example value must not reach a real chat).
@@ -43,14 +47,32 @@ class RequestError(ValueError):
     """A chat request this model cannot serve (e.g. no prompt)."""
 
 
-def normalize_stop(stop: Any) -> list[str]:
-    """FastChat's `stop` may be None, a string or a list: always a list of distinct non-empty strings."""
+def _stop_items(stop: Any) -> list[Any] | None:
     if stop is None:
         return []
-    items = [stop] if isinstance(stop, str) else list(stop)
+    if isinstance(stop, str):
+        return [stop]
+    return list(stop) if isinstance(stop, list | tuple) else None
+
+
+def stop_problem(stop: Any) -> str | None:
+    """Why a request's `stop` cannot be served (build_request refuses it), or None."""
+    items = _stop_items(stop)
+    if items is None:
+        return f"stop must be a string or a list of strings, not {type(stop).__name__}"
+    if len(items) > MAX_STOP_STRINGS:
+        return f"stop holds {len(items)} strings; the limit is {MAX_STOP_STRINGS}"
+    if any(isinstance(s, str) and len(s) > MAX_STOP_CHARS for s in items):
+        return f"a stop string is longer than {MAX_STOP_CHARS} characters"
+    return None
+
+
+def normalize_stop(stop: Any) -> list[str]:
+    """FastChat's `stop` may be None, a string or a list: always a list of distinct non-empty strings.
+    Total: a `stop` that stop_problem refuses gives what can be read of it (the request fails anyway)."""
     out: list[str] = []
-    for s in items:
-        if isinstance(s, str) and s and s not in out:
+    for s in (_stop_items(stop) or [])[:MAX_STOP_STRINGS]:
+        if isinstance(s, str) and s and len(s) <= MAX_STOP_CHARS and s not in out:
             out.append(s)
     return out
 
@@ -64,6 +86,9 @@ def _canonical_values(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, A
         raise RequestError(f"{spec.name}: the request has no prompt text")
     values["prompt"] = prompt
     values["stream"] = True
+    problem = stop_problem(params.get("stop"))
+    if problem:
+        raise RequestError(f"{spec.name}: {problem}")
     stops = normalize_stop(params.get("stop"))
     values["stop"] = stops[:MAX_STOP_SENT] if stops else REMOVE
     if params.get("seed") is None:

@@ -30,7 +30,6 @@ from contract.spec import canonical_json, content_hash
 
 MANIFEST_SCHEMA = 1
 MAX_PARAMETER_BYTES = 8192  # SSM Advanced tier; Standard holds 4096
-STANDARD_TIER_BYTES = 4096
 PAGE_BYTES = 8000
 MAX_PAGES = 32
 MAX_REASON_CHARS = 400
@@ -83,7 +82,7 @@ def page_name(prefix: str, index: int) -> str:
     return f"{prefix}/model-set-pages/{index}"
 
 
-def tier_for(value: str) -> str:
+def tier_for() -> str:
     """SSM's Intelligent-Tiering stores <= 4 KB as Standard and moves a parameter to Advanced only when a
     value needs it, and never needs a downgrade (AWS cannot turn Advanced back into Standard)."""
     return "Intelligent-Tiering"

@@ -4,6 +4,10 @@ The item schema is the seed's, fixed by existing users (shared/DESIGN.md "Regist
 `model_name`, `endpoint_name`, `endpoint_req_config` (a JSON string or a map), optional `model_family`
 (the seed's, accepted and kept), and optional extras that go beyond the seed: `conv_template`,
 `context_length`, `description`, `probe`.
+
+The validator is total: any value gives a ModelSpec or a SpecError naming model, field and why, never
+another exception, and every size an operator controls is bounded (the MAX_* constants here, in
+contract/jsonpaths.py and contract/line_regex.py; README "Limits").
 """
 
 from __future__ import annotations
@@ -17,38 +21,32 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from contract.dynamo import untype_item
+from contract.conv_templates import CONV_TEMPLATES, FASTCHAT_VERSION
+from contract.dynamo import is_typed_value, untype_item_checked
 from contract.errors import Problem, SpecError, describe_model
+from contract.json_shape import depth_exceeds, join_path, key_label, shape_problem, short_repr
 from contract.jsonpaths import JsonPath, MultiReader, PathSyntaxError, write_problem
+from contract.line_regex import LineRegex, RegexError
 
 ALL_MODELS_KEY = "all-models"
 MAX_MODEL_NAME = 64
 # The SSM Advanced tier holds 8 KB; a model parameter carries the spec plus its hash in an envelope.
 MAX_SPEC_PARAMETER_BYTES = 8192
-ENDPOINT_NAME_RE = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-
-CANONICAL_REQUEST_FIELDS = (
-    "prompt",
-    "stream",
-    "max_new_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "repetition_penalty",
-    "stop",
-    "do_sample",
-    "seed",
-)
-CANONICAL_RESPONSE_FIELDS = (
-    "text",
-    "finish_reason",
-    "generated_text",
-    "generated_tokens",
-    "logprobs",
-    "id",
-    "special",
-    "seed",
-)
+# SageMaker: 1-63 characters, letters, digits and hyphens, starting and ending with a letter or digit.
+MAX_ENDPOINT_NAME = 63
+ENDPOINT_NAME_RE = re.compile(r"[a-zA-Z0-9](?:-*[a-zA-Z0-9])*")
+MAX_CONTEXT_LENGTH = 10_000_000
+MAX_LABEL = 64  # model_family, conv_template
+MAX_DESCRIPTION = 256
+MAX_MAPPED_FIELDS = 32  # per mapping (request, response)
+MAX_FIELD_NAME = 64
+MAX_DEFAULTS_BYTES = 6144  # as canonical JSON; the whole spec must fit MAX_SPEC_PARAMETER_BYTES anyway
+MAX_DEFAULTS_DEPTH = 16
+# The whole item, before anything recursive reads it (typed wrappers like {"M": ...} count as levels).
+MAX_ITEM_DEPTH = 64
+MAX_ITEM_VALUES = 10_000
+MAX_ITEM_CHARS = 400_000  # DynamoDB's item limit is 400 KB
+MAX_CONFIG_DEPTH = 3 + MAX_DEFAULTS_DEPTH  # endpoint_req_config.request.defaults...
 _CFG = "endpoint_req_config"
 
 
@@ -93,7 +91,7 @@ class ModelSpec:
     request_defaults: Mapping[str, Any]
     request_mapping: Mapping[str, JsonPath]
     response_mapping: Mapping[str, JsonPath]
-    regex_sub: re.Pattern[str] | None
+    regex_sub: LineRegex | None  # run by RE2, linear in the line (contract/line_regex.py)
     document: Mapping[str, Any] = field(repr=False)
     hash: str = ""
     model_family: str | None = None
@@ -118,9 +116,16 @@ class _Collector:
     def __init__(self, model: str) -> None:
         self.model = model
         self.problems: list[Problem] = []
+        self.broken: set[str] = set()  # attributes already refused as a whole (e.g. a malformed typed value)
 
     def add(self, path: str, reason: str) -> None:
-        self.problems.append(Problem(self.model, path, reason))
+        if path.partition(".")[0] not in self.broken:
+            self.problems.append(Problem(self.model, path, reason))
+
+    def refuse_attribute(self, attribute: str, reason: str) -> None:
+        """Refuse a whole attribute; later problems inside it would only repeat this one."""
+        self.add(attribute, reason)
+        self.broken.add(attribute)
 
     def object_at(self, parent: Mapping[str, Any], key: str, path: str) -> dict[str, Any] | None:
         value = parent.get(key)
@@ -149,21 +154,52 @@ def _load_config(raw: Any, c: _Collector) -> dict[str, Any] | None:
         except json.JSONDecodeError as exc:
             c.add(_CFG, f"is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})")
             return None
+        except RecursionError:
+            c.add(_CFG, f"nests deeper than {MAX_CONFIG_DEPTH} levels of objects and arrays")
+            return None
+        except ValueError as exc:  # e.g. a number past Python's 4,300-digit conversion limit
+            c.add(_CFG, f"cannot be read as JSON ({short_repr(str(exc), 120)})")
+            return None
     if not isinstance(raw, dict):
         c.add(_CFG, f"must be a JSON object, not {_type_name(raw)}")
         return None
+    shape = shape_problem(
+        raw,
+        path=_CFG,
+        max_depth=MAX_CONFIG_DEPTH,
+        max_nodes=MAX_ITEM_VALUES,
+        max_chars=MAX_ITEM_CHARS,
+        strict=True,
+    )
+    if shape is not None:
+        c.add(*shape)
+        return None
     return raw
+
+
+def _field_name_problem(key: str) -> str | None:
+    if not key:
+        return "field names must not be empty"
+    if len(key) > MAX_FIELD_NAME:
+        return f"field names are at most {MAX_FIELD_NAME} characters; this one has {len(key)}"
+    if not key.isprintable():
+        return "field names must hold printable characters only"
+    return None
 
 
 def _compile_mapping(
     mapping: dict[str, Any], path: str, c: _Collector, write_into: dict[str, Any] | None
 ) -> dict[str, JsonPath]:
+    if len(mapping) > MAX_MAPPED_FIELDS:
+        c.add(path, f"maps {len(mapping)} fields; the limit is {MAX_MAPPED_FIELDS}")
+        return {}
     compiled: dict[str, JsonPath] = {}
     seen: dict[tuple[Any, ...], str] = {}
     for key, source in mapping.items():
-        where = f"{path}.{key}"
-        if not key:
-            c.add(where, "field names must not be empty")
+        where = join_path(path, key)
+        name_problem = _field_name_problem(key)
+        if name_problem:
+            c.add(where, name_problem)
             continue
         if not isinstance(source, str):
             c.add(where, f"must be a JSONPath string, not {_type_name(source)}")
@@ -189,28 +225,46 @@ def _compile_mapping(
     return compiled
 
 
+def _text_attribute_problem(key: str, value: object) -> str | None:
+    limit = MAX_DESCRIPTION if key == "description" else MAX_LABEL
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        return f"must be a non-empty string of at most {limit} characters"
+    if not value.isprintable():
+        return "must hold printable characters only (no control or direction-override characters)"
+    if key == "conv_template" and value not in CONV_TEMPLATES:
+        return (
+            f"{value!r} is not a conversation template of FastChat {FASTCHAT_VERSION} "
+            "(e.g. llama-2, mistral, raw, vicuna_v1.1: the keys of fastchat.conversation.conv_templates)"
+        )
+    return None
+
+
 def _optional_attributes(item: dict[str, Any], c: _Collector) -> dict[str, Any]:
     extras: dict[str, Any] = {}
     for key in ("model_family", "conv_template", "description"):
         value = item.get(key)
         if value is None:
             continue
-        limit = 256 if key == "description" else 64
-        if not isinstance(value, str) or not value.strip() or len(value) > limit:
-            c.add(key, f"must be a non-empty string of at most {limit} characters")
+        problem = _text_attribute_problem(key, value)
+        if problem:
+            c.add(key, problem)
         else:
             extras[key] = value
     ctx = item.get("context_length")
     if ctx is not None:
-        if isinstance(ctx, bool) or not isinstance(ctx, int) or ctx <= 0:
-            c.add("context_length", f"must be a positive whole number of tokens, not {ctx!r}")
+        if isinstance(ctx, bool) or not isinstance(ctx, int) or not 0 < ctx <= MAX_CONTEXT_LENGTH:
+            c.add(
+                "context_length",
+                f"must be a positive whole number of tokens, at most {MAX_CONTEXT_LENGTH:,}, "
+                f"not {short_repr(ctx)}",
+            )
         else:
             extras["context_length"] = ctx
     # [warm] `probe` (issue 17 item 1): an optional boolean; only `true` is kept, so specs without it
     # (or with `false`) hash exactly as before.
     probe = item.get("probe")
     if probe is not None and not isinstance(probe, bool):
-        c.add("probe", f"must be true or false, not {probe!r}")
+        c.add("probe", f"must be true or false, not {short_repr(probe)}")
     elif probe:
         extras["probe"] = True
     return extras
@@ -221,7 +275,7 @@ class _ParsedConfig:
     defaults: dict[str, Any] = field(default_factory=dict)
     request_mapping: dict[str, JsonPath] = field(default_factory=dict)
     response_mapping: dict[str, JsonPath] = field(default_factory=dict)
-    regex_sub: re.Pattern[str] | None = None
+    regex_sub: LineRegex | None = None
 
     def document(self) -> dict[str, Any]:
         """The normalized `endpoint_req_config` (what is hashed and published)."""
@@ -237,6 +291,15 @@ class _ParsedConfig:
         }
 
 
+def _defaults_problem(defaults: dict[str, Any]) -> str | None:
+    if depth_exceeds(defaults, MAX_DEFAULTS_DEPTH):
+        return f"nests deeper than {MAX_DEFAULTS_DEPTH} levels of objects and arrays"
+    size = len(canonical_json(defaults).encode())
+    if size > MAX_DEFAULTS_BYTES:
+        return f"is {size} bytes as JSON; the limit is {MAX_DEFAULTS_BYTES}"
+    return None
+
+
 def _parse_request(config: dict[str, Any], c: _Collector, out: _ParsedConfig) -> None:
     request = c.object_at(config, "request", f"{_CFG}.request")
     if request is None:
@@ -244,7 +307,11 @@ def _parse_request(config: dict[str, Any], c: _Collector, out: _ParsedConfig) ->
     defaults = c.object_at(request, "defaults", f"{_CFG}.request.defaults")
     mapping = c.object_at(request, "mapping", f"{_CFG}.request.mapping")
     if defaults is not None:
-        out.defaults = defaults
+        problem = _defaults_problem(defaults)
+        if problem:
+            c.add(f"{_CFG}.request.defaults", problem)
+        else:
+            out.defaults = defaults
     if mapping is not None:
         if "prompt" not in mapping:
             c.add(f"{_CFG}.request.mapping.prompt", "is missing: every model needs the prompt's path")
@@ -260,9 +327,9 @@ def _parse_response(config: dict[str, Any], c: _Collector, out: _ParsedConfig) -
         c.add(f"{_CFG}.response.regex_sub", f"must be a string, not {_type_name(pattern)}")
     elif pattern:
         try:
-            out.regex_sub = re.compile(pattern)
-        except re.error as exc:
-            c.add(f"{_CFG}.response.regex_sub", f"{pattern!r} is not a valid regular expression ({exc})")
+            out.regex_sub = LineRegex(pattern)
+        except RegexError as exc:
+            c.add(f"{_CFG}.response.regex_sub", str(exc))
     mapping = c.object_at(response, "mapping", f"{_CFG}.response.mapping")
     if mapping is not None:
         if "text" not in mapping:
@@ -277,16 +344,36 @@ def _parse_config(config: dict[str, Any], c: _Collector) -> _ParsedConfig:
     return out
 
 
+def _raw_name(item: Mapping[str, Any]) -> object:
+    """The model name for labelling problems found before the item is untyped."""
+    name = item.get("model_name")
+    return name.get("S") if isinstance(name, dict) and is_typed_value(name) else name
+
+
 def parse_model_item(item: Mapping[str, Any]) -> ModelSpec:
     """Validate one registry item (plain, JSON-string config, or DynamoDB typed form) into a ModelSpec.
 
-    Raises SpecError listing every problem, each naming the model, the dotted field path and why.
+    Raises SpecError listing every problem, each naming the model, the dotted field path and why; any
+    input gets a ModelSpec or a SpecError, never another exception.
     """
     if not isinstance(item, Mapping):
         raise SpecError([Problem("<item>", "", f"a model item must be an object, not {_type_name(item)}")])
-    plain_item = untype_item(dict(item))
+    shape = shape_problem(
+        item,
+        path="",
+        max_depth=MAX_ITEM_DEPTH,
+        max_nodes=MAX_ITEM_VALUES,
+        max_chars=MAX_ITEM_CHARS,
+        strict=False,
+    )
+    if shape is not None:
+        where, why = shape
+        raise SpecError([Problem(describe_model(_raw_name(item)), where or "<item>", why)])
+    plain_item, typed_errors = untype_item_checked(dict(item))
     name = plain_item.get("model_name")
     c = _Collector(describe_model(name))
+    for attribute, why in typed_errors.items():
+        c.refuse_attribute(key_label(attribute), why)
     name_problem = model_name_problem(name)
     if name_problem:
         c.add("model_name", name_problem)
@@ -294,11 +381,15 @@ def parse_model_item(item: Mapping[str, Any]) -> ModelSpec:
     endpoint = plain_item.get("endpoint_name")
     if endpoint is None:
         c.add("endpoint_name", "is missing")
-    elif not isinstance(endpoint, str) or not ENDPOINT_NAME_RE.match(endpoint):
+    elif (
+        not isinstance(endpoint, str)
+        or len(endpoint) > MAX_ENDPOINT_NAME
+        or not ENDPOINT_NAME_RE.fullmatch(endpoint)
+    ):
         c.add(
             "endpoint_name",
-            f"{endpoint!r} is not a SageMaker endpoint name "
-            "(1-63 letters, digits or hyphens, starting and ending with a letter or digit)",
+            f"{short_repr(endpoint, 80)} is not a SageMaker endpoint name "
+            f"(1-{MAX_ENDPOINT_NAME} letters, digits or hyphens, starting and ending with a letter or digit)",
         )
 
     extras = _optional_attributes(plain_item, c)
@@ -353,10 +444,9 @@ def parse_spec_parameter(text: str, model: str = "<parameter>") -> ModelSpec:
     try:
         envelope = json.loads(text)
         document, digest = envelope["spec"], envelope["hash"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise SpecError(
-            [Problem(model, "", f"the SSM parameter is not a model spec envelope ({exc})")]
-        ) from None
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        why = f"the SSM parameter is not a model spec envelope ({short_repr(str(exc), 120)})"
+        raise SpecError([Problem(model, "", why)]) from None
     spec = parse_model_item(document)
     if spec.hash != digest:
         raise SpecError(

@@ -9,7 +9,7 @@ from typing import Any
 
 from contract.assembler import OutputAssembler
 from contract.decoder import StreamDecoder
-from contract.errors import Problem, SpecError
+from contract.errors import Problem, SpecError, describe_model
 from contract.items import InputError
 from contract.registry import ActiveListError, parse_active_list
 from contract.request import build_request, normalize_stop
@@ -74,7 +74,7 @@ def validate_items(items: list[dict[str, Any]]) -> ValidationReport:
                 if name not in by_name:
                     report.problems.append(
                         Problem(
-                            name,
+                            describe_model(name),  # a listed name may hold anything: shown escaped
                             f"{ALL_MODELS_KEY}.model_names",
                             "is listed but the file has no item with this model_name",
                         )

@@ -25,7 +25,7 @@ class SsmStore(SsmReader):
         self.writes += 1
         with child_span("SSM PutParameter", "aws") as span:
             response = self.ssm.put_parameter(
-                Name=name, Value=value, Type="String", Overwrite=True, Tier=tier_for(value), DataType="text"
+                Name=name, Value=value, Type="String", Overwrite=True, Tier=tier_for(), DataType="text"
             )
             if span is not None:
                 span.meta("parameter", name)

@@ -4,6 +4,7 @@ moving forward, per-model build failures keeping the last good adapter."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import threading
@@ -91,7 +92,8 @@ def test_build_failure_is_per_model() -> None:
     """A model whose adapter cannot be built (unknown template) is rejected; its old adapter stays."""
     good, bad = parse_model_item(item("a")), parse_model_item(item("b"))
     first = build_model_set(Snapshot(1, [good, bad]), ModelSet(None), make_adapter, "t")
-    broken = parse_model_item(item("b", conv_template="no-such-template"))
+    # The contract refuses unknown templates; a worker can still meet one (a FastChat other than 0.2.36).
+    broken = dataclasses.replace(parse_model_item(item("b")), conv_template="no-such-template", hash="new")
     second = build_model_set(Snapshot(2, [good, broken]), first, make_adapter, "t")
     assert second.get("b") is first.get("b")
     assert "not a FastChat conversation template" in second.rejected["b"]

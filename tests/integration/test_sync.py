@@ -161,6 +161,48 @@ def test_invalid_update_keeps_last_good_spec_live(reg: Registry) -> None:
     assert after.manifest.names == ("a", "b")
 
 
+def _config_with(change: Any) -> dict[str, Any]:
+    config = example_item("tgi")["endpoint_req_config"]
+    change(config)
+    return {"endpoint_req_config": config}
+
+
+HOSTILE = {
+    "1,200-step path": (
+        _config_with(lambda c: c["response"]["mapping"].update(text="$" + ".a" * 1200)),
+        "endpoint_req_config.response.mapping.text: is 2401 characters long",
+    ),
+    "60-step path": (
+        _config_with(lambda c: c["request"]["mapping"].update(seed="$" + ".a" * 60)),
+        "endpoint_req_config.request.mapping.seed: has 60 steps",
+    ),
+    "regex RE2 cannot run": (
+        _config_with(lambda c: c["response"].update(regex_sub="^(data):\\1")),
+        "endpoint_req_config.response.regex_sub: '^(data):\\\\1' cannot be run by RE2",
+    ),
+    "unknown conv_template": ({"conv_template": "no-such-template"}, "conv_template: 'no-such-template'"),
+    "endpoint name over 63": ({"endpoint_name": "a" + "-" * 70 + "b"}, "endpoint_name:"),
+}
+
+
+@pytest.mark.parametrize("hostile", sorted(HOSTILE))
+def test_hostile_writes_are_published_rejections(reg: Registry, hostile: str) -> None:
+    """Each hostile write is a published rejection naming field and why; the other model is untouched
+    and the last good spec stays live (nothing raises in the sync, nothing is retried forever)."""
+    reg.put_model("a")
+    reg.put_model("b")
+    reg.set_active("a,b")
+    reg.deliver()
+    before = reg.manifest().manifest
+    changes, words = HOSTILE[hostile]
+    reg.put_model("a", **changes)
+    reg.deliver()
+    after = reg.manifest().manifest
+    assert words in after.rejected["a"]
+    assert after.entry("a") == before.entry("a")
+    assert after.entry("b") == before.entry("b")
+
+
 def test_invalid_new_model_is_not_served(reg: Registry) -> None:
     """A new model that never validated is only listed as rejected."""
     reg.put_model("a")

@@ -148,3 +148,52 @@ def test_decode_not_json_line(tmp_path: Path) -> None:
     result = cli("config", "decode", str(EXAMPLES_DIR / "tgi.json"), path)
     assert result.returncode == 1
     assert "demo-tgi: a streamed line is not JSON" in result.stderr
+
+
+@pytest.mark.parametrize("steps", [60, 1200])
+def test_validate_refuses_long_paths_without_a_traceback(tmp_path: Path, steps: int) -> None:
+    """A 60-step and a 1,200-step JSONPath: exit 1 and one `model: field: why` line, no traceback."""
+    item = example_item("tgi")
+    item["endpoint_req_config"]["response"]["mapping"]["text"] = "$" + ".a" * steps
+    result = cli("config", "validate", write(tmp_path, "long.json", item))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("demo-tgi: endpoint_req_config.response.mapping.text: ")
+    assert "the limit is" in line
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"model_name": ' + "9" * 5000 + "}", "cannot be read as JSON"),
+    ],
+)
+def test_validate_unreadable_files_without_a_traceback(tmp_path: Path, text: str, words: str) -> None:
+    """A file nested past Python's stack or holding a 5,000-digit number: exit 1, one line."""
+    result = cli("config", "validate", write(tmp_path, "odd.json", text))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert words in line
+
+
+def test_validate_hostile_names_without_a_traceback(tmp_path: Path) -> None:
+    """Lone surrogates, NUL and direction overrides in names print escaped, never crash the output."""
+    items = [{**example_item("tgi"), "model_name": name} for name in ("a\udc80", "a\x00b", "x\u202egpt")]
+    path = tmp_path / "names.json"
+    path.write_text(json.dumps(items))  # ensure_ascii: the lone surrogate travels as \udc80
+    result = cli("config", "validate", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 3
+
+
+def test_validate_escapes_hostile_listed_names(tmp_path: Path) -> None:
+    """Names listed in all-models are shown escaped: a lone surrogate or a direction override in the
+    list never reaches the terminal as is."""
+    path = tmp_path / "all.json"
+    path.write_text(json.dumps([{"model_name": "all-models", "model_names": "a\udc80,b\u202ec"}]))
+    result = cli("config", "validate", "--json", str(path))
+    assert result.returncode == 1
+    models = [p["model"] for p in json.loads(result.stdout)["problems"]]
+    assert models == ["<model 'a\\udc80'>", "<model 'b\\u202ec'>"]

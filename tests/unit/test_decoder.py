@@ -184,3 +184,64 @@ def test_non_plain_response_paths_use_jsonpath() -> None:
     item["endpoint_req_config"]["response"]["mapping"]["text"] = "$.outputs[*]"
     (event,) = StreamDecoder(parse_model_item(item)).decode([b'{"outputs":["x","y"]}\n'])
     assert event.text == "x"
+
+
+def _with_regex(pattern: str) -> ModelSpec:
+    item = example_item("tgi")
+    item["endpoint_req_config"]["response"]["regex_sub"] = pattern
+    return parse_model_item(item)
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a|aa)+$", "(a*)*b$", "(\\w+\\s?)*$"])
+def test_catastrophic_regex_decodes_a_long_adversarial_line(pattern: str) -> None:
+    """regex_sub runs on RE2: a pattern that backtracks exponentially in Python's `re` (this line would
+    take longer than the universe) decodes a 100,000-character adversarial line at once."""
+    spec = _with_regex(pattern)
+    line = '{"token": {"text": "a"}, "pad": "' + "a" * 100_000 + '!"}\n'
+    events = decode_whole(spec, line.encode())
+    assert [e["text"] for e in events] == ["a"]
+
+
+def test_regex_sub_removes_every_match_through_re2() -> None:
+    """A pattern RE2 runs (not a literal prefix) removes each match, as Python's `re.sub` would."""
+    spec = _with_regex("^(?:data|event):[ \\t]*|,\\s*$")
+    events = decode_whole(spec, b'data:  {"token": {"text": "x"}},\n')
+    assert [e["text"] for e in events] == ["x"]
+
+
+PREFIX_PATTERNS = ["^data:", "^data:\\s*", "^", "^data: ", "^x-y_z/1\\s*"]
+
+
+@pytest.mark.parametrize("pattern", PREFIX_PATTERNS)
+@settings(max_examples=200, deadline=None)
+@given(line=st.text(alphabet=st.sampled_from("data: \t\r\n\x0b\x0cx-y_z/1{}é"), max_size=20))
+def test_literal_prefix_shortcut_equals_re2(pattern: str, line: str) -> None:
+    """The literal-prefix shortcut gives exactly RE2's result for any line."""
+    from contract.line_regex import LineRegex
+
+    regex = LineRegex(pattern)
+    assert regex._prefix is not None  # the shortcut is taken
+    assert regex.sub(line) == regex.sub_re2(line)
+
+
+def test_deeply_nested_line_is_a_decode_error() -> None:
+    """A line nested past Python's stack or holding a 5,000-digit number is a clear decode error."""
+    for line in (b"[" * 100_000 + b"]" * 100_000, b'{"token": {"text": ' + b"9" * 5000 + b"}}"):
+        with pytest.raises(StreamDecodeError, match="demo-lmi: a streamed line cannot be read"):
+            decode_whole(SPECS["lmi"], line + b"\n")
+
+
+RE2_PATTERNS = ["^data:[ \\t]*", "^d[a-z]+:", "[0-9]+", "a|b:", ",\\s*$", "^(?:data|id):", "x*", "(ab)+"]
+
+
+@pytest.mark.parametrize("pattern", RE2_PATTERNS)
+@settings(max_examples=200, deadline=None)
+@given(line=st.text(alphabet=st.sampled_from("dataid:, \t0123456789abx{}é"), max_size=24))
+def test_re2_sub_equals_python_re_on_simple_patterns(pattern: str, line: str) -> None:
+    """For patterns both engines read alike, RE2's substitution gives Python's `re.sub` result."""
+    import re
+
+    from contract.line_regex import LineRegex
+
+    assert LineRegex(pattern).sub(line) == re.sub(pattern, "", line)

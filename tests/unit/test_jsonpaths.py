@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contract.jsonpaths import MISSING, JsonPath, MultiReader
+from contract.jsonpaths import MAX_PATH_CHARS, MAX_PATH_STEPS, MISSING, JsonPath, MultiReader, PathSyntaxError
 
 PATHS = {
     "text": "$.token.text",
@@ -78,3 +78,29 @@ def test_same_answers_as_reading_each_path_alone(doc: Any) -> None:
         "zero": "$['0']",
     }
     assert reader(paths).read(doc) == one_by_one(paths, doc)
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [
+        ("$" + ".a" * (MAX_PATH_STEPS + 1), f"has {MAX_PATH_STEPS + 1} steps"),
+        ("$" + "..a" * (MAX_PATH_STEPS + 1), f"has {MAX_PATH_STEPS + 1} steps"),  # not plain: counted too
+        ("$" + "[*]" * (MAX_PATH_STEPS + 1), f"has {MAX_PATH_STEPS + 1} steps"),
+        ("$." + "a" * MAX_PATH_CHARS, f"the limit is {MAX_PATH_CHARS}"),
+        ("$" + ".a" * 5000, "10001 characters long"),
+    ],
+)
+def test_paths_beyond_the_bounds_are_refused(source: str, words: str) -> None:
+    """Paths are bounded in characters and steps, plain or not, before anything recurses over them."""
+    with pytest.raises(PathSyntaxError, match=words):
+        JsonPath.compile(source)
+
+
+def test_many_paths_at_the_step_limit_share_one_reader() -> None:
+    """Several MAX_PATH_STEPS-deep paths compile into one reader (its code nests two blocks per step)."""
+    deep = "$" + "".join(f".k{i}" for i in range(MAX_PATH_STEPS - 1))
+    paths = {"text": deep + ".text", "id": deep + ".id", "first": "$.k0[0]"}
+    doc: Any = {"text": "t", "id": 3}
+    for i in reversed(range(MAX_PATH_STEPS - 1)):
+        doc = {f"k{i}": doc}
+    assert reader(paths).read(doc) == {"text": "t", "id": 3}

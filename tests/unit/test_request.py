@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from contract.request import MAX_STOP_SENT, RequestError, build_request, normalize_stop
+from contract.request import (
+    MAX_STOP_CHARS,
+    MAX_STOP_SENT,
+    MAX_STOP_STRINGS,
+    RequestError,
+    build_request,
+    normalize_stop,
+)
 from contract.spec import parse_model_item
 from tests.helpers import example_item
 
@@ -126,3 +133,20 @@ def test_building_never_mutates_the_spec() -> None:
 def test_lmi_stop_goes_to_stop_sequences() -> None:
     """Each container gets stops at its own mapped path."""
     assert build_request(LMI, {"prompt": "x", "stop": "END"})["parameters"]["stop_sequences"] == ["END"]
+
+
+@pytest.mark.parametrize(
+    ("stop", "words"),
+    [
+        (5, "not int"),
+        ({"a": 1}, "not dict"),
+        ([f"s{i}" for i in range(MAX_STOP_STRINGS + 1)], f"the limit is {MAX_STOP_STRINGS}"),
+        (["x" * (MAX_STOP_CHARS + 1)], f"longer than {MAX_STOP_CHARS}"),
+    ],
+)
+def test_unservable_stop_is_a_request_error(stop: Any, words: str) -> None:
+    """A `stop` of the wrong type or beyond the bounds is refused with the reason (never a TypeError),
+    and normalize_stop stays total for the assembler."""
+    with pytest.raises(RequestError, match=words):
+        tgi(stop=stop)
+    assert len(normalize_stop(stop)) <= MAX_STOP_STRINGS

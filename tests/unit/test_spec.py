@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contract.errors import SpecError
 from contract.spec import parse_model_item, parse_spec_parameter, spec_parameter_value
@@ -105,7 +109,19 @@ def _set(path: str, value: Any) -> Any:
 
 
 _DELETE = object()
+
+
+def _nested(depth: int) -> list[Any]:
+    """A list nested `depth` levels deep, built without recursion."""
+    value: list[Any] = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
 BIG = "x" * 9000
+# 31 response fields of 250-character paths: each bound is met, the spec as a whole is too big for SSM.
+LONG_PATHS = {"text": "$.token.text"} | {f"f{i}": "$." + "x" * 248 for i in range(30)}
 
 # (description, item, expected field path, expected words in the reason)
 INVALID: list[tuple[str, Any, str, str]] = [
@@ -243,7 +259,13 @@ INVALID: list[tuple[str, Any, str, str]] = [
     ("model name not printable", {**example_item("tgi"), "model_name": "a\tb"}, "model_name", "printable"),
     ("model name reserved", {**example_item("tgi"), "model_name": "all-models"}, "model_name", "reserved"),
     ("model name not a string", {**example_item("tgi"), "model_name": 7}, "model_name", "must be a string"),
-    ("spec too large for SSM", _with_config(_set("request.defaults.big", BIG)), CFG, "8192"),
+    (
+        "defaults too large",
+        _with_config(_set("request.defaults.big", BIG)),
+        f"{CFG}.request.defaults",
+        "the limit is 6144",
+    ),
+    ("spec too large for SSM", _with_config(_set("response.mapping", LONG_PATHS)), CFG, "8192"),
     (
         "context_length not positive",
         {**example_item("tgi"), "context_length": 0},
@@ -251,6 +273,187 @@ INVALID: list[tuple[str, Any, str, str]] = [
         "positive",
     ),
     ("conv_template empty", {**example_item("tgi"), "conv_template": " "}, "conv_template", "non-empty"),
+    (
+        "conv_template unknown to FastChat",
+        {**example_item("tgi"), "conv_template": "no-such-template"},
+        "conv_template",
+        "not a conversation template of FastChat 0.2.36",
+    ),
+    (
+        "regex_sub with a backreference",
+        _with_config(_set("response.regex_sub", "^(data):\\1")),
+        f"{CFG}.response.regex_sub",
+        "cannot be run by RE2",
+    ),
+    (
+        "regex_sub with a lookahead",
+        _with_config(_set("response.regex_sub", "^data:(?=\\{)")),
+        f"{CFG}.response.regex_sub",
+        "lookahead",
+    ),
+    (
+        "regex_sub too long",
+        _with_config(_set("response.regex_sub", "a" * 257)),
+        f"{CFG}.response.regex_sub",
+        "the limit is 256",
+    ),
+    (
+        "regex_sub program too large",
+        _with_config(_set("response.regex_sub", "(a{1000})b{1000}")),
+        f"{CFG}.response.regex_sub",
+        "RE2 instructions",
+    ),
+    (
+        "response path of 60 steps",
+        _with_config(_set("response.mapping.text", "$" + ".a" * 60)),
+        f"{CFG}.response.mapping.text",
+        "has 60 steps; the limit is 32",
+    ),
+    (
+        "request path of 1,200 steps",
+        _with_config(_set("request.mapping.seed", "$" + ".a" * 1200)),
+        f"{CFG}.request.mapping.seed",
+        "2401 characters long; the limit is 256",
+    ),
+    (
+        "too many mapped fields",
+        _with_config(_set("response.mapping", {f"f{i}": "$.a" for i in range(33)} | {"text": "$.t"})),
+        f"{CFG}.response.mapping",
+        "maps 34 fields; the limit is 32",
+    ),
+    (
+        "field name too long",
+        _with_config(_set("response.mapping." + "f" * 65, "$.a")),
+        f"{CFG}.response.mapping.'{'f' * 36}...",
+        "at most 64 characters",
+    ),
+    (
+        "defaults nested too deeply",
+        _with_config(_set("request.defaults.deep", json.loads("[" * 16 + "]" * 16))),
+        f"{CFG}.request.defaults",
+        "nests deeper than 16 levels",
+    ),
+    (
+        "defaults holding NaN",
+        {
+            **example_item("tgi"),
+            CFG: json.dumps(_with_config(_set("request.defaults.parameters.top_p", "?"))[CFG]).replace(
+                '"top_p": "?"', '"top_p": NaN'
+            ),
+        },
+        f"{CFG}.request.defaults.parameters.top_p",
+        "NaN and Infinity are not JSON",
+    ),
+    (
+        "defaults holding Infinity",
+        _with_config(_set("request.defaults.parameters.top_p", float("inf"))),
+        f"{CFG}.request.defaults.parameters.top_p",
+        "NaN and Infinity are not JSON",
+    ),
+    (
+        "defaults holding a lone surrogate",
+        _with_config(_set("request.defaults.inputs", "a\ud800b")),
+        f"{CFG}.request.defaults.inputs",
+        "lone surrogate",
+    ),
+    (
+        "defaults with a non-string key",
+        _with_config(_set("request.defaults.parameters", {1: "x"})),
+        f"{CFG}.request.defaults.parameters",
+        "keys must be strings",
+    ),
+    (
+        "defaults holding a number beyond 64 bits",
+        _with_config(_set("request.defaults.parameters.seed", 2**70)),
+        f"{CFG}.request.defaults.parameters.seed",
+        "beyond 64 bits",
+    ),
+    (
+        "config string with a 5,000-digit number",
+        {**example_item("tgi"), CFG: '{"request": ' + "9" * 5000 + "}"},
+        CFG,
+        "cannot be read as JSON",
+    ),
+    (
+        "config string nested 100,000 levels",
+        {**example_item("tgi"), CFG: "[" * 100_000 + "]" * 100_000},
+        CFG,
+        "nests deeper",
+    ),
+    (
+        "item nested 100,000 levels",
+        {**example_item("tgi"), "extra": _nested(100_000)},
+        "extra" + "[0]" * 63,
+        "nests deeper than 64 levels",
+    ),
+    (
+        "endpoint name with a long hyphen run",
+        {**example_item("tgi"), "endpoint_name": "a" + "-" * 70 + "b"},
+        "endpoint_name",
+        "1-63",
+    ),
+    (
+        "context_length too large",
+        {**example_item("tgi"), "context_length": 10_000_001},
+        "context_length",
+        "at most 10,000,000",
+    ),
+    ("context_length a boolean", {**example_item("tgi"), "context_length": True}, "context_length", "whole"),
+    (
+        "context_length Decimal Infinity (boto3)",
+        {**example_item("tgi"), "context_length": Decimal("Infinity")},
+        "context_length",
+        "NaN and Infinity",
+    ),
+    (
+        "context_length Decimal sNaN (boto3)",
+        {**example_item("tgi"), "context_length": Decimal("sNaN")},
+        "context_length",
+        "NaN and Infinity",
+    ),
+    (
+        "typed number that is not a number",
+        {**typed(example_item("tgi")), "context_length": {"N": "abc"}},
+        "context_length",
+        "not nan",
+    ),
+    (
+        "typed map that is not a map",
+        {**typed(example_item("tgi")), CFG: {"M": "x"}},
+        CFG,
+        "not a well-formed DynamoDB typed value",
+    ),
+    (
+        "typed list of untyped values",
+        {**typed(example_item("tgi")), "description": {"L": [5]}},
+        "description",
+        "not a well-formed DynamoDB typed value",
+    ),
+    (
+        "model name with a direction override",
+        {**example_item("tgi"), "model_name": "abc\u202egpt"},
+        "model_name",
+        "printable",
+    ),
+    ("model name with NUL", {**example_item("tgi"), "model_name": "a\x00b"}, "model_name", "printable"),
+    (
+        "model name with a lone surrogate",
+        {**example_item("tgi"), "model_name": "a\udc80"},
+        "model_name",
+        "lone surrogate",
+    ),
+    (
+        "description with a direction override",
+        {**example_item("tgi"), "description": "fine \u202etxt.exe"},
+        "description",
+        "direction-override",
+    ),
+    (
+        "huge model name",
+        {**example_item("tgi"), "model_name": "m" * 500_000},
+        "model_name",
+        "more than 400000 characters",
+    ),
 ]
 
 
@@ -264,7 +467,7 @@ def test_invalid_items_are_refused_with_model_field_and_reason(item: Any, field:
     assert matching, f"no problem at {field}: {problems}"
     assert any(words in p.reason for p in matching), matching
     name = item.get("model_name") if isinstance(item, dict) else None
-    if isinstance(name, str) and name.strip() == name and name:
+    if isinstance(name, str) and name.strip() == name and name and name.isprintable() and len(name) < 200:
         assert all(p.model == name for p in problems)
     assert str(matching[0]).startswith(f"{matching[0].model}: {field}: ")
 
@@ -301,3 +504,141 @@ def test_spec_is_independent_of_the_item() -> None:
     copy_ = spec.fresh_defaults()
     copy_["parameters"]["stop"].append("x")
     assert spec.request_defaults["parameters"]["stop"] == ["photographer"]
+
+
+def test_conv_templates_equal_the_installed_fastchat() -> None:
+    """contract/ ships FastChat's template names as a constant (the sync image has no FastChat): they
+    must be the installed FastChat's exactly."""
+    from fastchat.conversation import conv_templates
+
+    from contract.conv_templates import CONV_TEMPLATES
+
+    assert set(conv_templates) == CONV_TEMPLATES
+
+
+@pytest.mark.parametrize("steps", [60, 1200])
+@pytest.mark.parametrize("mapping", ["request", "response"])
+def test_long_paths_are_refused_with_model_field_and_why(steps: int, mapping: str) -> None:
+    """A 60-step path (used to be published, then failed every chat) and a 1,200-step path (used to
+    crash the validator with RecursionError) are refused with one `model: field: why` line."""
+    field = "seed" if mapping == "request" else "text"
+    item = _with_config(_set(f"{mapping}.mapping.{field}", "$" + ".a" * steps))
+    with pytest.raises(SpecError) as caught:
+        parse_model_item(item)
+    (problem,) = caught.value.problems
+    assert str(problem).startswith(f"demo-tgi: {CFG}.{mapping}.mapping.{field}: ")
+    assert "the limit is" in problem.reason
+
+
+def test_paths_at_the_step_limit_work_end_to_end() -> None:
+    """The longest allowed paths (MAX_PATH_STEPS) are written into a request and decoded from a line."""
+    from contract.decoder import StreamDecoder
+    from contract.jsonpaths import MAX_PATH_STEPS
+    from contract.request import build_request
+
+    deep = "$" + ".a" * (MAX_PATH_STEPS - 1)
+    item = _with_config(_set("request.mapping.seed", deep + ".seed"))
+    item[CFG]["response"]["mapping"]["text"] = deep + ".text"
+    spec = parse_model_item(item)
+    body = build_request(spec, {"prompt": "hi", "seed": 7})
+    node = body
+    for _ in range(MAX_PATH_STEPS - 1):
+        node = node["a"]
+    assert node == {"seed": 7}
+    line: Any = {"text": "deep"}
+    for _ in range(MAX_PATH_STEPS - 1):
+        line = {"a": line}
+    events = list(StreamDecoder(spec).decode([b"data:" + json.dumps(line).encode() + b"\n"]))
+    assert [e.text for e in events] == ["deep"]
+
+
+# Any JSON-like value, as files, DynamoDB (typed or through boto3) and Python callers can hand over.
+_TEXT = st.text(alphabet=st.characters(exclude_categories=()), max_size=12)
+_KEYS = _TEXT | st.sampled_from(["S", "N", "M", "L", "B", "SS", "NS", "BOOL", "NULL", "a"]) | st.integers()
+_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats()
+    | st.decimals()
+    | st.binary(max_size=4)
+    | _TEXT
+    | st.integers(min_value=1, max_value=3000).map(_nested)  # deep nesting, cheaply
+)
+JSON_LIKE = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=4),
+    max_leaves=24,
+)
+_ATTRIBUTES = [
+    "model_name",
+    "endpoint_name",
+    CFG,
+    "model_family",
+    "conv_template",
+    "context_length",
+    "description",
+]
+
+
+def _replace_at(value: Any, path: list[int], new: Any) -> Any:
+    """`value` with one nested part (chosen by `path`) replaced by `new`."""
+    if not path or not isinstance(value, dict | list) or not value:
+        return new
+    keys = list(value) if isinstance(value, dict) else list(range(len(value)))
+    key = keys[path[0] % len(keys)]
+    copy_ = dict(value) if isinstance(value, dict) else list(value)
+    copy_[key] = _replace_at(value[key], path[1:], new)  # type: ignore[index]
+    return copy_
+
+
+@st.composite
+def _items(draw: st.DrawFn) -> Any:
+    kind = draw(st.sampled_from(["any", "item", "mutated", "typed", "string config"]))
+    if kind == "any":
+        return draw(JSON_LIKE)
+    if kind == "item":
+        return draw(st.dictionaries(st.sampled_from(_ATTRIBUTES) | _KEYS, JSON_LIKE, max_size=8))
+    base = example_item(draw(st.sampled_from(EXAMPLES)))
+    mutated = _replace_at(base, draw(st.lists(st.integers(0, 50), max_size=6)), draw(JSON_LIKE))
+    if kind == "typed":
+        try:
+            return typed(mutated)
+        except Exception:  # TypeSerializer refuses floats and odd types: then the item stays plain
+            return mutated
+    if kind == "string config" and isinstance(mutated, dict) and isinstance(mutated.get(CFG), dict):
+        try:
+            return {**mutated, CFG: json.dumps(mutated[CFG], default=str)}
+        except (ValueError, TypeError, RecursionError):
+            return mutated
+    return mutated
+
+
+@settings(max_examples=400, deadline=None)
+@given(item=_items())
+def test_any_input_gives_a_spec_or_a_spec_error(item: Any) -> None:
+    """The validator is total: a ModelSpec or a SpecError whose lines name model, field and why."""
+    try:
+        spec = parse_model_item(item)
+    except SpecError as exc:
+        problems = exc.problems
+    else:
+        assert spec.hash == parse_model_item(spec.document).hash
+        return
+    assert problems
+    for problem in problems:
+        line = str(problem)
+        line.encode()  # printable to any UTF-8 terminal: no lone surrogates in the message
+        assert len(line) < 2000, line
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=JSON_LIKE | _items())
+def test_any_parameter_text_gives_a_spec_or_a_spec_error(value: Any) -> None:
+    """A model parameter read back from SSM (whatever it holds) also gives a spec or a SpecError."""
+    try:
+        text = json.dumps({"schema": 1, "hash": "0", "spec": value}, default=str)
+    except (ValueError, TypeError, RecursionError):
+        text = "[" * 100_000
+    with contextlib.suppress(SpecError):
+        parse_spec_parameter(text)
