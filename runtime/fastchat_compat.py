@@ -338,4 +338,4 @@ def complete_arena_send_outputs() -> None:
         return result
 
     build._outputs_completed = True  # type: ignore[attr-defined]
-    multi.build_side_by_side_ui_anony = build
+    multi.build_side_by_side_ui_anony = build  # type: ignore[attr-defined]
