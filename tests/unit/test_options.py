@@ -8,7 +8,7 @@ from sagemaker_fastchat.cli import build_parser
 
 
 def test_defaults_of_the_local_stack() -> None:
-    """The documented local defaults (shared/DESIGN.md "Command line")."""
+    """The documented local defaults (docs/design.md "Command line")."""
     args = build_parser().parse_args(["up"])
     assert (args.api_port, args.web_port, args.controller_port, args.worker_port) == (
         8000,
