@@ -66,6 +66,14 @@ def add_moto_parser(sub: Any) -> None:
 
 
 def run_moto(args: argparse.Namespace) -> int:
+    try:
+        return _serve_moto(args)
+    except local_state.StateError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _serve_moto(args: argparse.Namespace) -> int:
     import logging
 
     from moto.moto_server.werkzeug_app import (
@@ -81,8 +89,8 @@ def run_moto(args: argparse.Namespace) -> int:
         StateKeeper(args.state_dir, partial(_moto_client, endpoint, args.region)) if args.state_dir else None
     )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with local_state.locked(args.state_dir) if args.state_dir else contextlib.nullcontext():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
         if args.fresh and args.state_dir:
             removed = local_state.discard(args.state_dir)
             print(f"--fresh: discarded {', '.join(removed) or 'nothing'} in {args.state_dir}", flush=True)

@@ -13,7 +13,9 @@ import pytest
 from moto import mock_aws
 
 from sagemaker_fastchat import local_state
+from sagemaker_fastchat.cli import main
 from sagemaker_fastchat.local_state import SsmHistories, StateError, StateKeeper
+from tests.helpers import free_port
 
 REGION = "us-east-1"
 
@@ -205,6 +207,14 @@ def test_one_stack_per_folder_and_unreadable_snapshots(tmp_path: Path) -> None:
         StateKeeper(tmp_path, client).restore()
     assert local_state.discard(tmp_path) == [local_state.SSM_FILE]
     assert (tmp_path / "mine.txt").exists()
+
+
+def test_moto_refuses_a_folder_another_stack_uses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sagemaker-fastchat moto --state-dir` on a locked folder: one clear line, exit 2, nothing served."""
+    with local_state.locked(tmp_path):
+        code = main(["moto", "--port", str(free_port()), "--state-dir", str(tmp_path)])
+    assert code == 2
+    assert "is used by another running local stack" in capsys.readouterr().err
 
 
 def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
