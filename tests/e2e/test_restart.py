@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 from sagemaker_fastchat import local_state
+from tests.e2e.test_readme import run_script
 from tests.local_stack import LocalStack
 
 DEMOS = ["demo-tgi", "demo-openai", "demo-lmi"]
@@ -48,16 +48,8 @@ def test_state_survives_a_restart_and_fresh_starts_from_the_demos(tmp_path: Path
         assert lines[0].startswith("source ")
         assert lines[0].endswith("/bin/activate")
         shell_env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "VIRTUAL_ENV"))}
-        script = "\n".join(["set -e", *lines, "sagemaker-fastchat models wait 2 --timeout 60"])
-        pasted = subprocess.run(
-            ["bash", "-c", script],
-            cwd=tmp_path,
-            env=shell_env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        script = "\n".join([*lines, "sagemaker-fastchat models wait 2 --timeout 60"])
+        pasted = run_script(script, tmp_path, shell_env)
         assert pasted.returncode == 0, pasted.stdout + pasted.stderr + first.log_tail()
         assert "my-model: listed" in pasted.stdout
         assert "served by" in pasted.stdout
