@@ -4,11 +4,15 @@ back identical in a fresh moto, SSM version numbers included, and the folder is 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3
+import httpx
 import pytest
 from moto import mock_aws
 
@@ -227,3 +231,60 @@ def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert local_state.default_state_dir() == tmp_path / "xdg" / "sagemaker-fastchat"
     monkeypatch.setenv("SFC_STATE_DIR", str(tmp_path / "mine"))
     assert local_state.default_state_dir() == tmp_path / "mine"
+
+
+def start_moto(port: int, state: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sagemaker_fastchat.cli",
+            "moto",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{local_state.READY_PATH}", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        assert process.poll() is None, "moto exited"
+        assert time.monotonic() < deadline, "moto did not come up"
+        time.sleep(0.1)
+
+
+def test_a_killed_moto_loses_nothing_already_saved(tmp_path: Path) -> None:
+    """Saved without waiting for a shutdown: after SIGKILL, a new `moto` on the folder has the write."""
+    port = free_port()
+    remote = {
+        "endpoint_url": f"http://127.0.0.1:{port}",
+        "region_name": REGION,
+        "aws_access_key_id": "local",
+        "aws_secret_access_key": "local",
+    }
+    process = start_moto(port, tmp_path)
+    try:
+        boto3.client("ssm", **remote).put_parameter(Name="/kept", Value="1", Type="String")
+        boto3.client("ssm", **remote).put_parameter(Name="/kept", Value="2", Overwrite=True)
+        saved = tmp_path / local_state.SSM_FILE
+        deadline = time.monotonic() + 30
+        while not (saved.exists() and '"Value": "2"' in saved.read_text()):
+            assert time.monotonic() < deadline, "the write was never saved"
+            time.sleep(0.1)
+    finally:
+        process.kill()
+        process.wait(10)
+    process = start_moto(port, tmp_path)
+    try:
+        kept = boto3.client("ssm", **remote).get_parameter(Name="/kept")["Parameter"]
+        assert (kept["Value"], kept["Version"]) == ("2", 2)
+    finally:
+        process.terminate()
+        process.wait(10)
