@@ -1,6 +1,6 @@
 """The registry as a whole: the `all-models` list plus model items -> what should be live (pure).
 
-Rules (shared/DESIGN.md "Registry"), implemented once for the sync Lambda and the CLI:
+Rules (docs/design.md "Registry"), implemented once for the sync Lambda and the CLI:
 - `all-models.model_names` is a comma-separated list in display order; whitespace around names is
   trimmed, empty entries are ignored, and a repeated name counts once (first position) with a warning.
 - A missing or unreadable `all-models` item means "no decision": nothing new is published (the sync

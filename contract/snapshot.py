@@ -1,6 +1,6 @@
 """The model-set snapshot in SSM Parameter Store: names, manifest encoding and paging (pure).
 
-Layout under a prefix (default `/sagemaker-fastchat`), fixed once published (shared/DESIGN.md):
+Layout under a prefix (default `/sagemaker-fastchat`), fixed once published (docs/design.md):
 - `<prefix>/models/<encoded name>`: one model's spec envelope `{"schema", "hash", "spec"}`.
 - `<prefix>/model-set`: the manifest, written last. Its SSM version *is* the model-set version.
   Body: `{"schema": 1, "models": [[name, parameter, version, hash], ...], "rejected": {name: reason},

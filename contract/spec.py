@@ -1,6 +1,6 @@
 """Model specs: one registry item -> one validated, normalized, immutable spec (pure, no I/O).
 
-The item schema is the seed's, fixed by existing users (shared/DESIGN.md "Registry"):
+The item schema is the seed's, fixed by existing users (docs/design.md "Registry"):
 `model_name`, `endpoint_name`, `endpoint_req_config` (a JSON string or a map), optional `model_family`
 (the seed's, accepted and kept), and optional extras that go beyond the seed: `conv_template`,
 `context_length`, `description`, `probe`.

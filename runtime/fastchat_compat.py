@@ -311,3 +311,35 @@ def enforce_chatbot_sanitizing() -> None:
 
     init._sanitizing = True  # type: ignore[attr-defined]
     gr.Chatbot.__init__ = init  # type: ignore[method-assign]
+
+
+# --- Shim 9: the anonymous arena's Send button -------------------------------------------------------
+# FastChat's anony arena wires `add_text` to the textbox's submit with 12 outputs (the last one its
+# slow-model hint) but to the Send button with 11, so every battle started with Send made gradio warn
+# "A function (add_text) returned too many output values". Once FastChat has built that tab, each
+# `add_text` event whose outputs are a prefix of the widest one's gets the widest one's outputs. The
+# builder is replaced in its own module too: the UI's `__main__` run imports it from there again.
+def complete_arena_send_outputs() -> None:
+    from gradio.context import get_blocks_context
+
+    anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    original = anony.build_side_by_side_ui_anony
+    if getattr(original, "_outputs_completed", False):
+        return
+
+    def build(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        blocks = get_blocks_context()
+        events = [f for f in blocks.fns.values() if f.fn is anony.add_text] if blocks is not None else []
+        widest = max(events, key=lambda f: len(f.outputs), default=None)
+        for event in events:
+            if widest is not None and list(event.outputs) == list(widest.outputs)[: len(event.outputs)]:
+                event.outputs = list(widest.outputs)
+        return result
+
+    build._outputs_completed = True  # type: ignore[attr-defined]
+    anony.build_side_by_side_ui_anony = build  # type: ignore[attr-defined]
+    for name in ("fastchat.serve.gradio_web_server_multi", "__main__"):
+        module = sys.modules.get(name)
+        if getattr(module, "build_side_by_side_ui_anony", None) is original:
+            module.build_side_by_side_ui_anony = build  # type: ignore[union-attr]

@@ -86,6 +86,7 @@ def prepare_ui(worker_url: str) -> Any:
     fastchat_compat.prepare_fastchat_logging()
     fastchat_compat.enforce_chatbot_sanitizing()
     module = fastchat_compat.import_torch_free(UI_MODULE)
+    fastchat_compat.complete_arena_send_outputs()
     fastchat_compat.prepare_fastchat_logging()  # modules imported just now
     fastchat_compat.reclaim_logging()
     fastchat_compat.redirect_conversation_logs()

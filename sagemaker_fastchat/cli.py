@@ -1,7 +1,7 @@
-"""`sagemaker-fastchat`: the one console command (shared/DESIGN.md "Command line").
+"""`sagemaker-fastchat`: the one console command (docs/design.md "Command line").
 
 Exit codes: 0 success; 1 refused input (one line per problem: model, dotted field, why); 2 usage error;
-3 AWS (or the local emulation) cannot be reached.
+3 AWS (or the local emulation) cannot be reached, or boto3 has no region or credentials to try.
 """
 
 from __future__ import annotations
@@ -13,7 +13,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from botocore.exceptions import ClientError, ConnectTimeoutError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+)
 
 from contract.decoder import StreamDecodeError
 from contract.errors import SpecError
@@ -166,7 +174,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StreamDecodeError as exc:
         print(exc, file=sys.stderr)
         return EXIT_REFUSED
-    except (EndpointConnectionError, NoCredentialsError, ConnectTimeoutError) as exc:
+    except NoRegionError:
+        print(
+            "error: no AWS region is set (export AWS_DEFAULT_REGION, or set one in ~/.aws/config); for the "
+            "local stack, paste the lines `sagemaker-fastchat up` prints",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    except (
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ProfileNotFound,
+        ConnectTimeoutError,
+    ) as exc:
         print(
             f"error: AWS cannot be reached ({exc}); is the local stack up, or are credentials set?",
             file=sys.stderr,

@@ -6,25 +6,32 @@ worker, FastChat's OpenAI API server and FastChat's web UI. The boto3 code is th
 its configuration (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, AWS_ENDPOINT_URL_SAGEMAKER)
 points at the local services.
 Ctrl-C stops everything (process groups, so nothing is left behind and the ports are freed).
+The registry and the SSM history are kept across restarts in a state folder (see `local_state`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import boto3
 
 from contract.snapshot import DEFAULT_PREFIX
+from sagemaker_fastchat import local_state
+from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
 from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
@@ -49,26 +56,79 @@ class Ports:
 def add_moto_parser(sub: Any) -> None:
     p = sub.add_parser("moto", help="run moto in server mode on loopback, without per-request access logs")
     env_option(p, "--port", "MOTO_PORT", 5000, "port")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        help="keep DynamoDB tables and SSM parameter histories in this folder (default: in memory only)",
+    )
+    p.add_argument("--fresh", action="store_true", help="discard the folder's saved state first")
+    env_option(p, "--region", "AWS_REGION", "us-east-1", "the region whose state is kept")
     p.set_defaults(handler=run_moto)
 
 
 def run_moto(args: argparse.Namespace) -> int:
+    try:
+        return _serve_moto(args)
+    except local_state.StateError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+
+
+def _serve_moto(args: argparse.Namespace) -> int:
     import logging
 
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call drowns the stack's logs
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=args.port, verbose=False)
-    server.start()
+    endpoint = f"http://127.0.0.1:{args.port}"
+    keeper = (
+        StateKeeper(args.state_dir, partial(_moto_client, endpoint, args.region)) if args.state_dir else None
+    )
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    with local_state.locked(args.state_dir) if args.state_dir else contextlib.nullcontext():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if args.fresh and args.state_dir:
+            removed = local_state.discard(args.state_dir)
+            print(f"--fresh: discarded {', '.join(removed) or 'nothing'} in {args.state_dir}", flush=True)
+        # ThreadedMotoServer's server, with the state keeper around moto's app.
+        app = DomainDispatcherApplication(create_backend_app)
+        server = make_server(
+            "127.0.0.1",
+            args.port,
+            keeper.wsgi(app) if keeper else app,
+            threaded=True,
+            request_handler=MotoRequestHandler,
+        )
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            if keeper is None:
+                stop.wait()
+            else:
+                restored = keeper.restore()
+                print(f"restored from {args.state_dir}: {restored or 'nothing saved yet'}", flush=True)
+                keeper.run(stop)
+        except KeyboardInterrupt:
+            if keeper is not None:
+                keeper.save()
+        finally:
+            server.shutdown()
     return 0
+
+
+def _moto_client(endpoint: str, region: str, service: str) -> Any:
+    factory: Any = boto3.client  # the stubs' overloads want a literal service name
+    return factory(
+        service,
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
 
 
 def add_parser(sub: Any) -> None:
@@ -101,10 +161,24 @@ def add_parser(sub: Any) -> None:
         metavar="ENDPOINT=URL",
         help="serve ENDPOINT from your own local model server (TGI or OpenAI-compatible URL)",
     )
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ["SFC_STATE_DIR"]) if os.environ.get("SFC_STATE_DIR") else None,
+        help="where the registry and the SSM history are kept across restarts ($SFC_STATE_DIR; default "
+        "$XDG_STATE_HOME/sagemaker-fastchat, i.e. ~/.local/state/sagemaker-fastchat)",
+    )
+    p.add_argument(
+        "--fresh", action="store_true", help="discard the saved state and start empty (demo models again)"
+    )
     p.add_argument("--no-demo-models", action="store_true", help="do not seed the three demo models")
     p.add_argument("--no-web", action="store_true", help="do not start the web UI")
     p.add_argument("--ready-timeout", type=float, default=180.0)
     p.set_defaults(handler=run)
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    return Path(args.state_dir or local_state.default_state_dir()).expanduser().resolve()
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -190,11 +264,22 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     env = stack_env(args, ports)
     os.environ.update(env)  # our own boto3 calls below use the same configuration
     loop = "127.0.0.1"
+    moto = [
+        *CLI,
+        "moto",
+        "--port",
+        str(ports.moto),
+        "--region",
+        args.region,
+        "--state-dir",
+        str(state_dir(args)),
+    ]
+    # Ready once the saved state is restored: before the sync and the worker read it.
     sup.start(
         "moto",
-        [*CLI, "moto", "--port", str(ports.moto)],
+        [*moto, "--fresh"] if args.fresh else moto,
         env,
-        http_ready(f"http://{loop}:{ports.moto}/moto-api/"),
+        http_ready(f"http://{loop}:{ports.moto}{READY_PATH}"),
     )
     sup.start("xray", [*CLI, "xray-collector", "--port", str(ports.xray)], env)
     standin = [*CLI, "standin", "--port", str(ports.standin), "--token-rate", str(args.token_rate)]
@@ -253,8 +338,30 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     return ports
 
 
+def client_setup(args: argparse.Namespace, ports: Ports) -> list[str]:
+    """Shell lines that point another terminal's `sagemaker-fastchat` at this stack, pasted as they are."""
+    lines = []
+    if sys.prefix != sys.base_prefix:  # running from a virtualenv (./dev's .venv): the command lives there
+        lines.append(f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}")
+    exports = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.moto}",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": args.region,
+    }
+    if args.table != DEFAULT_TABLE:
+        exports["REGISTRY_TABLE"] = args.table
+    if args.ssm_prefix != DEFAULT_PREFIX:
+        exports["SSM_PREFIX"] = args.ssm_prefix
+    if ports.worker != 21002:
+        exports["WORKER_URL"] = f"http://127.0.0.1:{ports.worker}"
+    lines.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in exports.items()))
+    return lines
+
+
 def banner(args: argparse.Namespace, ports: Ports) -> str:
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    example = str(resources.files("sagemaker_fastchat.examples").joinpath("tgi.json"))
     lines = [
         "",
         "sagemaker-fastchat is up (local stack: no AWS account used)",
@@ -262,9 +369,11 @@ def banner(args: argparse.Namespace, ports: Ports) -> str:
         f"  OpenAI-compatible API   http://{host}:{ports.api}/v1",
         f"  worker model set        http://127.0.0.1:{ports.worker}/model-set",
         f"  registry                DynamoDB table {args.table} at http://127.0.0.1:{ports.moto} (moto)",
+        f"  state                   {state_dir(args)} (kept across restarts; `up --fresh` starts empty)",
         f"  traces                  sagemaker-fastchat traces --last 3   (collected in {traces_file()})",
-        "  add a model:            sagemaker-fastchat models put my-model --endpoint demo-tgi-2 \\",
-        "                            --config sagemaker_fastchat/examples/tgi.json",
+        "  add a model from another terminal (paste these lines):",
+        *(f"    {line}" for line in client_setup(args, ports)),
+        f"    sagemaker-fastchat models put my-model --endpoint demo-tgi-2 --config {shlex.quote(example)}",
         "Press Ctrl-C to stop everything.",
         "",
     ]

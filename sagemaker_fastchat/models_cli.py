@@ -1,6 +1,6 @@
 """`sagemaker-fastchat models put|remove|list|rollback|wait`: registry operations through boto3.
 
-Exit codes (shared/DESIGN.md): 0 success, 1 refused input or timeout, 2 usage, 3 AWS (or the local
+Exit codes (docs/design.md): 0 success, 1 refused input or timeout, 2 usage, 3 AWS (or the local
 emulation) unreachable.
 """
 

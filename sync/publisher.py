@@ -1,6 +1,6 @@
 """Publishing a registry state to SSM: model parameters first, the manifest last.
 
-Guarantees (shared/DESIGN.md "Model-set snapshot"):
+Guarantees (docs/design.md "Model-set snapshot"):
 - Never a partial publish: workers only follow the manifest, and it is written after every parameter it
   references, so an SSM failure midway leaves the previous model set live; a retry converges (a parameter
   already holding the wanted spec is reused, not rewritten).

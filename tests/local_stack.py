@@ -10,6 +10,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ OUTPUT = Path(__file__).resolve().parents[1] / "test-output"
 
 
 class LocalStack:
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None, args: Sequence[str] = ()) -> None:
+        """A stack on free ports; `state_dir`: where it keeps its state (default: a new, empty folder, so
+        every stack starts from the demo models unless a test means to restart on the same state)."""
+        self.state_dir = state_dir or Path(tempfile.mkdtemp(prefix="sfc-state-"))
+        self.args = list(args)
         self.ports = {
             name: free_port() for name in ("api", "web", "controller", "worker", "moto", "standin", "xray")
         }
@@ -63,7 +68,7 @@ class LocalStack:
         return f"http://127.0.0.1:{self.ports['standin']}"
 
     def start(self, timeout: float = 240) -> None:
-        argv = [*CLI, "up", "--token-rate", "50"]
+        argv = [*CLI, "up", "--token-rate", "50", "--state-dir", str(self.state_dir), *self.args]
         for name, port in self.ports.items():
             argv += [f"--{name}-port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -153,6 +153,20 @@ def test_arena_battle_streams_two_answers(page: Page, local_stack: LocalStack) -
         )
 
 
+def test_arena_battle_started_with_send_warns_nothing(page: Page, local_stack: LocalStack) -> None:
+    """A battle started with the Send button (not Enter): both answers stream, and gradio no longer warns
+    that add_text returned too many output values (FastChat wires Send with one output less; shim 9)."""
+    open_tab(page, "Arena (battle)")
+    box = page.get_by_placeholder("👉 Enter your prompt and press ENTER").filter(visible=True).first
+    box.fill("[[say:sent with the button]]")
+    page.get_by_role("button", name="Send").filter(visible=True).first.click()
+    bots = chatbots(page)
+    expect(bots.nth(0)).to_contain_text("sent with the button", timeout=30_000)
+    expect(bots.nth(1)).to_contain_text("sent with the button", timeout=30_000)
+    warned = [line for line in local_stack.lines if "too many output values" in line]
+    assert warned == []
+
+
 def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) -> None:
     """The UI builds the prompt with the model's conv_template (demo-openai: raw) as the API path does."""
     open_tab(page, "Direct Chat")

@@ -1,29 +1,52 @@
-"""`sagemaker-fastchat config validate|request|decode`: outputs and exit codes, run as users run them."""
+"""`sagemaker-fastchat config validate|request|decode` and the CLI's error mapping: outputs and exit codes,
+through `cli.main(argv)` in-process; one smoke test runs the console command as a process."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 
+from sagemaker_fastchat.cli import main
 from sagemaker_fastchat.standin import demo
 from tests.helpers import example_item
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "sagemaker_fastchat" / "examples"
 
 
-def cli(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "sagemaker_fastchat.cli", *args],
-        input=stdin.decode() if stdin is not None else None,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Cli = Callable[..., Result]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """`sagemaker-fastchat ARGS` in this process: `cli.main(argv)`, its exit code and its output."""
+
+    def run(*args: str, stdin: bytes | None = None) -> Result:
+        if stdin is not None:
+            monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin)))
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
 
 
 def write(tmp_path: Path, name: str, value: Any) -> str:
@@ -33,14 +56,14 @@ def write(tmp_path: Path, name: str, value: Any) -> str:
 
 
 @pytest.mark.parametrize("example", ["tgi.json", "openai-sse.json", "lmi-jsonlines.json"])
-def test_validate_shipped_examples(example: str) -> None:
+def test_validate_shipped_examples(example: str, cli: Cli) -> None:
     """The shipped examples are valid (exit 0)."""
     result = cli("config", "validate", str(EXAMPLES_DIR / example))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("valid: 1 model(s)")
 
 
-def test_validate_refuses_with_one_line_per_problem(tmp_path: Path) -> None:
+def test_validate_refuses_with_one_line_per_problem(tmp_path: Path, cli: Cli) -> None:
     """Exit 1 and one line per problem naming model and dotted field."""
     item = example_item("tgi")
     del item["endpoint_req_config"]["request"]["mapping"]["prompt"]
@@ -52,7 +75,7 @@ def test_validate_refuses_with_one_line_per_problem(tmp_path: Path) -> None:
     assert lines[1].startswith("demo-tgi: endpoint_req_config.request.mapping.prompt: is missing")
 
 
-def test_validate_registry_dump_with_json_output(tmp_path: Path) -> None:
+def test_validate_registry_dump_with_json_output(tmp_path: Path, cli: Cli) -> None:
     """A scan dump (typed items) is checked with the all-models rules; --json prints the report."""
     dump = {
         "Items": [
@@ -75,7 +98,7 @@ def test_validate_registry_dump_with_json_output(tmp_path: Path) -> None:
     assert any("more than once" in w for w in report["warnings"])
 
 
-def test_validate_unreadable_files(tmp_path: Path) -> None:
+def test_validate_unreadable_files(tmp_path: Path, cli: Cli) -> None:
     """A missing file or non-JSON is one clear line, exit 1."""
     assert cli("config", "validate", str(tmp_path / "nope.json")).returncode == 1
     result = cli("config", "validate", write(tmp_path, "x.json", "{oops"))
@@ -83,13 +106,13 @@ def test_validate_unreadable_files(tmp_path: Path) -> None:
     assert "not JSON" in result.stderr
 
 
-def test_usage_error_exit_2() -> None:
+def test_usage_error_exit_2(cli: Cli) -> None:
     """Usage errors exit 2."""
     assert cli("config").returncode == 2
     assert cli("config", "request").returncode == 2
 
 
-def test_request_with_sets() -> None:
+def test_request_with_sets(cli: Cli) -> None:
     """--set values are JSON when they parse, else strings; the body follows the request rules."""
     result = cli(
         "config",
@@ -110,7 +133,7 @@ def test_request_with_sets() -> None:
     assert "temperature" not in body["parameters"]
 
 
-def test_request_needs_model_when_several(tmp_path: Path) -> None:
+def test_request_needs_model_when_several(tmp_path: Path, cli: Cli) -> None:
     """A file with several items needs --model, and an unknown --model is named."""
     path = write(tmp_path, "two.json", [example_item("tgi"), example_item("lmi-jsonlines")])
     assert "--model" in cli("config", "request", path).stderr
@@ -118,7 +141,7 @@ def test_request_needs_model_when_several(tmp_path: Path) -> None:
     assert "no model named 'x'" in cli("config", "request", path, "--model", "x").stderr
 
 
-def test_decode_from_stdin_in_small_parts() -> None:
+def test_decode_from_stdin_in_small_parts(cli: Cli) -> None:
     """Raw payload bytes decode to one JSON line per event and a final line with the full text."""
     p = demo.plan("tgi", "demo-tgi", {"inputs": "[[say:Hi there]]"})
     raw = b"".join(demo.render_lines("tgi", "demo-tgi", p))
@@ -130,7 +153,7 @@ def test_decode_from_stdin_in_small_parts() -> None:
     assert lines[-1]["final"]["finish_reason"] == "stop"
 
 
-def test_decode_file_with_error_line(tmp_path: Path) -> None:
+def test_decode_file_with_error_line(tmp_path: Path, cli: Cli) -> None:
     """A stream that carries an error object ends with an error line and exit 1."""
     path = write(
         tmp_path, "s.raw", 'data:{"token":{"text":"a"}}\ndata:{"error":"boom","error_type":"generation"}\n'
@@ -142,7 +165,7 @@ def test_decode_file_with_error_line(tmp_path: Path) -> None:
     }
 
 
-def test_decode_not_json_line(tmp_path: Path) -> None:
+def test_decode_not_json_line(tmp_path: Path, cli: Cli) -> None:
     """A line that is not JSON is reported with the model's name, exit 1."""
     path = write(tmp_path, "s.raw", "data:<html>\n")
     result = cli("config", "decode", str(EXAMPLES_DIR / "tgi.json"), path)
@@ -151,7 +174,7 @@ def test_decode_not_json_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("steps", [60, 1200])
-def test_validate_refuses_long_paths_without_a_traceback(tmp_path: Path, steps: int) -> None:
+def test_validate_refuses_long_paths_without_a_traceback(tmp_path: Path, steps: int, cli: Cli) -> None:
     """A 60-step and a 1,200-step JSONPath: exit 1 and one `model: field: why` line, no traceback."""
     item = example_item("tgi")
     item["endpoint_req_config"]["response"]["mapping"]["text"] = "$" + ".a" * steps
@@ -169,7 +192,9 @@ def test_validate_refuses_long_paths_without_a_traceback(tmp_path: Path, steps: 
         ('{"model_name": ' + "9" * 5000 + "}", "cannot be read as JSON"),
     ],
 )
-def test_validate_unreadable_files_without_a_traceback(tmp_path: Path, text: str, words: str) -> None:
+def test_validate_unreadable_files_without_a_traceback(
+    tmp_path: Path, text: str, words: str, cli: Cli
+) -> None:
     """A file nested past Python's stack or holding a 5,000-digit number: exit 1, one line."""
     result = cli("config", "validate", write(tmp_path, "odd.json", text))
     assert result.returncode == 1
@@ -177,7 +202,7 @@ def test_validate_unreadable_files_without_a_traceback(tmp_path: Path, text: str
     assert words in line
 
 
-def test_validate_hostile_names_without_a_traceback(tmp_path: Path) -> None:
+def test_validate_hostile_names_without_a_traceback(tmp_path: Path, cli: Cli) -> None:
     """Lone surrogates, NUL and direction overrides in names print escaped, never crash the output."""
     items = [{**example_item("tgi"), "model_name": name} for name in ("a\udc80", "a\x00b", "x\u202egpt")]
     path = tmp_path / "names.json"
@@ -188,7 +213,7 @@ def test_validate_hostile_names_without_a_traceback(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 3
 
 
-def test_validate_escapes_hostile_listed_names(tmp_path: Path) -> None:
+def test_validate_escapes_hostile_listed_names(tmp_path: Path, cli: Cli) -> None:
     """Names listed in all-models are shown escaped: a lone surrogate or a direction override in the
     list never reaches the terminal as is."""
     path = tmp_path / "all.json"
@@ -197,3 +222,37 @@ def test_validate_escapes_hostile_listed_names(tmp_path: Path) -> None:
     assert result.returncode == 1
     models = [p["model"] for p in json.loads(result.stdout)["problems"]]
     assert models == ["<model 'a\\udc80'>", "<model 'b\\u202ec'>"]
+
+
+def test_console_command_runs_as_a_process() -> None:
+    """The one process-level smoke test: `python -m sagemaker_fastchat.cli` as the console script runs it."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sagemaker_fastchat.cli",
+            "config",
+            "validate",
+            str(EXAMPLES_DIR / "tgi.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("valid: 1 model(s)")
+
+
+def test_models_without_a_region_is_a_clear_error_exit_3(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No region anywhere (environment, config file): one clear line and exit 3, not a traceback."""
+    for name in ("AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setattr(boto3, "DEFAULT_SESSION", None)
+    result = cli("models", "list")
+    assert result.returncode == 3
+    assert result.stderr.startswith("error: no AWS region is set")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
