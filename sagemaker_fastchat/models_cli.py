@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 import httpx
 
-from contract.items import InputError
+from contract.items import InputError, read_json
 from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
 from contract.ssm_reader import SsmReader
 from sagemaker_fastchat import registry_ops
@@ -93,11 +93,10 @@ def _reader(args: argparse.Namespace) -> SsmReader:
 
 def cmd_put(args: argparse.Namespace) -> int:
     try:
-        config = json.loads(Path(args.config).read_text(encoding="utf-8"), strict=False)
-    except OSError as exc:
-        raise InputError(f"{args.config}: cannot read ({exc.strerror})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{args.config}: not JSON ({exc.msg} at line {exc.lineno})") from None
+        text = Path(args.config).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{args.config}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    config = read_json(text, args.config)
     if not isinstance(config, dict):
         raise InputError(f"{args.config}: expected a JSON object (endpoint_req_config or a whole item)")
     extras = {

@@ -125,14 +125,13 @@ def build_item(
     name: str, endpoint: str, config: dict[str, Any], extras: dict[str, Any]
 ) -> tuple[dict[str, Any], ModelSpec]:
     """The item to write, validated first (raises SpecError with every problem)."""
+    cfg: dict[str, Any] | str = config
     if isinstance(config.get(ITEM_CONFIG), dict | str):  # a whole item was given: take its config and extras
         extras = {
             k: v for k, v in config.items() if k not in ("model_name", "endpoint_name", ITEM_CONFIG)
         } | extras
-        config = (
-            config[ITEM_CONFIG] if isinstance(config[ITEM_CONFIG], dict) else json.loads(config[ITEM_CONFIG])
-        )
-    item = {"model_name": name, "endpoint_name": endpoint, ITEM_CONFIG: config, **extras}
+        cfg = config[ITEM_CONFIG]  # a JSON string (the seed's form) is parsed by the validator
+    item = {"model_name": name, "endpoint_name": endpoint, ITEM_CONFIG: cfg, **extras}
     return item, parse_model_item(item)
 
 

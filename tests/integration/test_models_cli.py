@@ -126,3 +126,29 @@ def test_list_marks_unpublished_additions(reg: Registry, capsys: pytest.CaptureF
     rows = {r["model"]: r["status"] for r in doc["models"]}
     assert rows["a"] == "live"
     assert rows["b"] == "not published"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"request": ' + "9" * 5000 + "}", "cannot be read as JSON"),
+        (b"\xff\xfe not utf-8", "cannot read"),
+        ('{"endpoint_req_config": "' + "[" * 50_000 + '"}', "endpoint_req_config"),
+    ],
+)
+def test_put_hostile_config_files_are_one_line(
+    reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | bytes, words: str
+) -> None:
+    """A config nested past Python's stack, a 5,000-digit number, bytes that are not UTF-8, a string config
+    nested past the stack: exit 1, one clear line, nothing written."""
+    path = tmp_path / "hostile.json"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    assert models("put", "m", "--endpoint", "demo-tgi", "--config", str(path)) == 1
+    err = capsys.readouterr().err
+    assert words in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Item" not in reg.ddb.get_item(TableName=TABLE, Key={"model_name": {"S": "m"}})
