@@ -73,12 +73,14 @@ class _Cells:
         kept = {(a, b): o for (a, b), o in outcomes.items() if a != b and o.votes > 0}
         models = sorted({m for pair in kept for m in pair})
         index = {m: n for n, m in enumerate(models)}
-        pairs = list(kept)
+        pairs = sorted(kept)  # the bootstrap's draws follow the cells' order: make it the input's content
         return cls(
             models,
             np.array([index[a] for a, _ in pairs], dtype=np.intp),
             np.array([index[b] for _, b in pairs], dtype=np.intp),
-            np.array([[o.a_wins, o.b_wins, o.ties] for o in kept.values()], dtype=np.int64).reshape(-1, 3),
+            np.array([[kept[p].a_wins, kept[p].b_wins, kept[p].ties] for p in pairs], dtype=np.int64).reshape(
+                -1, 3
+            ),
         )
 
     def win_matrices(self, counts: NDArray[np.int64]) -> Array:

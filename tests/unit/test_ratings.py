@@ -117,6 +117,7 @@ def test_bootstrap_is_seeded_and_narrows_with_more_votes() -> None:
     """The same seed gives the same intervals; ten times the votes gives narrower ones."""
     few = counts_of(battles(TRUE, 2_000, seed=3))
     assert leaderboard(few, seed=5) == leaderboard(few, seed=5)
+    assert leaderboard(dict(reversed(few.items())), seed=5) == leaderboard(few, seed=5)  # order-free
     many = {pair: PairOutcome(o.a_wins * 10, o.b_wins * 10, o.ties * 10) for pair, o in few.items()}
     width = {r.model: r.ci_upper - r.ci_lower for r in leaderboard(few)}
     for r in leaderboard(many):
