@@ -100,6 +100,7 @@ class ModelSpec:
     conv_template: str | None = None
     context_length: int | None = None
     description: str | None = None
+    arena_weight: float = 1.0  # arena (issue 16): relative chance to be drawn into battles; 0 = never
 
     @cached_property
     def response_reader(self) -> MultiReader:
@@ -205,6 +206,13 @@ def _optional_attributes(item: dict[str, Any], c: _Collector) -> dict[str, Any]:
             c.add("context_length", f"must be a positive whole number of tokens, not {ctx!r}")
         else:
             extras["context_length"] = ctx
+    # arena (issue 16): optional `arena_weight`, a number from 0 (never in battles) to 100; default 1.
+    weight = item.get("arena_weight")
+    if weight is not None:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 100:
+            c.add("arena_weight", f"must be a number from 0 (never in battles) to 100, not {weight!r}")
+        else:
+            extras["arena_weight"] = float(weight)
     return extras
 
 

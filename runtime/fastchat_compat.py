@@ -311,3 +311,104 @@ def enforce_chatbot_sanitizing() -> None:
 
     init._sanitizing = True  # type: ignore[attr-defined]
     gr.Chatbot.__init__ = init  # type: ignore[method-assign]
+
+
+# --- Shim 9: arena votes reach our votes store -------------------------------------------------------
+# FastChat's vote handlers (the battle and side-by-side tabs' `vote_last_response`, direct chat's) only
+# append a line to the conversation log, off by default (shim 2b), so votes were thrown away. Each is
+# wrapped to hand the vote to `on_vote(tab, vote_type, states, selectors, request)` first; FastChat's own
+# handler still runs (it yields the reveal of the battle's names).
+VoteCallback = Callable[[str, str, list[Any], list[Any], Any], None]
+VOTE_MODULES = {
+    "fastchat.serve.gradio_block_arena_anony": "battle",
+    "fastchat.serve.gradio_block_arena_named": "side_by_side",
+    "fastchat.serve.gradio_web_server": "direct",
+}
+
+
+def capture_votes(on_vote: VoteCallback) -> None:
+    for name, tab in VOTE_MODULES.items():
+        module = sys.modules.get(name)
+        original = getattr(module, "vote_last_response", None)
+        if module is None or original is None:
+            continue
+        original = getattr(original, "_fastchat_original", original)
+
+        def wrapped(
+            states: Any,
+            vote_type: str,
+            selectors: Any,
+            request: Any,
+            _tab: str = tab,
+            _original: Any = original,
+        ) -> Any:
+            if _tab == "direct":
+                on_vote(_tab, vote_type, [states], [selectors], request)
+            else:
+                on_vote(_tab, vote_type, list(states), list(selectors), request)
+            return _original(states, vote_type, selectors, request)
+
+        wrapped._fastchat_original = original  # type: ignore[attr-defined]
+        setattr(module, "vote_last_response", wrapped)  # noqa: B010
+
+
+# --- Shim 10: battles drawn from the live set, by our weights -------------------------------------------
+# The battle tab draws pairs with LMSYS's own tables (sampling weights, boosted models, battle targets,
+# an outage list, all naming public models). Its `get_battle_pair` now draws two different models from
+# the live list FastChat loaded on page load, each with weight `weight(name)` (0: never), falling back to
+# FastChat's behaviour (any two live models) when fewer than two have a weight.
+def replace_battle_sampling(weight: Callable[[str], float]) -> None:
+    import random
+
+    anony: Any = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    anony.BATTLE_TARGETS = {}
+    anony.SAMPLING_BOOST_MODELS = []
+    anony.SAMPLING_WEIGHTS = {}
+
+    def get_battle_pair() -> tuple[str, str]:
+        models = list(anony.models)
+        weights = {m: max(0.0, float(weight(m))) for m in models}
+        eligible = [m for m in models if weights[m] > 0]
+        pool = eligible if len(eligible) >= 2 else models
+        if len(pool) < 2:
+            return (pool[0], pool[0]) if pool else ("", "")
+        first = random.choices(pool, [weights[m] or 1.0 for m in pool])[0]
+        rest = [m for m in pool if m != first]
+        second = random.choices(rest, [weights[m] or 1.0 for m in rest])[0]
+        return (first, second) if random.random() < 0.5 else (second, first)
+
+    anony.get_battle_pair = get_battle_pair
+
+
+# --- Shim 11: the operator's page, nothing from LMSYS or third-party hosts -------------------------------
+# FastChat's page is LMSYS's public arena: its notices (links to lmarena's leaderboard, LMSYS texts), the
+# About tab, sponsor logos from third-party hosts (`acknowledgment_md`), a script from a CDN in the page
+# head, and a Leaderboard tab that needs LMSYS's result files. Texts and logos are emptied before the UI
+# is built, `build_about` and `build_leaderboard_tab` are replaced by the caller's, and after the build
+# the head script and FastChat's notices are removed (`scrub_page`).
+def replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: Callable[..., Any]) -> None:
+    for name in VOTE_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "acknowledgment_md"):
+            setattr(module, "acknowledgment_md", "")  # noqa: B010
+    multi: Any = sys.modules["fastchat.serve.gradio_web_server_multi"]
+    multi.build_about = build_about
+    multi.build_leaderboard_tab = build_leaderboard_tab
+
+
+def scrub_page(demo: Any, title: str) -> list[Any]:
+    """Remove FastChat's notices and head script; return the model-description Markdown blocks (so the
+    caller can fill them from the live set on every page load)."""
+    import gradio as gr
+
+    demo.head = ""
+    demo.title = title
+    descriptions = []
+    for block in demo.blocks.values():
+        if isinstance(block, gr.Markdown) and block.elem_id in ("notice_markdown", "ack_markdown"):
+            if block.value:  # FastChat's notices (the battle tab's slow-model warning starts empty)
+                block.value = ""
+                block.visible = False
+        elif isinstance(block, gr.Markdown) and block.elem_id == "model_description_markdown":
+            descriptions.append(block)
+    return descriptions

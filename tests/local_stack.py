@@ -69,6 +69,7 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["FASTCHAT_CONV_LOG_DIR"] = ""
         env["XRAY_TRACES_FILE"] = str(self.traces_file)
+        env["ARENA_VOTE_SPOOL"] = str(self.traces_file.with_name("votes-spool.jsonl"))
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
         )
