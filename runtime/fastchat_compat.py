@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -412,3 +413,59 @@ def scrub_page(demo: Any, title: str) -> list[Any]:
         elif isinstance(block, gr.Markdown) and block.elem_id == "model_description_markdown":
             descriptions.append(block)
     return descriptions
+
+
+# Gradio's own page template preconnects to Google Fonts and loads an iframe-resizer script from a CDN,
+# and its default theme loads its fonts from Google Fonts: the page uses system fonts, and this ASGI
+# middleware drops those tags from the page's HTML (every other response passes through untouched).
+_THIRD_PARTY_TAGS = re.compile(
+    rb'<link\s[^>]*rel="preconnect"[^>]*>'
+    rb'|<script[^>]*src="https://[^"]*"[^>]*>\s*</script>',
+    re.DOTALL,
+)
+
+
+def local_fonts_theme() -> Any:
+    import gradio as gr
+
+    return gr.themes.Default(
+        text_size=gr.themes.sizes.text_md,
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "Consolas", "monospace"],
+    )
+
+
+def use_theme(demo: Any, theme: Any) -> None:
+    """Swap a built page's theme (FastChat builds it with gradio's default, Google-hosted fonts)."""
+    demo.theme = theme
+    demo.theme_css = theme._get_theme_css()
+    demo.stylesheets = theme._stylesheets
+
+
+class StripThirdPartyTags:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path", "/").rstrip("/"):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            content = bytes(body)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                content = _THIRD_PARTY_TAGS.sub(b"", content)
+            headers.append((b"content-length", str(len(content)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, capture)

@@ -129,8 +129,13 @@ def run_web(args: argparse.Namespace) -> int:
         keep_text=os.environ.get("ARENA_KEEP_CONVERSATIONS", "") in ("1", "true", "yes"),
     )
     demo = build_arena_demo(module, args, info, store, recorder, settings)
+    from starlette.middleware import Middleware
+
     demo.queue(default_concurrency_limit=args.concurrency, status_update_rate=10, api_open=False).launch(
-        server_name=args.host, server_port=args.port, max_threads=200
+        server_name=args.host,
+        server_port=args.port,
+        max_threads=200,
+        app_kwargs={"middleware": [Middleware(fastchat_compat.StripThirdPartyTags)]},
     )
     recorder.close()
     return 0
@@ -186,6 +191,7 @@ def build_arena_demo(  # noqa: PLR0917
     module.vl_models, _ = module.get_model_list(args.controller_address, None, True)
     demo = module.build_demo(module.models, module.vl_models, "arena", None)
     descriptions = fastchat_compat.scrub_page(demo, texts.title)
+    fastchat_compat.use_theme(demo, fastchat_compat.local_fonts_theme())
     with demo:
         gr_intro(texts)
     page.attach(demo, descriptions)
