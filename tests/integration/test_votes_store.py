@@ -91,3 +91,70 @@ def test_a_moto_outage_loses_nothing(tmp_path: Path) -> None:
     finally:
         recorder.close()
         server.stop()
+
+
+RECORDING_PROCESS = """
+import sys, boto3
+from botocore.config import Config
+from arena.votes import ModelRef, Vote
+from stores.votes import DynamoVotesStore, VoteRecorder
+client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=sys.argv[1],
+                      config=Config(retries={"max_attempts": 1}))
+recorder = VoteRecorder(DynamoVotesStore(client, "votes-kill", "counts-kill"), __import__("pathlib").Path(sys.argv[2])).start()
+a, b = ModelRef("alpha", 1, "ep-a", "h-a"), ModelRef("bravo", 1, "ep-b", "h-b")
+for n in range(400):
+    recorder.record(Vote(f"k{n:03d}", "leftvote", "battle", (a, b), 1_764_460_800.0 + n))
+    sys.stderr.write(f"{n}\\n"); sys.stderr.flush()  # stdout carries the recorder's log lines
+import time; time.sleep(60)
+"""
+
+
+def test_a_web_process_killed_mid_write_loses_nothing(tmp_path: Path) -> None:
+    """A process recording votes is killed (SIGKILL) while its writer is storing them: the next process
+    replays its spool, and every vote it had recorded is stored exactly once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    client = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=url)
+    create_tables(client, "votes-kill", "counts-kill")
+    store = DynamoVotesStore(client, "votes-kill", "counts-kill")
+    spool = tmp_path / "spool.jsonl"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+    child = subprocess.Popen(
+        [sys.executable, "-c", RECORDING_PROCESS, url, str(spool)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stderr is not None
+        recorded = -1
+        for line in child.stderr:
+            recorded = int(line)
+            if recorded >= 300 and next(store.votes(), None) is not None:
+                break  # some votes stored, others still only in the spool
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        stored_before = len(list(store.votes()))
+        assert 0 < stored_before < 400
+        recorder = VoteRecorder(store, spool).start()
+        assert recorder.flush(120)
+        recorder.close()
+        ids = [v.vote_id for v in store.votes()]
+        assert len(ids) == len(set(ids))
+        assert set(ids) >= {f"k{n:03d}" for n in range(recorded + 1)}
+        assert read_totals(store, "battle", "name") == {("alpha", "bravo"): {"leftvote": len(ids)}}
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        if child.stderr is not None:
+            child.stderr.close()
+        server.stop()
