@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import structlog
 from arena.board import battle_matrices, board
 from arena.ratings import DEFAULT_MIN_VOTES
 from arena.votes import ERROR_MARK, PAIR_TYPES, SINGLE_TYPES, ModelRef, Vote, voter_key
-from stores.votes import VoteRecorder, VotesStore, read_totals
+from stores.votes import StoreUnavailable, VoteRecorder, VotesStore, read_totals
 
 log = structlog.get_logger("arena")
 
@@ -182,24 +183,31 @@ class LeaderboardView:
         self._cache: dict[str, tuple[float, dict[str, Any], dict[str, Any]]] = {}
         self._lock = threading.Lock()
 
-    def document(self, by: str = "name") -> tuple[dict[str, Any], dict[str, Any]]:
+    def document(self, by: str = "name", days: int | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The leaderboard by name or version, over all time or the last `days` UTC days (today included).
+        Raises StoreUnavailable when the counters cannot be read."""
+        key = f"{by}|{days}"
         with self._lock:
-            hit = self._cache.get(by)
+            hit = self._cache.get(key)
             if hit and time.monotonic() - hit[0] < self.ttl:
                 return hit[1], hit[2]
-        battle = read_totals(self.store, "battle", by)
+        since = None if days is None else datetime.now(UTC).date() - timedelta(days=days - 1)
+        battle = read_totals(self.store, "battle", by, since)
         doc = board(
             battle,
-            read_totals(self.store, "side_by_side", by),
-            read_totals(self.store, "direct", by),
+            read_totals(self.store, "side_by_side", by, since),
+            read_totals(self.store, "direct", by, since),
             by=by,
             min_votes=self.min_votes,
         )
         keys = [r["model"] + (f"@{r['version']}" if by == "version" else "") for r in doc["models"]]
         plots = battle_matrices(battle, keys)
         with self._lock:
-            self._cache[by] = (time.monotonic(), doc, plots)
+            self._cache[key] = (time.monotonic(), doc, plots)
         return doc, plots
+
+
+WINDOWS = {"all time": None, "last 30 days": 30, "last 7 days": 7}
 
 
 def leaderboard_tables(doc: Mapping[str, Any]) -> tuple[list[list[Any]], list[list[Any]], list[list[Any]]]:
@@ -247,7 +255,7 @@ class ArenaPage:
         self.texts = texts
         self.live = live
         self.outputs: list[Any] = []
-        self.by: Any = None
+        self.inputs: list[Any] = []
 
     def build_about(self) -> None:
         import gradio as gr
@@ -258,9 +266,12 @@ class ArenaPage:
         import gradio as gr
 
         summary = gr.Markdown(elem_id="leaderboard_summary")
-        self.by = gr.Radio(
-            ["name", "version"], value="name", label="One row per model name, or per version (spec hash)"
-        )
+        with gr.Row():
+            by = gr.Radio(
+                ["name", "version"], value="name", label="One row per model name, or per version (spec hash)"
+            )
+            window = gr.Radio(list(WINDOWS), value="all time", label="Votes cast")
+        self.inputs = [by, window]
         ranking = gr.Dataframe(
             headers=["rank", "model", "rating", "95% CI", "votes", ""],
             elem_id="leaderboard_table",
@@ -274,12 +285,22 @@ class ArenaPage:
         gr.Markdown("### Direct chat feedback")
         direct = gr.Dataframe(headers=["model", *SINGLE_TYPES], interactive=False)
         self.outputs = [summary, ranking, win_rate, battles, side, direct]
-        self.by.change(self.refresh, [self.by], self.outputs)
+        for control in self.inputs:
+            control.change(self.refresh, self.inputs, self.outputs)
 
-    def refresh(self, by: str = "name") -> list[Any]:
-        doc, plots = self.view.document(by if by in ("name", "version") else "name")
+    def refresh(self, by: str = "name", window: str = "all time") -> list[Any]:
+        try:
+            doc, plots = self.view.document(by if by in ("name", "version") else "name", WINDOWS.get(window))
+        except StoreUnavailable as exc:
+            log.warning("leaderboard_unavailable", error=str(exc))
+            empty = board({}, {}, {})
+            doc, plots = {**empty, "unavailable": True}, battle_matrices({}, [])
         ranking, side, direct = leaderboard_tables(doc)
         summary = (
+            "**The votes store cannot be reached right now**; votes are kept and stored when it is back. "
+            if doc.get("unavailable")
+            else ""
+        ) + (
             f"**{doc['battle_votes']}** anonymous battle votes. Bradley-Terry ratings with 95% bootstrap "
             f"intervals; rank = 1 + the number of models surely better. Below {doc['min_votes']} votes a "
             "model is provisional."
@@ -305,7 +326,7 @@ class ArenaPage:
         """On every page load: the leaderboard, and the model descriptions from the live set."""
         with demo:
             if self.outputs:
-                demo.load(self.refresh, [self.by], self.outputs)
+                demo.load(self.refresh, self.inputs, self.outputs)
             if description_blocks:
                 demo.load(lambda: [self.descriptions()] * len(description_blocks), None, description_blocks)
 

@@ -22,12 +22,20 @@ from typing import Any
 import boto3
 import httpx
 import structlog
+from botocore.exceptions import BotoCoreError
 
 from arena.ratings import DEFAULT_MIN_VOTES
 from runtime import arena_ui, fastchat_compat
 from runtime.launch import controller_address_arg
 from sagemaker_fastchat.options import env_option
-from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE, DynamoVotesStore, VoteRecorder
+from stores.votes import (
+    DEFAULT_COUNTS_TABLE,
+    DEFAULT_VOTES_TABLE,
+    DynamoVotesStore,
+    UnconfiguredVotesStore,
+    VoteRecorder,
+    VotesStore,
+)
 from telemetry import propagation
 from telemetry.tracing import Tracer, current_span
 
@@ -122,7 +130,12 @@ def run_web(args: argparse.Namespace) -> int:
     warnings.filterwarnings("ignore", message=".*(tuples|not in the list of choices|found in sys.modules).*")
     module = prepare_ui(args.worker_url)
     info = LiveModelInfo(args.worker_url)
-    store = DynamoVotesStore(boto3.client("dynamodb"), args.votes_table, args.counts_table)
+    store: VotesStore
+    try:
+        store = DynamoVotesStore(boto3.client("dynamodb"), args.votes_table, args.counts_table)
+    except BotoCoreError as exc:  # e.g. no region: the UI still runs, votes wait in the spool
+        log.error("votes_store_unconfigured", error=str(exc))
+        store = UnconfiguredVotesStore(str(exc))
     recorder = arena_ui.start_recorder(store, Path(args.vote_spool))
     settings = arena_ui.VoteSettings(
         salt=os.environ.get("ARENA_VOTER_SALT") or uuid.uuid4().hex,

@@ -72,6 +72,23 @@ def read_totals(
     return pair_totals(rows)
 
 
+class UnconfiguredVotesStore:
+    """Stands in while the store cannot even be set up (e.g. no AWS region): every call is unavailable,
+    so votes wait in the recorder's spool until a process with a working configuration replays them."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def put(self, vote: Vote) -> bool:
+        raise StoreUnavailable(self.reason)
+
+    def votes(self, since: date | None = None) -> Iterator[Vote]:
+        raise StoreUnavailable(self.reason)
+
+    def counter_rows(self, bucket: str) -> CountRows:
+        raise StoreUnavailable(self.reason)
+
+
 # --- DynamoDB -----------------------------------------------------------------------------------------
 _serializer = TypeSerializer()
 # Throttling, server faults, a table not created yet, a transaction that collided with another: retry.

@@ -248,3 +248,23 @@ def test_arena_weight_is_an_optional_registry_attribute() -> None:
         parse_model_item({**item, "arena_weight": -1})
     with pytest.raises(SpecError, match="arena_weight"):
         parse_model_item({**item, "arena_weight": "high"})
+
+
+def test_leaderboard_tab_time_window_and_unreachable_store() -> None:
+    """'last 7 days' leaves older votes out; an unreachable store shows an empty board and says so."""
+    import time
+
+    from arena.votes import ModelRef, Vote
+
+    store = InMemoryVotesStore()
+    a, b = ModelRef("alpha"), ModelRef("bravo")
+    now = time.time()
+    store.put(Vote("old", "leftvote", "battle", (a, b), now - 20 * 86_400))
+    store.put(Vote("new", "rightvote", "battle", (a, b), now))
+    page = arena_ui.ArenaPage(arena_ui.LeaderboardView(store, ttl=0), arena_ui.PageTexts(), dict)
+    assert "**2**" in page.refresh("name", "all time")[0]
+    assert "**1**" in page.refresh("name", "last 7 days")[0]
+    store.available = False
+    summary, ranking, *_ = page.refresh("name", "all time")
+    assert "cannot be reached" in summary
+    assert ranking == []

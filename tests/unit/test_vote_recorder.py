@@ -106,3 +106,19 @@ def test_recording_does_not_wait_for_the_store(tmp_path: Path) -> None:
     assert recorder.record(vote(2))
     recorder.close(timeout=0.1)
     assert recorder.pending == 2
+
+
+def test_an_unconfigured_store_keeps_votes_in_the_spool(tmp_path: Path) -> None:
+    """Without a usable store configuration (e.g. no AWS region) the UI still records: votes wait in the
+    spool for a process that can store them."""
+    from stores.votes import UnconfiguredVotesStore
+
+    spool = tmp_path / "spool.jsonl"
+    first = VoteRecorder(UnconfiguredVotesStore("no region"), spool, retry_initial=0.01).start()
+    first.record(vote(1))
+    first.close(timeout=0.1)
+    store = InMemoryVotesStore()
+    second = VoteRecorder(store, spool).start()
+    assert second.flush(10)
+    second.close()
+    assert list(store.items) == ["v1"]
