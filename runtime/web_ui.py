@@ -208,6 +208,7 @@ def build_arena_demo(  # noqa: PLR0917
     with demo:
         gr_intro(texts)
     page.attach(demo, descriptions)
+    page.refresh()  # loads plotly and numpy's solvers now, not on the first visitor's page load
     return demo
 
 
@@ -220,42 +221,46 @@ def gr_intro(texts: arena_ui.PageTexts) -> None:
         parent.children.insert(0, parent.children.pop())  # first on the page
 
 
-def watch_answers(on_done: Callable[[Any], None]) -> None:
-    """Call `on_done(state)` after each FastChat `bot_response` finishes (the model-health signal)."""
+def _wrap_bot_responses(marker: str, wrap: Callable[[Any], Callable[..., Iterator[Any]]]) -> None:
+    """Replace each FastChat UI module's `bot_response` by `wrap(original)`, once per marker (markers
+    travel with the function: functools.wraps copies them onto each wrapper)."""
     for name, module in list(sys.modules.items()):
         original = getattr(module, "bot_response", None) if name.startswith("fastchat.serve.") else None
-        if original is None or getattr(original, "_watched", False):
+        if original is None or getattr(original, marker, False):
             continue
+        wrapped = functools.wraps(original)(wrap(original))
+        setattr(wrapped, marker, True)
+        module.bot_response = wrapped  # type: ignore[attr-defined]
 
-        @functools.wraps(original)
-        def watched(state: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Iterator[Any]:
-            yield from _original(state, *args, **kwargs)
+
+def watch_answers(on_done: Callable[[Any], None]) -> None:
+    """Call `on_done(state)` after each FastChat `bot_response` finishes (the model-health signal)."""
+
+    def wrap(original: Any) -> Callable[..., Iterator[Any]]:
+        def watched(state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            yield from original(state, *args, **kwargs)
             try:
                 on_done(state)
             except Exception as exc:
                 log.warning("answer_watch_failed", error=str(exc))
 
-        watched._watched = True  # type: ignore[attr-defined]
-        watched._traced = getattr(original, "_traced", False)  # type: ignore[attr-defined]
-        module.bot_response = watched  # type: ignore[attr-defined]
+        return watched
+
+    _wrap_bot_responses("_watched", wrap)
 
 
 def trace_bot_responses(tracer: Tracer) -> None:
     """One trace per model answering: FastChat's `bot_response` (called once per model, also by each
     arena tab) runs inside a segment, current while it calls the controller and the worker."""
-    for name, module in list(sys.modules.items()):
-        original = getattr(module, "bot_response", None) if name.startswith("fastchat.serve.") else None
-        if original is None or getattr(original, "_traced", False):
-            continue
 
-        @functools.wraps(original)
-        def traced(state: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Iterator[Any]:
+    def wrap(original: Any) -> Callable[..., Iterator[Any]]:
+        def traced(state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
             span = tracer.begin("sagemaker-fastchat-web")
             if span is None:
-                yield from _original(state, *args, **kwargs)
+                yield from original(state, *args, **kwargs)
                 return
             span.annotate("model_name", getattr(state, "model_name", None))
-            steps = _original(state, *args, **kwargs)
+            steps = original(state, *args, **kwargs)
             try:
                 while True:
                     token = current_span.set(span)
@@ -270,5 +275,6 @@ def trace_bot_responses(tracer: Tracer) -> None:
                 steps.close()
                 span.end()
 
-        traced._traced = True  # type: ignore[attr-defined]
-        module.bot_response = traced  # type: ignore[attr-defined]
+        return traced
+
+    _wrap_bot_responses("_traced", wrap)

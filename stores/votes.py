@@ -176,15 +176,19 @@ class DynamoVotesStore:
 
     def counter_rows(self, bucket: str) -> CountRows:
         paginator = self.dynamodb.get_paginator("query")
-        for page in paginator.paginate(
+        pages = paginator.paginate(
             TableName=self.counts_table,
             KeyConditionExpression="#b = :b",
             ExpressionAttributeNames={"#b": "bucket"},
             ExpressionAttributeValues={":b": {"S": bucket}},
-        ):
-            for item in page.get("Items", []):
-                counts = {k: int(v["N"]) for k, v in item.items() if "N" in v}
-                yield item["pair"]["S"], counts
+        )
+        try:
+            items = [item for page in pages for item in page.get("Items", [])]
+        except (BotoCoreError, ClientError) as exc:  # the leaderboard says so instead of failing
+            raise StoreUnavailable(str(exc)) from exc
+        for item in items:
+            counts = {k: int(v["N"]) for k, v in item.items() if "N" in v}
+            yield item["pair"]["S"], counts
 
 
 def _reasons_from_message(message: str) -> list[str]:

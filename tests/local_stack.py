@@ -46,6 +46,18 @@ class LocalStack:
             "XRAY_TRACES_FILE": str(self.traces_file),
         }
 
+    def dynamodb(self) -> Any:
+        """A boto3 DynamoDB client on this stack's moto."""
+        import boto3
+
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['api']}/v1"

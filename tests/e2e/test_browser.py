@@ -169,8 +169,6 @@ def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) ->
 def test_a_battle_vote_lands_in_the_votes_table(page: Page, local_stack: LocalStack) -> None:
     """Arena (battle): a vote cast in the page is stored with both models' versions, endpoints, spec
     hashes and templates, hidden names (it counts), and no prompt text; the Leaderboard tab shows it."""
-    import boto3
-
     from stores.votes import DynamoVotesStore
 
     open_tab(page, "Arena (battle)")
@@ -180,14 +178,7 @@ def test_a_battle_vote_lands_in_the_votes_table(page: Page, local_stack: LocalSt
     expect(bots.nth(1)).to_contain_text("vote for me", timeout=30_000)
     page.get_by_role("button", name="👈  A is better").filter(visible=True).first.click()
     expect(page.get_by_text("Model A:").filter(visible=True).first).to_be_visible(timeout=10_000)
-    client = boto3.client(
-        "dynamodb",
-        endpoint_url=local_stack.env["AWS_ENDPOINT_URL"],
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-    store = DynamoVotesStore(client)
+    store = DynamoVotesStore(local_stack.dynamodb())
     deadline = time.monotonic() + 20
     votes = []
     while time.monotonic() < deadline and not votes:

@@ -158,3 +158,13 @@ def test_a_web_process_killed_mid_write_loses_nothing(tmp_path: Path) -> None:
         if child.stderr is not None:
             child.stderr.close()
         server.stop()
+
+
+def test_counters_unreadable_is_unavailable() -> None:
+    """A counts table that cannot be read (here: missing) is StoreUnavailable, which the tab reports."""
+    from stores.votes import StoreUnavailable
+
+    with mock_aws():
+        store = DynamoVotesStore(boto3.client("dynamodb", region_name="us-east-1"), "none", "none")
+        with pytest.raises(StoreUnavailable):
+            read_totals(store, "battle", "name")
