@@ -268,3 +268,31 @@ def test_leaderboard_tab_time_window_and_unreachable_store() -> None:
     summary, ranking, *_ = page.refresh("name", "all time")
     assert "cannot be reached" in summary
     assert ranking == []
+
+
+def test_lines_fastchat_itself_writes_import_as_votes(
+    ui: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FastChat's own vote handlers write its conversation log (battle, side by side, direct chat); each
+    line imports as the vote it records."""
+    import sys
+
+    from arena.votes import fastchat_vote
+
+    monkeypatch.setenv("FASTCHAT_CONV_LOG_DIR", str(tmp_path))
+    request = type("Request", (), {"client": type("C", (), {"host": "1.2.3.4"})(), "headers": {}})()
+    a, b = state(ui, "alpha"), state(ui, "bravo")
+    anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    list(anony.vote_last_response([a, b], "bothbad_vote", ["", ""], request))
+    sys.modules["fastchat.serve.gradio_block_arena_named"].vote_last_response(
+        [a, b], "rightvote", ["alpha", "bravo"], request
+    )
+    sys.modules["fastchat.serve.gradio_web_server"].vote_last_response(a, "downvote", "alpha", request)
+    (log,) = tmp_path.glob("*-conv.json")
+    votes = [fastchat_vote(line) for line in log.read_text().splitlines()]
+    got = [(v.tab, v.type, [m.name for m in v.models]) for v in votes if not isinstance(v, str | None)]
+    assert got == [
+        ("battle", "bothbad_vote", ["alpha", "bravo"]),
+        ("side_by_side", "rightvote", ["alpha", "bravo"]),
+        ("direct", "downvote", ["alpha"]),
+    ]
