@@ -469,3 +469,33 @@ class StripThirdPartyTags:
             await send({"type": "http.response.body", "body": content})
 
         await self.app(scope, receive, capture)
+
+
+# --- Shim 12: no model names itself in a battle ------------------------------------------------------
+# A battle is anonymous until the vote, but an answer may give its model away (the demo models begin
+# with their endpoint's name; real models often say who made them). FastChat's analysis drops such
+# votes afterwards; here the battle tab's `bot_response` hides the model's own names (as `names(model)`
+# lists them: its name, its endpoint) in the answer as it streams, so the vote stays anonymous. The side-
+# by-side and direct-chat tabs, where names are shown anyway, are untouched.
+HIDDEN_NAME = "[name hidden]"
+
+
+def hide_names_in_battles(names: Callable[[str], list[str]]) -> None:
+    anony: Any = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    original = getattr(anony.bot_response, "_unmasked", anony.bot_response)
+
+    def masked(state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        hidden = [n for n in names(str(state.model_name)) if n]
+        pattern = re.compile("|".join(re.escape(n) for n in sorted(hidden, key=len, reverse=True)), re.I)
+        for item in original(state, *args, **kwargs):
+            message = state.conv.messages[-1] if state.conv.messages else None
+            if hidden and message is not None and isinstance(message[1], str):
+                text = pattern.sub(HIDDEN_NAME, message[1])
+                if text != message[1]:
+                    message[1] = text
+                    yield (item[0], state.to_gradio_chatbot(), *item[2:])
+                    continue
+            yield item
+
+    masked._unmasked = original  # type: ignore[attr-defined]
+    anony.bot_response = masked

@@ -188,6 +188,9 @@ def build_arena_demo(  # noqa: PLR0917
     fastchat_compat.replace_battle_sampling(arena_ui.battle_weight(info.models, health))
     fastchat_compat.replace_page_parts(page.build_about, page.build_leaderboard_tab)
     watch_answers(lambda state: health.answered(str(state.model_name), not arena_ui.state_failed(state)))
+    fastchat_compat.hide_names_in_battles(
+        lambda name: [name, str(info.models().get(name, {}).get("endpoint_name") or "")]
+    )
     # What FastChat's `__main__` sets before building (its `load_demo` reads these module globals).
     module.args = argparse.Namespace(
         controller_url=args.controller_address,

@@ -167,15 +167,19 @@ def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) ->
 
 
 def test_a_battle_vote_lands_in_the_votes_table(page: Page, local_stack: LocalStack) -> None:
-    """Arena (battle): a vote cast in the page is stored with both models' versions, endpoints, spec
-    hashes and templates, hidden names (it counts), and no prompt text; the Leaderboard tab shows it."""
+    """Arena (battle): answers do not name their models; a vote cast in the page is stored with both
+    models' versions, endpoints, spec hashes and templates, hidden names (it counts), and no prompt text;
+    the Leaderboard tab shows it."""
     from stores.votes import DynamoVotesStore
 
     open_tab(page, "Arena (battle)")
-    send(page, "[[say:vote for me]]")
+    send(page, "[[tokens:8]] vote for me")
     bots = chatbots(page)
-    expect(bots.nth(0)).to_contain_text("vote for me", timeout=30_000)
-    expect(bots.nth(1)).to_contain_text("vote for me", timeout=30_000)
+    # The demo models begin their answers with their endpoint's name: hidden in a battle.
+    expect(bots.nth(0)).to_contain_text("Demo model [name hidden]", timeout=30_000)
+    expect(bots.nth(1)).to_contain_text("Demo model [name hidden]", timeout=30_000)
+    for n in (0, 1):
+        assert "demo-" not in bots.nth(n).inner_text()
     page.get_by_role("button", name="👈  A is better").filter(visible=True).first.click()
     expect(page.get_by_text("Model A:").filter(visible=True).first).to_be_visible(timeout=10_000)
     store = DynamoVotesStore(local_stack.dynamodb())

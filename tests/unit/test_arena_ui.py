@@ -296,3 +296,32 @@ def test_lines_fastchat_itself_writes_import_as_votes(
         ("side_by_side", "rightvote", ["alpha", "bravo"]),
         ("direct", "downvote", ["alpha"]),
     ]
+
+
+def test_battle_answers_hide_their_models_names(ui: ModuleType) -> None:
+    """Shim 12: in the battle tab a model's own name and endpoint are hidden in its streamed answer (the
+    demo models begin with theirs); other text, and the other tabs, are untouched."""
+    import sys
+
+    anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    direct = sys.modules["fastchat.serve.gradio_web_server"]
+
+    def fake_bot_response(s: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        for text in ("Demo model ep-a", "Demo model ep-a (not a real LLM): Alpha says hi"):
+            s.conv.update_last_message(text)
+            yield (s, s.to_gradio_chatbot(), "button")
+
+    saved = anony.bot_response
+    anony.bot_response = fake_bot_response
+    try:
+        fastchat_compat.hide_names_in_battles(lambda name: [name, LIVE[name]["endpoint_name"]])
+        s = state(ui, "alpha")
+        s.conv.update_last_message(None)
+        items = list(anony.bot_response(s))
+    finally:
+        anony.bot_response = saved
+    hidden = fastchat_compat.HIDDEN_NAME
+    assert s.conv.messages[-1][1] == f"Demo model {hidden} (not a real LLM): {hidden} says hi"
+    assert hidden in str(items[-1][1])
+    assert items[-1][2] == "button"
+    assert getattr(direct.bot_response, "_unmasked", None) is None
