@@ -16,8 +16,17 @@ from runtime import arena_ui, fastchat_compat
 from stores.testing import InMemoryVotesStore
 from tests.helpers import example_item
 
-# gradio's Blocks leaves its own event loop unclosed; pytest reports that whenever it is collected.
+# gradio's Blocks leaves its own event loop unclosed; pytest reports that whenever it is collected, so
+# it is collected here (see the fixture below), where the report is ignored.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+
+
+@pytest.fixture(autouse=True)
+def _collect_gradios_leftovers() -> Iterator[None]:
+    import gc
+
+    yield
+    gc.collect()
 
 LIVE = {
     "alpha": {
