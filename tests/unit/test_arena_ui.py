@@ -28,6 +28,7 @@ def _collect_gradios_leftovers() -> Iterator[None]:
     yield
     gc.collect()
 
+
 LIVE = {
     "alpha": {
         "name": "alpha",
