@@ -228,7 +228,8 @@ def outcomes(totals: Mapping[tuple[str, ...], Mapping[str, int]]) -> Outcomes:
 # FastChat's arena tabs append one JSON line per vote: {"tstamp", "type", "models": [selector_a,
 # selector_b], "states": [state_a.dict(), state_b.dict()], "ip"}, where a state is its conversation's
 # dict plus "conv_id" and "model_name". The battle tab's selectors are "" while the names are hidden
-# (FastChat's clean_battle_data counts only those as anonymous); the side-by-side tab's are the names.
+# (FastChat's clean_battle_data counts only those as anonymous), "### Model A: name" once revealed; the
+# side-by-side tab's are the names.
 # Direct chat writes {"tstamp", "type": "upvote"|"downvote"|"flag", "model", "state", "ip"}.
 ERROR_MARK = "(error_code:"  # FastChat appends it to an answer that ended in an error
 
@@ -278,7 +279,11 @@ def fastchat_vote(line: str) -> Vote | str | None:
     if not all(isinstance(n, str) and n for n in names):
         return f"a {doc['type']} line without model names"
     anonymous = all(p == "" for p in public)
-    tab = "direct" if doc["type"] in SINGLE_TYPES else "battle" if anonymous else "side_by_side"
+    # After a battle vote FastChat shows "### Model A: name": a later vote in that battle is a revealed one.
+    revealed = not anonymous and all(isinstance(p, str) and p.startswith("### Model ") for p in public)
+    tab = "battle" if anonymous or revealed else "side_by_side"
+    if doc["type"] in SINGLE_TYPES:
+        tab = "direct"
     return parse_vote(
         {
             "vote_id": "fastchat-" + hashlib.sha256(line.strip().encode()).hexdigest()[:40],
@@ -288,6 +293,7 @@ def fastchat_vote(line: str) -> Vote | str | None:
             "tstamp": doc.get("tstamp"),
             "turns": _turns(states[0]),
             "error": any(_answered_with_error(s) for s in states),
+            "revealed": revealed,
             "source": "fastchat-import",
         }
     )

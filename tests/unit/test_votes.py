@@ -185,6 +185,9 @@ def test_fastchat_named_line_direct_line_and_errors() -> None:
     """Named selectors mean side by side; direct chat's lines carry one model; an error answer is marked."""
     named = fastchat_vote(fastchat_line("tievote", ["alpha", "bravo"]))
     assert isinstance(named, Vote)
+    late = fastchat_vote(fastchat_line("leftvote", ["### Model A: alpha", "### Model B: bravo"]))
+    assert isinstance(late, Vote)
+    assert (late.tab, late.revealed, late.counts()) == ("battle", True, False)
     assert named.tab == "side_by_side"
     direct = fastchat_vote(
         json.dumps({"tstamp": 1.0, "type": "upvote", "model": "alpha", "state": fastchat_state("alpha")})
