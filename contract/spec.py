@@ -100,6 +100,8 @@ class ModelSpec:
     description: str | None = None
     probe: bool = False  # [warm] stream a one-token probe request before this spec takes traffic
 
+    arena_weight: float = 1.0  # arena (issue 16): relative chance to be drawn into battles; 0 = never
+
     @cached_property
     def response_reader(self) -> MultiReader:
         """All response paths compiled into one reader (built once per spec, shared by its streams)."""
@@ -267,6 +269,16 @@ def _optional_attributes(item: dict[str, Any], c: _Collector) -> dict[str, Any]:
         c.add("probe", f"must be true or false, not {short_repr(probe)}")
     elif probe:
         extras["probe"] = True
+
+    # arena (issue 16): optional `arena_weight`, a number from 0 (never in battles) to 100; default 1.
+    weight = item.get("arena_weight")
+    if weight is not None:
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 100:
+            c.add(
+                "arena_weight", f"must be a number from 0 (never in battles) to 100, not {short_repr(weight)}"
+            )
+        else:
+            extras["arena_weight"] = float(weight)
     return extras
 
 

@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -343,3 +344,190 @@ def complete_arena_send_outputs() -> None:
         module = sys.modules.get(name)
         if getattr(module, "build_side_by_side_ui_anony", None) is original:
             module.build_side_by_side_ui_anony = build  # type: ignore[union-attr]
+
+
+# --- Shim 10: arena votes reach our votes store -------------------------------------------------------
+# FastChat's vote handlers (the battle and side-by-side tabs' `vote_last_response`, direct chat's) only
+# append a line to the conversation log, off by default (shim 2b), so votes were thrown away. Each is
+# wrapped to hand the vote to `on_vote(tab, vote_type, states, selectors, request)` first; FastChat's own
+# handler still runs (it yields the reveal of the battle's names).
+VoteCallback = Callable[[str, str, list[Any], list[Any], Any], None]
+VOTE_MODULES = {
+    "fastchat.serve.gradio_block_arena_anony": "battle",
+    "fastchat.serve.gradio_block_arena_named": "side_by_side",
+    "fastchat.serve.gradio_web_server": "direct",
+}
+
+
+def capture_votes(on_vote: VoteCallback) -> None:
+    for name, tab in VOTE_MODULES.items():
+        module = sys.modules.get(name)
+        original = getattr(module, "vote_last_response", None)
+        if module is None or original is None:
+            continue
+        original = getattr(original, "_fastchat_original", original)
+
+        def wrapped(
+            states: Any,
+            vote_type: str,
+            selectors: Any,
+            request: Any,
+            _tab: str = tab,
+            _original: Any = original,
+        ) -> Any:
+            if _tab == "direct":
+                on_vote(_tab, vote_type, [states], [selectors], request)
+            else:
+                on_vote(_tab, vote_type, list(states), list(selectors), request)
+            return _original(states, vote_type, selectors, request)
+
+        wrapped._fastchat_original = original  # type: ignore[attr-defined]
+        setattr(module, "vote_last_response", wrapped)  # noqa: B010
+
+
+# --- Shim 11: battles drawn from the live set, by our weights -------------------------------------------
+# The battle tab draws pairs with LMSYS's own tables (sampling weights, boosted models, battle targets,
+# an outage list, all naming public models). Its `get_battle_pair` now draws two different models from
+# the live list FastChat loaded on page load, each with weight `weight(name)` (0: never), falling back to
+# FastChat's behaviour (any two live models) when fewer than two have a weight.
+def replace_battle_sampling(weight: Callable[[str], float]) -> None:
+    import random
+
+    anony: Any = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    anony.BATTLE_TARGETS = {}
+    anony.SAMPLING_BOOST_MODELS = []
+    anony.SAMPLING_WEIGHTS = {}
+
+    def get_battle_pair() -> tuple[str, str]:
+        models = list(anony.models)
+        weights = {m: max(0.0, float(weight(m))) for m in models}
+        eligible = [m for m in models if weights[m] > 0]
+        pool = eligible if len(eligible) >= 2 else models
+        if len(pool) < 2:
+            return (pool[0], pool[0]) if pool else ("", "")
+        first = random.choices(pool, [weights[m] or 1.0 for m in pool])[0]
+        rest = [m for m in pool if m != first]
+        second = random.choices(rest, [weights[m] or 1.0 for m in rest])[0]
+        return (first, second) if random.random() < 0.5 else (second, first)
+
+    anony.get_battle_pair = get_battle_pair
+
+
+# --- Shim 12: the operator's page, nothing from LMSYS or third-party hosts -------------------------------
+# FastChat's page is LMSYS's public arena: its notices (links to lmarena's leaderboard, LMSYS texts), the
+# About tab, sponsor logos from third-party hosts (`acknowledgment_md`), a script from a CDN in the page
+# head, and a Leaderboard tab that needs LMSYS's result files. Texts and logos are emptied before the UI
+# is built, `build_about` and `build_leaderboard_tab` are replaced by the caller's, and after the build
+# the head script and FastChat's notices are removed (`scrub_page`).
+def replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: Callable[..., Any]) -> None:
+    for name in VOTE_MODULES:
+        module = sys.modules.get(name)
+        if module is not None and hasattr(module, "acknowledgment_md"):
+            setattr(module, "acknowledgment_md", "")  # noqa: B010
+    multi: Any = sys.modules["fastchat.serve.gradio_web_server_multi"]
+    multi.build_about = build_about
+    multi.build_leaderboard_tab = build_leaderboard_tab
+
+
+def scrub_page(demo: Any, title: str) -> list[Any]:
+    """Remove FastChat's notices and head script; return the model-description Markdown blocks (so the
+    caller can fill them from the live set on every page load)."""
+    import gradio as gr
+
+    demo.head = ""
+    demo.title = title
+    descriptions = []
+    for block in demo.blocks.values():
+        if isinstance(block, gr.Markdown) and block.elem_id in ("notice_markdown", "ack_markdown"):
+            if block.value:  # FastChat's notices (the battle tab's slow-model warning starts empty)
+                block.value = ""
+                block.visible = False
+        elif isinstance(block, gr.Markdown) and block.elem_id == "model_description_markdown":
+            descriptions.append(block)
+    return descriptions
+
+
+# Gradio's own page template preconnects to Google Fonts and loads an iframe-resizer script from a CDN,
+# and its default theme loads its fonts from Google Fonts: the page uses system fonts, and this ASGI
+# middleware drops those tags from the page's HTML (every other response passes through untouched).
+_THIRD_PARTY_TAGS = re.compile(
+    rb'<link\s[^>]*rel="preconnect"[^>]*>'
+    rb'|<script[^>]*src="https://[^"]*"[^>]*>\s*</script>',
+    re.DOTALL,
+)
+
+
+def local_fonts_theme() -> Any:
+    import gradio as gr
+
+    return gr.themes.Default(
+        text_size=gr.themes.sizes.text_md,
+        font=["ui-sans-serif", "system-ui", "sans-serif"],
+        font_mono=["ui-monospace", "Consolas", "monospace"],
+    )
+
+
+def use_theme(demo: Any, theme: Any) -> None:
+    """Swap a built page's theme (FastChat builds it with gradio's default, Google-hosted fonts)."""
+    demo.theme = theme
+    demo.theme_css = theme._get_theme_css()
+    demo.stylesheets = theme._stylesheets
+
+
+class StripThirdPartyTags:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "GET" or scope.get("path", "/").rstrip("/"):
+            await self.app(scope, receive, send)
+            return
+        start: dict[str, Any] = {}
+        body = bytearray()
+
+        async def capture(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body.extend(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            content = bytes(body)
+            headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+            if any(k.lower() == b"content-type" and v.startswith(b"text/html") for k, v in headers):
+                content = _THIRD_PARTY_TAGS.sub(b"", content)
+            headers.append((b"content-length", str(len(content)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": content})
+
+        await self.app(scope, receive, capture)
+
+
+# --- Shim 13: no model names itself in a battle ------------------------------------------------------
+# A battle is anonymous until the vote, but an answer may give its model away (the demo models begin
+# with their endpoint's name; real models often say who made them). FastChat's analysis drops such
+# votes afterwards; here the battle tab's `bot_response` hides the model's own names (as `names(model)`
+# lists them: its name, its endpoint) in the answer as it streams, so the vote stays anonymous. The side-
+# by-side and direct-chat tabs, where names are shown anyway, are untouched.
+HIDDEN_NAME = "[name hidden]"
+
+
+def hide_names_in_battles(names: Callable[[str], list[str]]) -> None:
+    anony: Any = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    original = getattr(anony.bot_response, "_unmasked", anony.bot_response)
+
+    def masked(state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        hidden = [n for n in names(str(state.model_name)) if n]
+        pattern = re.compile("|".join(re.escape(n) for n in sorted(hidden, key=len, reverse=True)), re.I)
+        for item in original(state, *args, **kwargs):
+            message = state.conv.messages[-1] if state.conv.messages else None
+            if hidden and message is not None and isinstance(message[1], str):
+                text = pattern.sub(HIDDEN_NAME, message[1])
+                if text != message[1]:
+                    message[1] = text
+                    yield (item[0], state.to_gradio_chatbot(), *item[2:])
+                    continue
+            yield item
+
+    masked._unmasked = original  # type: ignore[attr-defined]
+    anony.bot_response = masked

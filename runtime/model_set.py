@@ -49,6 +49,7 @@ class ModelSet:
                     "conv_template": self.adapters[name].spec.conv_template,
                     "context_length": self.adapters[name].spec.context_length,
                     "description": self.adapters[name].spec.description,
+                    "arena_weight": self.adapters[name].spec.arena_weight,
                 }
                 for name in self.order
             ],

@@ -10,20 +10,32 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import runpy
 import sys
 import threading
 import time
+import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import structlog
+from botocore.exceptions import BotoCoreError
 
-from runtime import fastchat_compat
+from arena.ratings import DEFAULT_MIN_VOTES
+from runtime import arena_ui, fastchat_compat
 from runtime.launch import controller_address_arg
 from sagemaker_fastchat.options import env_option
+from stores.votes import (
+    DEFAULT_COUNTS_TABLE,
+    DEFAULT_VOTES_TABLE,
+    DynamoVotesStore,
+    UnconfiguredVotesStore,
+    VoteRecorder,
+    VotesStore,
+)
 from telemetry import propagation
 from telemetry.tracing import Tracer, current_span
 
@@ -38,6 +50,7 @@ class LiveModelInfo:
         self.worker_url = worker_url.rstrip("/")
         self.ttl = ttl
         self._models: dict[str, dict[str, Any]] = {}
+        self.version: int | None = None  # the live model-set version
         self._fetched = 0.0
         self._lock = threading.Lock()
 
@@ -47,6 +60,7 @@ class LiveModelInfo:
                 try:
                     state = httpx.get(f"{self.worker_url}/model-set", timeout=2).json()
                     self._models = {m["name"]: m for m in state.get("models", [])}
+                    self.version = state.get("version")
                     self._register_descriptions()
                 except (httpx.HTTPError, ValueError) as exc:
                     log.warning("model_set_unavailable", worker=self.worker_url, error=str(exc))
@@ -78,6 +92,18 @@ def add_web_parser(sub: Any) -> None:
         "the worker whose /model-set gives templates and descriptions",
     )
     env_option(p, "--concurrency", "WEB_CONCURRENCY", 64, "gradio queue concurrency")
+    env_option(p, "--votes-table", "VOTES_TABLE", DEFAULT_VOTES_TABLE, "arena votes table")
+    env_option(p, "--counts-table", "VOTE_COUNTS_TABLE", DEFAULT_COUNTS_TABLE, "arena vote counters table")
+    env_option(
+        p,
+        "--vote-spool",
+        "ARENA_VOTE_SPOOL",
+        str(Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"),
+        "votes wait here until the votes table has them (keep it on a persistent disk)",
+    )
+    env_option(
+        p, "--min-votes", "ARENA_MIN_VOTES", DEFAULT_MIN_VOTES, "votes below which a rating is provisional"
+    )
     p.set_defaults(handler=run_web)
 
 
@@ -103,42 +129,142 @@ def run_web(args: argparse.Namespace) -> int:
     # FastChat 0.2.36 predates gradio 5's deprecations; its warnings say nothing an operator can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*(tuples|not in the list of choices|found in sys.modules).*")
-    prepare_ui(args.worker_url)
-    sys.argv = [
-        UI_MODULE,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-        "--controller-url",
-        args.controller_address,
-        "--model-list-mode",
-        "reload",
-        "--concurrency-count",
-        str(args.concurrency),
-    ]
-    # FastChat builds and launches the UI in its `__main__` block: run it as FastChat would, in-process,
-    # on the modules our shims already prepared.
-    runpy.run_module(UI_MODULE, run_name="__main__", alter_sys=False)
+    module = prepare_ui(args.worker_url)
+    info = LiveModelInfo(args.worker_url)
+    store: VotesStore
+    try:
+        store = DynamoVotesStore(boto3.client("dynamodb"), args.votes_table, args.counts_table)
+    except BotoCoreError as exc:  # e.g. no region: the UI still runs, votes wait in the spool
+        log.error("votes_store_unconfigured", error=str(exc))
+        store = UnconfiguredVotesStore(str(exc))
+    recorder = arena_ui.start_recorder(store, Path(args.vote_spool))
+    settings = arena_ui.VoteSettings(
+        salt=os.environ.get("ARENA_VOTER_SALT") or uuid.uuid4().hex,
+        keep_text=os.environ.get("ARENA_KEEP_CONVERSATIONS", "") in ("1", "true", "yes"),
+    )
+    demo = build_arena_demo(module, args, info, store, recorder, settings)
+    from starlette.middleware import Middleware
+
+    demo.queue(default_concurrency_limit=args.concurrency, status_update_rate=10, api_open=False).launch(
+        server_name=args.host,
+        server_port=args.port,
+        max_threads=200,
+        app_kwargs={"middleware": [Middleware(fastchat_compat.StripThirdPartyTags)]},
+    )
+    recorder.close()
     return 0
+
+
+def build_arena_demo(  # noqa: PLR0917
+    module: Any,
+    args: argparse.Namespace,
+    info: LiveModelInfo,
+    store: Any,
+    recorder: VoteRecorder,
+    settings: arena_ui.VoteSettings,
+) -> Any:
+    """FastChat's multi-tab page, built as its `__main__` would, with the arena's parts in place."""
+    texts = arena_ui.PageTexts.from_env()
+    health = arena_ui.ModelHealth()
+    page = arena_ui.ArenaPage(arena_ui.LeaderboardView(store, args.min_votes), texts, info.models)
+
+    def on_vote(tab: str, vote_type: str, states: list[Any], selectors: list[Any], request: Any) -> None:
+        try:
+            vote = arena_ui.build_vote(
+                tab,
+                vote_type,
+                states,
+                selectors,
+                str(getattr(request, "session_hash", "") or ""),
+                info.models(),
+                info.version,
+                settings,
+            )
+            if vote is not None:
+                recorder.record(vote)
+        except Exception as exc:  # a vote must never break the page
+            log.error("vote_not_recorded", tab=tab, type=vote_type, error=str(exc))
+
+    fastchat_compat.capture_votes(on_vote)
+    fastchat_compat.replace_battle_sampling(arena_ui.battle_weight(info.models, health))
+    fastchat_compat.replace_page_parts(page.build_about, page.build_leaderboard_tab)
+    watch_answers(lambda state: health.answered(str(state.model_name), not arena_ui.state_failed(state)))
+    fastchat_compat.hide_names_in_battles(
+        lambda name: [name, str(info.models().get(name, {}).get("endpoint_name") or "")]
+    )
+    # What FastChat's `__main__` sets before building (its `load_demo` reads these module globals).
+    module.args = argparse.Namespace(
+        controller_url=args.controller_address,
+        model_list_mode="reload",
+        register_api_endpoint_file=None,
+        show_terms_of_use=False,
+        multimodal=False,
+        ga_id=None,
+    )
+    module.set_global_vars(args.controller_address, False)
+    module.set_global_vars_named(False)
+    module.set_global_vars_anony(False)
+    module.models, module.all_models = module.get_model_list(args.controller_address, None, False)
+    module.vl_models, _ = module.get_model_list(args.controller_address, None, True)
+    demo = module.build_demo(module.models, module.vl_models, "arena", None)
+    descriptions = fastchat_compat.scrub_page(demo, texts.title)
+    fastchat_compat.use_theme(demo, fastchat_compat.local_fonts_theme())
+    with demo:
+        gr_intro(texts)
+    page.attach(demo, descriptions)
+    page.refresh()  # loads plotly and numpy's solvers now, not on the first visitor's page load
+    return demo
+
+
+def gr_intro(texts: arena_ui.PageTexts) -> None:
+    import gradio as gr
+
+    intro = gr.Markdown(f"# {texts.title}\n\n{texts.intro}", elem_id="arena_intro")
+    parent = intro.parent
+    if parent is not None:
+        parent.children.insert(0, parent.children.pop())  # first on the page
+
+
+def _wrap_bot_responses(marker: str, wrap: Callable[[Any], Callable[..., Iterator[Any]]]) -> None:
+    """Replace each FastChat UI module's `bot_response` by `wrap(original)`, once per marker (markers
+    travel with the function: functools.wraps copies them onto each wrapper)."""
+    for name, module in list(sys.modules.items()):
+        original = getattr(module, "bot_response", None) if name.startswith("fastchat.serve.") else None
+        if original is None or getattr(original, marker, False):
+            continue
+        wrapped = functools.wraps(original)(wrap(original))
+        setattr(wrapped, marker, True)
+        module.bot_response = wrapped  # type: ignore[attr-defined]
+
+
+def watch_answers(on_done: Callable[[Any], None]) -> None:
+    """Call `on_done(state)` after each FastChat `bot_response` finishes (the model-health signal)."""
+
+    def wrap(original: Any) -> Callable[..., Iterator[Any]]:
+        def watched(state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            yield from original(state, *args, **kwargs)
+            try:
+                on_done(state)
+            except Exception as exc:
+                log.warning("answer_watch_failed", error=str(exc))
+
+        return watched
+
+    _wrap_bot_responses("_watched", wrap)
 
 
 def trace_bot_responses(tracer: Tracer) -> None:
     """One trace per model answering: FastChat's `bot_response` (called once per model, also by each
     arena tab) runs inside a segment, current while it calls the controller and the worker."""
-    for name, module in list(sys.modules.items()):
-        original = getattr(module, "bot_response", None) if name.startswith("fastchat.serve.") else None
-        if original is None or getattr(original, "_traced", False):
-            continue
 
-        @functools.wraps(original)
-        def traced(state: Any, *args: Any, _original: Any = original, **kwargs: Any) -> Iterator[Any]:
+    def wrap(original: Any) -> Callable[..., Iterator[Any]]:
+        def traced(state: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
             span = tracer.begin("sagemaker-fastchat-web")
             if span is None:
-                yield from _original(state, *args, **kwargs)
+                yield from original(state, *args, **kwargs)
                 return
             span.annotate("model_name", getattr(state, "model_name", None))
-            steps = _original(state, *args, **kwargs)
+            steps = original(state, *args, **kwargs)
             try:
                 while True:
                     token = current_span.set(span)
@@ -153,5 +279,6 @@ def trace_bot_responses(tracer: Tracer) -> None:
                 steps.close()
                 span.end()
 
-        traced._traced = True  # type: ignore[attr-defined]
-        module.bot_response = traced  # type: ignore[attr-defined]
+        return traced
+
+    _wrap_bot_responses("_traced", wrap)

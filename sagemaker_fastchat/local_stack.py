@@ -35,6 +35,8 @@ from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
 from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
+from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
+from stores.votes import create_tables as create_vote_tables
 from sync.settings import DEFAULT_TABLE
 from telemetry.collector import traces_file
 
@@ -296,6 +298,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
 
     dynamodb = boto3.client("dynamodb", region_name=args.region)
     ensure_table(dynamodb, args.table)
+    create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
     if not args.no_demo_models:
         seeded = seed_demo_models(Registry(dynamodb, args.table))
         if seeded:

@@ -51,6 +51,18 @@ class LocalStack:
             "XRAY_TRACES_FILE": str(self.traces_file),
         }
 
+    def dynamodb(self) -> Any:
+        """A boto3 DynamoDB client on this stack's moto."""
+        import boto3
+
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.env["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['api']}/v1"
@@ -74,6 +86,7 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["FASTCHAT_CONV_LOG_DIR"] = ""
         env["XRAY_TRACES_FILE"] = str(self.traces_file)
+        env["ARENA_VOTE_SPOOL"] = str(self.traces_file.with_name("votes-spool.jsonl"))
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
         )

@@ -178,3 +178,65 @@ def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) ->
     ).json()
     prompt = json.loads(bodies[-1]["body"])["messages"][0]["content"]
     assert prompt == "[[say:ui template]] check"
+
+
+def test_a_battle_vote_lands_in_the_votes_table(page: Page, local_stack: LocalStack) -> None:
+    """Arena (battle): answers do not name their models; a vote cast in the page is stored with both
+    models' versions, endpoints, spec hashes and templates, hidden names (it counts), and no prompt text;
+    the Leaderboard tab shows it."""
+    from stores.votes import DynamoVotesStore
+
+    open_tab(page, "Arena (battle)")
+    send(page, "[[tokens:8]] vote for me")
+    bots = chatbots(page)
+    # The demo models begin their answers with their endpoint's name: hidden in a battle.
+    expect(bots.nth(0)).to_contain_text("Demo model [name hidden]", timeout=30_000)
+    expect(bots.nth(1)).to_contain_text("Demo model [name hidden]", timeout=30_000)
+    for n in (0, 1):
+        assert "demo-" not in bots.nth(n).inner_text()
+    page.get_by_role("button", name="👈  A is better").filter(visible=True).first.click()
+    expect(page.get_by_text("Model A:").filter(visible=True).first).to_be_visible(timeout=10_000)
+    store = DynamoVotesStore(local_stack.dynamodb())
+    deadline = time.monotonic() + 20
+    votes = []
+    while time.monotonic() < deadline and not votes:
+        votes = [v for v in store.votes() if v.tab == "battle" and v.type == "leftvote"]
+        time.sleep(0.3)
+    assert votes, "the vote did not reach the votes table"
+    vote = votes[-1]
+    live = {m["name"]: m for m in httpx.get(f"{local_stack.worker_url}/model-set").json()["models"]}
+    assert len(vote.models) == 2
+    for ref in vote.models:
+        assert ref.name in live
+        assert (ref.endpoint, ref.spec_hash) == (live[ref.name]["endpoint_name"], live[ref.name]["hash"])
+        assert ref.version is not None
+        assert ref.version >= 1
+    assert not vote.revealed
+    assert not vote.error
+    assert vote.counts()
+    assert vote.voter
+    assert vote.turns == 1
+    assert "vote for me" not in json.dumps(vote.as_json())
+    open_tab(page, "Leaderboard")
+    page.reload(wait_until="domcontentloaded")
+    page.get_by_role("tab", name="Leaderboard").wait_for(timeout=60_000)
+    open_tab(page, "Leaderboard")
+    expect(page.locator("#leaderboard_table")).to_contain_text(vote.models[0].name, timeout=20_000)
+    shot(page, "leaderboard")
+
+
+def test_the_page_is_the_operators_own(browser: Browser, local_stack: LocalStack) -> None:
+    """No LMSYS texts, nothing requested from another host than the page's own, the operator's intro."""
+    context = browser.new_context()
+    pg = context.new_page()
+    hosts: set[str] = set()
+    pg.on("request", lambda r: hosts.add(r.url.split("/")[2] if "://" in r.url else r.url))
+    pg.goto(local_stack.web_url, wait_until="domcontentloaded")
+    pg.get_by_role("tab", name="Direct Chat").wait_for(timeout=60_000)
+    pg.wait_for_timeout(3000)  # the page's own requests after load (fonts, the load event's data)
+    body = pg.locator("body").inner_text()
+    context.close()
+    assert hosts <= {local_stack.web_url.split("/")[2]}, hosts
+    assert "LMSYS" not in body
+    assert "lmsys" not in body
+    assert "Model arena" in body

@@ -201,7 +201,8 @@ def test_worker_permissions_are_narrow() -> None:
     """Workers: SSM reads under the prefix, InvokeEndpoint and DescribeEndpoint (the check before traffic)
     on tagged endpoints, the X-Ray daemon's."""
     role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
-    assert sorted(actions(role["Policies"])) == sorted(
+    worker = [p for p in role["Policies"] if p["PolicyName"] == "worker"]
+    assert sorted(actions(worker)) == sorted(
         [
             "ssm:GetParameter",
             "ssm:GetParameters",
@@ -234,3 +235,33 @@ def test_sync_endpoint_check_is_off_by_default_and_granted_only_when_on() -> Non
     assert granted["Condition"] == {"StringEquals": {"aws:ResourceTag/sagemaker-fastchat": "enabled"}}
     assert otherwise == {"Ref": "AWS::NoValue"}
     assert "SYNC_ENDPOINT_CHECK" in (ROOT / "sync" / "settings.py").read_text()
+
+    assert not any(a.startswith(("ssm:Put", "ssm:Delete", "dynamodb:")) for a in actions(worker))
+
+
+def test_arena_permissions_and_tables_match_the_code() -> None:
+    """The task may put votes and move and read counters, nothing else; the tables' keys are the store's,
+    with point-in-time recovery; the web container gets the table names it reads."""
+    from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
+
+    role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
+    arena = [p for p in role["Policies"] if p["PolicyName"] == "arena"]
+    assert sorted(actions(arena)) == ["dynamodb:PutItem", "dynamodb:Query", "dynamodb:UpdateItem"]
+    registry = template("registry-template.yaml")
+    assert registry["Parameters"]["VotesTableName"]["Default"] == DEFAULT_VOTES_TABLE
+    assert registry["Parameters"]["VoteCountsTableName"]["Default"] == DEFAULT_COUNTS_TABLE
+    votes = registry["Resources"]["VotesTable"]["Properties"]
+    counts = registry["Resources"]["VoteCountsTable"]["Properties"]
+    assert votes["KeySchema"] == [{"AttributeName": "vote_id", "KeyType": "HASH"}]
+    assert counts["KeySchema"] == [
+        {"AttributeName": "bucket", "KeyType": "HASH"},
+        {"AttributeName": "pair", "KeyType": "RANGE"},
+    ]
+    for table in (votes, counts):
+        assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    web = next(c for c in containers() if c["Name"] == "web")
+    env = {e["Name"] for e in web["Environment"]}
+    assert {"VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"} <= env
+    web_ui = (ROOT / "runtime" / "web_ui.py").read_text()
+    for name in ("VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"):
+        assert f'"{name}"' in web_ui

@@ -1,0 +1,1 @@
+"""The private arena: votes and their ratings (pure logic; stores/ holds the I/O)."""

@@ -1,0 +1,337 @@
+"""The votes store: a port (`VotesStore`), its DynamoDB adapter, and the spooling recorder the web UI uses.
+
+Two tables. The votes table holds one item per vote, keyed by `vote_id`, written with a condition
+(`attribute_not_exists`) so a retried or replayed vote is recorded once. The counts table holds the
+leaderboard's sufficient statistics: one item per (bucket, pair) with a counter per vote type, moved
+with atomic ADDs in the same transaction as the vote's put, so counters and votes never disagree and a
+leaderboard reads a few hundred counter items instead of every vote.
+
+`VoteRecorder` keeps the web UI off the store's path: a vote is appended to a local spool file (fsync'd)
+and handed to a background thread; when the store cannot be reached the thread retries in order, and a
+restarted process replays the spool first. The spool is emptied once every vote in it is stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+from boto3.dynamodb.types import TypeSerializer
+from botocore.exceptions import BotoCoreError, ClientError
+
+from arena.votes import ALL_TIME, Vote, bucket, counters, days_since, pair_totals, parse_vote
+from contract.dynamo import untype_item
+
+log = structlog.get_logger("votes")
+
+DEFAULT_VOTES_TABLE = "sagemaker-fastchat-votes"
+DEFAULT_COUNTS_TABLE = "sagemaker-fastchat-vote-counts"
+MAX_SPOOL_BYTES = 256 * 1024 * 1024
+MAX_WINDOW_DAYS = 3660  # a --since window reads one counts partition per day
+
+CountRows = Iterator[tuple[str, dict[str, int]]]
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached right now (network, throttling, a missing table): retry later."""
+
+
+class VotesStore(Protocol):
+    def put(self, vote: Vote) -> bool:
+        """Record a vote and move its counters, once per vote id; False when the id was already recorded.
+        Raises StoreUnavailable when the store cannot be reached."""
+        ...
+
+    def votes(self, since: date | None = None) -> Iterator[Vote]:
+        """Every vote cast on or after `since` (all when None), oldest first."""
+        ...
+
+    def counter_rows(self, bucket: str) -> CountRows:
+        """The (pair, {vote type: count}) items of one counts bucket."""
+        ...
+
+
+def read_totals(
+    store: VotesStore, tab: str, view: str, since: date | None = None, today: date | None = None
+) -> dict[tuple[str, ...], dict[str, int]]:
+    """Counters of one tab and view summed per pair: the all-time bucket, or one bucket per day since."""
+    if since is None:
+        return pair_totals(store.counter_rows(bucket(tab, view, ALL_TIME)))
+    today = today or datetime.now(UTC).date()
+    if (today - since).days > MAX_WINDOW_DAYS:
+        raise ValueError(f"--since: at most {MAX_WINDOW_DAYS} days back")
+    rows = (row for day in days_since(since, today) for row in store.counter_rows(bucket(tab, view, day)))
+    return pair_totals(rows)
+
+
+class UnconfiguredVotesStore:
+    """Stands in while the store cannot even be set up (e.g. no AWS region): every call is unavailable,
+    so votes wait in the recorder's spool until a process with a working configuration replays them."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+    def put(self, vote: Vote) -> bool:
+        raise StoreUnavailable(self.reason)
+
+    def votes(self, since: date | None = None) -> Iterator[Vote]:
+        raise StoreUnavailable(self.reason)
+
+    def counter_rows(self, bucket: str) -> CountRows:
+        raise StoreUnavailable(self.reason)
+
+
+# --- DynamoDB -----------------------------------------------------------------------------------------
+_serializer = TypeSerializer()
+# Throttling, server faults, a table not created yet, a transaction that collided with another: retry.
+_TRANSIENT = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "ResourceNotFoundException",
+    "TransactionConflictException",
+    "TransactionInProgressException",
+}
+
+
+def _typed(doc: Mapping[str, Any]) -> dict[str, Any]:
+    plain = json.loads(json.dumps(doc), parse_float=Decimal)  # DynamoDB numbers are Decimals
+    return {k: _serializer.serialize(v) for k, v in plain.items()}
+
+
+class DynamoVotesStore:
+    def __init__(
+        self, dynamodb: Any, votes_table: str = DEFAULT_VOTES_TABLE, counts_table: str = DEFAULT_COUNTS_TABLE
+    ) -> None:
+        self.dynamodb = dynamodb
+        self.votes_table = votes_table
+        self.counts_table = counts_table
+
+    def put(self, vote: Vote) -> bool:
+        item = _typed({**vote.as_json(), "day": vote.day(), "recorded": datetime.now(UTC).timestamp()})
+        actions: list[dict[str, Any]] = [
+            {
+                "Put": {
+                    "TableName": self.votes_table,
+                    "Item": item,
+                    "ConditionExpression": "attribute_not_exists(vote_id)",
+                }
+            }
+        ]
+        for counter in counters(vote):
+            actions.append(
+                {
+                    "Update": {
+                        "TableName": self.counts_table,
+                        "Key": {"bucket": {"S": counter.bucket}, "pair": {"S": counter.pair}},
+                        "UpdateExpression": "ADD #t :one",
+                        "ExpressionAttributeNames": {"#t": counter.type},
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                }
+            )
+        try:
+            self.dynamodb.transact_write_items(TransactItems=actions)
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = error.get("Code", "")
+            reasons = [str(r.get("Code")) for r in exc.response.get("CancellationReasons", [])]
+            if code == "TransactionCanceledException" and not reasons:
+                reasons = _reasons_from_message(error.get("Message", ""))
+            if code == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                return False
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            if code in _TRANSIENT or code == "TransactionCanceledException" or status >= 500:
+                raise StoreUnavailable(f"{code}: {error.get('Message', '')}") from exc
+            raise
+        except BotoCoreError as exc:  # connection refused, timeouts, closed connections
+            raise StoreUnavailable(str(exc)) from exc
+        return True
+
+    def votes(self, since: date | None = None) -> Iterator[Vote]:
+        kwargs: dict[str, Any] = {"TableName": self.votes_table}
+        if since is not None:
+            start = datetime(since.year, since.month, since.day, tzinfo=UTC).timestamp()
+            kwargs["FilterExpression"] = "tstamp >= :since"
+            kwargs["ExpressionAttributeValues"] = {":since": {"N": repr(start)}}
+        found: list[Vote] = []
+        for page in self.dynamodb.get_paginator("scan").paginate(**kwargs):
+            for item in page.get("Items", []):
+                vote = parse_vote(untype_item(item))
+                if isinstance(vote, Vote):
+                    found.append(vote)
+                else:
+                    log.warning("vote_unreadable", problem=vote)
+        yield from sorted(found, key=lambda v: (v.tstamp, v.vote_id))
+
+    def counter_rows(self, bucket: str) -> CountRows:
+        paginator = self.dynamodb.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self.counts_table,
+            KeyConditionExpression="#b = :b",
+            ExpressionAttributeNames={"#b": "bucket"},
+            ExpressionAttributeValues={":b": {"S": bucket}},
+        )
+        try:
+            items = [item for page in pages for item in page.get("Items", [])]
+        except (BotoCoreError, ClientError) as exc:  # the leaderboard says so instead of failing
+            raise StoreUnavailable(str(exc)) from exc
+        for item in items:
+            counts = {k: int(v["N"]) for k, v in item.items() if "N" in v}
+            yield item["pair"]["S"], counts
+
+
+def _reasons_from_message(message: str) -> list[str]:
+    """moto (and older botocore) put the reasons only in the message: "... [ConditionalCheckFailed, None]"."""
+    if "[" not in message:
+        return []
+    inner = message[message.rfind("[") + 1 : message.rfind("]")]
+    return [part.strip() for part in inner.split(",")]
+
+
+def create_tables(dynamodb: Any, votes_table: str, counts_table: str) -> None:
+    """Create the two tables when missing (the local stack; CloudFormation creates them on AWS)."""
+    existing = set(dynamodb.list_tables().get("TableNames", []))
+    if votes_table not in existing:
+        dynamodb.create_table(
+            TableName=votes_table,
+            KeySchema=[{"AttributeName": "vote_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "vote_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    if counts_table not in existing:
+        dynamodb.create_table(
+            TableName=counts_table,
+            KeySchema=[
+                {"AttributeName": "bucket", "KeyType": "HASH"},
+                {"AttributeName": "pair", "KeyType": "RANGE"},
+            ],
+            AttributeDefinitions=[
+                {"AttributeName": "bucket", "AttributeType": "S"},
+                {"AttributeName": "pair", "AttributeType": "S"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+
+# --- The recorder: spool, then store, off the caller's path -----------------------------------------------
+class VoteRecorder:
+    """Records votes without blocking the caller beyond one fsync'd append, losing none."""
+
+    def __init__(
+        self,
+        store: VotesStore,
+        spool: Path,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+        max_spool_bytes: int = MAX_SPOOL_BYTES,
+    ) -> None:
+        self.store = store
+        self.spool = spool
+        self.rejected = spool.with_name(spool.name + ".rejected")
+        self.retry_initial, self.retry_max = retry_initial, retry_max
+        self.max_spool_bytes = max_spool_bytes
+        self._queue: queue.Queue[Vote | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> VoteRecorder:
+        """Replay what an earlier process spooled (in order), then start the writer thread."""
+        self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock:
+            for vote in self._read_spool():
+                self._pending += 1
+                self._queue.put(vote)
+        if self._pending:
+            log.info("votes_replaying", count=self._pending, spool=str(self.spool))
+        self._thread = threading.Thread(target=self._run, name="vote-recorder", daemon=True)
+        self._thread.start()
+        return self
+
+    def record(self, vote: Vote) -> bool:
+        """Spool the vote (durable on return) and queue it for the store; False if the spool is full."""
+        line = json.dumps(vote.as_json(), ensure_ascii=False) + "\n"
+        with self._lock:
+            size = self.spool.stat().st_size if self.spool.exists() else 0
+            if size + len(line) > self.max_spool_bytes:
+                log.error("vote_dropped_spool_full", vote_id=vote.vote_id, spool=str(self.spool))
+                return False
+            with self.spool.open("a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+            self._pending += 1
+            self._queue.put(vote)  # under the lock: the queue's order is the spool's order
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every recorded vote is in the store; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._pending == 0, timeout)
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the writer (after a last try within `timeout`); unstored votes stay in the spool."""
+        self.flush(timeout)
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _read_spool(self) -> Iterator[Vote]:
+        if not self.spool.exists():
+            return
+        with self.spool.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    vote = parse_vote(json.loads(line))
+                except ValueError:
+                    vote = "spool: a torn line (the process stopped mid-write)"
+                if isinstance(vote, Vote):
+                    yield vote
+                else:
+                    log.warning("spool_line_skipped", problem=vote)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            vote = self._queue.get()
+            if vote is None:
+                return
+            delay = self.retry_initial
+            while True:
+                try:
+                    new = self.store.put(vote)
+                    log.info("vote_stored" if new else "vote_duplicate", vote_id=vote.vote_id, type=vote.type)
+                    break
+                except StoreUnavailable as exc:
+                    log.warning("votes_store_unavailable", error=str(exc), retry_in=delay)
+                    if self._stop.wait(delay):
+                        return
+                    delay = min(delay * 2, self.retry_max)
+                except Exception as exc:  # a vote the store refuses for good must not block the rest
+                    log.error("vote_rejected", vote_id=vote.vote_id, error=str(exc))
+                    with self.rejected.open("a", encoding="utf-8") as f:
+                        f.write(json.dumps(vote.as_json(), ensure_ascii=False) + "\n")
+                    break
+            with self._idle:
+                self._pending -= 1
+                if self._pending == 0:
+                    with self.spool.open("w") as f:  # every spooled vote is stored: start afresh
+                        os.fsync(f.fileno())
+                    self._idle.notify_all()
