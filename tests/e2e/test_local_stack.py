@@ -54,7 +54,8 @@ def test_conv_template_applies_in_the_api_path(local_stack: LocalStack) -> None:
     bodies = httpx.get(f"{local_stack.standin_url}/_standin/requests").json()
     last = {b["endpoint"]: json.loads(b["body"]) for b in bodies}
     assert last["demo-openai"]["messages"][0]["content"] == "[[say:x]] template check"  # raw: no roles added
-    assert "### Human: [[say:x]] template check" in last["demo-tgi"]["inputs"]  # FastChat's one_shot
+    # demo-tgi: a name FastChat does not recognise and no conv_template: neutral turns, not one_shot
+    assert last["demo-tgi"]["inputs"] == "\nUser: [[say:x]] template check\nAssistant:"
 
 
 def live_version(stack: LocalStack) -> int:
