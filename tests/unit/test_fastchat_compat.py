@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runtime import fastchat_compat
 
 
@@ -22,3 +24,15 @@ def test_unrecognised_names_get_the_neutral_template() -> None:
     assert not fastchat_compat.template_recognised("alpha")
     assert not fastchat_compat.template_recognised("Llama 2 (70B)")
     assert fastchat_compat.template_recognised("vicuna-13b-v1.5")
+
+
+def test_models_cli_warns_when_no_template_applies(capsys: pytest.CaptureFixture[str]) -> None:
+    """`models put` / `models list` warn for a prompt-style model FastChat recognises nothing for and
+    with no conv_template; not for recognised names or when the template does not matter."""
+    from sagemaker_fastchat.models_cli import _warn_template
+
+    _warn_template("Llama 2 (70B)", by_name=True)
+    assert "Llama 2 (70B): no conv_template" in capsys.readouterr().err
+    _warn_template("vicuna-13b-v1.5", by_name=True)
+    _warn_template("Llama 2 (70B)", by_name=False)
+    assert capsys.readouterr().err == ""
