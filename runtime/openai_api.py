@@ -179,7 +179,11 @@ class Directory:
 
     async def run(self) -> None:
         while True:
-            await self.refresh()
+            try:
+                await self.refresh()
+            except Exception as exc:  # a malformed answer must not stop the refresh loop
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("live_set_refresh_failed", error=self.last_error)
             await asyncio.sleep(self.interval)
 
     async def refresh(self) -> None:
@@ -467,6 +471,7 @@ async def _merged(streams: list[_Stream]) -> AsyncIterator[tuple[int, list[dict[
     finally:
         for t in tasks:
             t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # before the streams are closed
 
 
 def _apply(

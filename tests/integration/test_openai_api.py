@@ -11,9 +11,12 @@ from typing import Any
 
 import httpx
 import openai
+import psutil  # type: ignore[import-untyped]
 import pytest
 
-from tests.runtime_stack import RuntimeStack, model
+from sagemaker_fastchat.supervisor import http_ready
+from tests.helpers import free_port
+from tests.runtime_stack import CLI, RuntimeStack, model
 
 KEY = "test-key-1"
 
@@ -37,13 +40,20 @@ def stack(standin_url: str) -> Iterator[RuntimeStack]:
         s.wait_for(lambda: "chatty" in s.controller_models(), what="controller lists models")
         yield s
     finally:
+        for c in _clients:
+            c.close()
         s.close()
 
 
+_clients: list[openai.OpenAI] = []  # closed at teardown (a collected client may leave a socket open)
+
+
 def client(stack: RuntimeStack, **kw: Any) -> openai.OpenAI:
-    return openai.OpenAI(
+    c = openai.OpenAI(
         base_url=stack.api_url, api_key=kw.pop("api_key", KEY), max_retries=kw.pop("max_retries", 0), **kw
     )
+    _clients.append(c)
+    return c
 
 
 def user(text: str) -> list[Any]:
@@ -307,3 +317,22 @@ def test_auth_on_every_route(stack: RuntimeStack) -> None:
     err = status_of(client(stack, api_key="wrong").models.list)
     assert isinstance(err, openai.AuthenticationError)
     assert client(stack, api_key="other-key").models.list().data
+
+
+def test_several_api_processes(stack: RuntimeStack) -> None:
+    """`--workers 2` runs two API processes on one port; both serve (each with its own cache)."""
+    port = free_port()
+    argv = [*CLI, "api", "--port", str(port), "--controller-address", stack.controller_url, "--workers", "2"]
+    stack.sup.start("api2", argv, stack.env(), http_ready(f"http://127.0.0.1:{port}/health"))
+    try:
+        stack.sup.wait_ready(["api2"])
+        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        _clients.append(c)
+        stack.wait_for(lambda: "alpha" in {m.id for m in c.models.list().data}, what="api2 lists models")
+        for i in range(6):
+            reply = c.chat.completions.create(model="alpha", messages=user(f"[[say:process {i}]]"))
+            assert reply.choices[0].message.content == f"process {i}"
+        children = psutil.Process(stack.sup.children["api2"].process.pid).children(recursive=True)
+        assert len([p for p in children if "python" in p.name().lower()]) >= 2
+    finally:
+        stack.sup.stop("api2")
