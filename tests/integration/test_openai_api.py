@@ -115,6 +115,41 @@ def test_chat_completion(stack: RuntimeStack) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("Demo model demo-lmi")
 
 
+@pytest.mark.parametrize("name", ["alpha", "beta", "chatty"])
+def test_fastchat_script_for_every_model(stack: RuntimeStack, name: str) -> None:
+    """FastChat's tests/test_openai_api.py main, per listed model: completion with logprobs=1 at
+    temperature 0, completion stream, chat, chat stream; embeddings answer 404 (documented)."""
+    c = client(stack)
+    completion = c.completions.create(
+        model=name, prompt="Once upon a time", logprobs=1, max_tokens=64, temperature=0
+    )
+    text = completion.choices[0].text
+    assert text.startswith("Demo model demo-")
+    logprobs = completion.choices[0].logprobs
+    if name == "alpha":  # TGI's config maps token.logprob
+        assert logprobs is not None
+        assert logprobs.token_logprobs is not None
+        assert logprobs.token_logprobs[:3] == [-0.25] * 3
+        assert "".join(logprobs.tokens or []) == text
+    streamed = "".join(
+        chunk.choices[0].text
+        for chunk in c.completions.create(
+            model=name, prompt="Once upon a time", max_tokens=64, stream=True, temperature=0
+        )
+        if chunk.choices
+    )
+    assert streamed == text
+    messages = user("Hello! What is your name?")
+    chat = c.chat.completions.create(model=name, messages=messages, temperature=0)
+    assert (chat.choices[0].message.content or "").startswith("Demo model demo-")
+    chunks = c.chat.completions.create(model=name, messages=messages, stream=True, temperature=0)
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == (
+        chat.choices[0].message.content
+    )
+    with pytest.raises(openai.NotFoundError):
+        c.embeddings.create(model=name, input="Hello world!")
+
+
 # --- OpenAI semantics ------------------------------------------------------------------------------------
 def test_include_usage_sends_a_final_usage_chunk(stack: RuntimeStack) -> None:
     """stream_options.include_usage: a last chunk with empty choices and the usage."""
