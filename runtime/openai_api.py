@@ -433,6 +433,10 @@ class _Stream:
         async for batch in self._batches:
             yield batch
 
+    @property
+    def rest(self) -> AsyncIterator[list[dict[str, Any]]]:
+        return self._batches
+
     async def close(self) -> None:
         closer = getattr(self._batches, "aclose", None)
         if closer is not None:
@@ -441,8 +445,10 @@ class _Stream:
 
 async def _merged(streams: list[_Stream]) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
     """Batches of every stream as they come, tagged with the choice index (bounded: backpressure)."""
-    if len(streams) == 1:
-        async for batch in streams[0].all():
+    if len(streams) == 1:  # the common case, without a generator layer per batch
+        if streams[0].first:
+            yield 0, streams[0].first
+        async for batch in streams[0].rest:
             yield 0, batch
         return
     queue: asyncio.Queue[tuple[int, list[dict[str, Any]] | BaseException | None]] = asyncio.Queue(
