@@ -29,10 +29,9 @@ import aiohttp
 import orjson
 import structlog
 from fastchat.conversation import Conversation, get_conv_template
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, Router
 
 from runtime import openai_protocol as p
 
@@ -584,7 +583,7 @@ def _guarded(handler: Handler) -> Handler:
     return run
 
 
-def create_app(settings: Settings, http_factory: Callable[[], Http] | None = None) -> Starlette:
+def create_app(settings: Settings, http_factory: Callable[[], Http] | None = None) -> Router:
     """The API app. The HTTP client is created on the serving loop at start-up (aiohttp's pool belongs to
     its loop), with the background refresh of the live set."""
     holder: dict[str, Api] = {}
@@ -593,7 +592,7 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
         return holder["api"]
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    async def lifespan(_: Any) -> AsyncIterator[None]:
         http: Any = http_factory() if http_factory else AiohttpClient(settings.worker_timeout)
         holder["api"] = Api(settings, http)
         refresher = asyncio.ensure_future(holder["api"].directory.run())
@@ -659,7 +658,9 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
         Route("/v1/{rest:path}", _guarded(other_v1), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/{rest:path}", _guarded(not_found), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    # A bare Router, not a Starlette app: its error middlewares wrap every chunk's `send` in two more
+    # layers, and `_guarded` already answers every failure with OpenAI's envelope.
+    return Router(routes=routes, lifespan=lifespan)
 
 
 def app_from_env() -> Any:
@@ -671,6 +672,6 @@ def app_from_env() -> Any:
 
     configure_logging()
     propagation.patch_aiohttp()  # outgoing calls carry the request's trace header
-    return TraceMiddleware(
-        create_app(Settings.from_env()), Tracer("sagemaker-fastchat-api"), "sagemaker-fastchat-api"
-    )
+    tracer = Tracer("sagemaker-fastchat-api")
+    tracer.prepare()  # load the X-Ray SDK now: inside the first sampled chat it stalled every stream
+    return TraceMiddleware(create_app(Settings.from_env()), tracer, "sagemaker-fastchat-api")
