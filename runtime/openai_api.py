@@ -87,7 +87,9 @@ class AiohttpClient:
     """One aiohttp session (one connection pool, keep-alive) for every call of this process."""
 
     def __init__(self, read_timeout: float) -> None:
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
+        # Idle connections are dropped before uvicorn's own keep-alive timeout (5 s) closes them: reusing
+        # a connection the server is closing fails the request.
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=4)
         self.session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout),
@@ -113,10 +115,10 @@ class AiohttpClient:
             response = await self.session.post(
                 url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
             )
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-            raise WorkerUnreachable(str(exc)) from exc
         except TimeoutError as exc:
             raise WorkerSilent() from exc
+        except aiohttp.ClientError as exc:  # refused, reset, closed: no answer, so retrying is safe
+            raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
         try:
             if response.status != 200:
                 raise WorkerUnreachable(f"HTTP {response.status}")
