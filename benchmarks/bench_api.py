@@ -32,33 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import boto3
 import psutil  # type: ignore[import-untyped]  # (no stubs; a benchmark-only use)
+from bench_runtime import direct_stream, pct, standin_stack  # (this script's folder is on the path)
 
 from runtime.adapter import sagemaker_client_config
-from sagemaker_fastchat.supervisor import http_ready
-from tests.helpers import free_port
-from tests.runtime_stack import CLI, RuntimeStack, model
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 PACED_SECONDS = float(os.environ.get("BENCH_PACED_SECONDS", "8"))
 Stream = Callable[[aiohttp.ClientSession, str], Awaitable[tuple[float, int]]]
-
-
-def pct(values: list[float], p: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
-
-
-def direct_stream(client: object, prompt: str) -> tuple[float, int]:
-    start = time.perf_counter()
-    body = json.dumps({"inputs": prompt, "parameters": {"max_new_tokens": 1000}, "stream": True}).encode()
-    response = client.invoke_endpoint_with_response_stream(EndpointName="demo-tgi", Body=body)  # type: ignore[attr-defined]
-    first, parts = 0.0, 0
-    for event in response["Body"]:
-        if "PayloadPart" in event:
-            parts += 1
-            if parts == 1:
-                first = time.perf_counter() - start
-    return first, parts
 
 
 def worker_side(worker: str) -> Stream:
@@ -167,19 +147,8 @@ class Cpu:
 
 
 def main() -> None:
-    standin_port = free_port()
-    stack = RuntimeStack(f"http://127.0.0.1:{standin_port}", poll_interval=1.0)
-    stack.sup.start(
-        "standin",
-        [*CLI, "standin", "--port", str(standin_port)],
-        stack.env(),
-        http_ready(f"http://127.0.0.1:{standin_port}/ping"),
-    )
-    stack.sup.wait_ready(["standin"])
+    stack = standin_stack()
     try:
-        stack.publish([model("alpha")])
-        stack.start_controller()
-        stack.start_worker()
         stack.start_api(
             *(["--workers", os.environ["API_PROCESSES"]] if os.environ.get("API_PROCESSES") else [])
         )
