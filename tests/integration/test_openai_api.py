@@ -211,6 +211,13 @@ def test_n_choices_and_cap(stack: RuntimeStack) -> None:
     c = client(stack).chat.completions.create(model="alpha", messages=user("[[say:same]]"), n=3)
     assert [ch.index for ch in c.choices] == [0, 1, 2]
     assert {ch.message.content for ch in c.choices} == {"same"}
+    texts = ["", ""]
+    for chunk in client(stack).chat.completions.create(
+        model="alpha", messages=user("[[say:both streamed]]"), n=2, stream=True
+    ):
+        for choice in chunk.choices:
+            texts[choice.index] += choice.delta.content or ""
+    assert texts == ["both streamed", "both streamed"]
     err = status_of(lambda: client(stack).chat.completions.create(model="alpha", messages=user("x"), n=5))
     assert err.status_code == 400
     assert error_of(err)["param"] == "n"
