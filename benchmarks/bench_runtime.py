@@ -123,7 +123,9 @@ def throughput(client: object, controller: str, prompt: str, rounds: int = 5) ->
     return totals["direct"][0] / totals["direct"][1], totals["worker"][0] / totals["worker"][1]
 
 
-def main() -> None:
+def standin_stack() -> RuntimeStack:
+    """A runtime stack (stand-in in its own process, 1 s poll interval) serving model `alpha` through
+    the controller and the worker."""
     standin_port = free_port()
     stack = RuntimeStack(f"http://127.0.0.1:{standin_port}", poll_interval=1.0)
     stack.sup.start(
@@ -132,11 +134,20 @@ def main() -> None:
         stack.env(),
         http_ready(f"http://127.0.0.1:{standin_port}/ping"),
     )
-    stack.sup.wait_ready(["standin"])
     try:
+        stack.sup.wait_ready(["standin"])
         stack.publish([model("alpha")])
         stack.start_controller()
         stack.start_worker()
+    except BaseException:
+        stack.close()
+        raise
+    return stack
+
+
+def main() -> None:
+    stack = standin_stack()
+    try:
         stack.wait_version(1)
         stack.wait_for(lambda: "alpha" in stack.controller_models())
 

@@ -45,6 +45,9 @@ class OutputAssembler:
     reported_tokens: int | None = None
     generated_text: str | None = None
     container_finish: str | None = None  # what the container said; applied when the stream ends
+    # Per-token logprobs, collected when the request asks for them (FastChat's `logprobs` parameter)
+    # and the config maps them: (token text, logprob, top alternatives).
+    logprobs: list[tuple[str, float, dict[str, float]]] | None = None
 
     @property
     def stopped(self) -> bool:
@@ -70,6 +73,8 @@ class OutputAssembler:
                 self.completion_tokens += 1
                 if not event.special:
                     texts.append(event.text)
+                    if self.logprobs is not None:
+                        self.logprobs.extend(_token_logprobs(event.text, event.logprobs))
             if event.finish_reason is not None:
                 self.container_finish = fastchat_finish_reason(event.finish_reason)
         if texts:
@@ -96,6 +101,16 @@ class OutputAssembler:
                 "total_tokens": self.prompt_tokens + completion,
             },
             "finish_reason": self.finish_reason,
+            **({"logprobs": self._logprobs_doc()} if self.logprobs else {}),
+        }
+
+    def _logprobs_doc(self) -> dict[str, Any]:
+        """FastChat's (cumulative) logprobs object: tokens, token_logprobs, top_logprobs."""
+        items = self.logprobs or []
+        return {
+            "tokens": [t for t, _, _ in items],
+            "token_logprobs": [v for _, v, _ in items],
+            "top_logprobs": [top for _, _, top in items],
         }
 
     def _advance(self, final: bool) -> dict[str, Any] | None:
@@ -129,3 +144,27 @@ class OutputAssembler:
                     longest = n
                     break
         return longest
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _token_logprobs(text: str, value: Any) -> list[tuple[str, float, dict[str, float]]]:
+    """A token's logprob as the config maps it: a number (TGI's `token.logprob`) or OpenAI's
+    `logprobs` object (`{"content": [{"token", "logprob", "top_logprobs"}]}`)."""
+    if _number(value):
+        return [(text, float(value), {})]
+    if isinstance(value, dict) and isinstance(value.get("content"), list):
+        out = []
+        for entry in value["content"]:
+            if isinstance(entry, dict) and _number(entry.get("logprob")):
+                tops = entry.get("top_logprobs")
+                alts = {
+                    str(a.get("token")): float(a["logprob"])
+                    for a in (tops if isinstance(tops, list) else [])
+                    if isinstance(a, dict) and _number(a.get("logprob"))
+                }
+                out.append((str(entry.get("token", "")), float(entry["logprob"]), alts))
+        return out
+    return []

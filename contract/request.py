@@ -6,6 +6,9 @@ What a field sends when the chat request does not set it (documented in README "
 | field                | set by the request                            | not set                         |
 |----------------------|-----------------------------------------------|---------------------------------|
 | prompt               | always written                                | (required)                      |
+| messages             | the OpenAI-format turns (the API sends them), | one user message holding the    |
+|                      | roles and texts; a config maps `messages` or  | prompt (the web UI sends only a |
+|                      | `prompt` or both                              | prompt)                         |
 | stream               | always `true`: workers always stream          | `true`                          |
 | stop                 | a list (a string becomes a one-item list),    | key removed (the defaults' stop |
 |                      | at most 4 sent (TGI's limit); all are         | is an example, never sent)      |
@@ -77,6 +80,20 @@ def normalize_stop(stop: Any) -> list[str]:
     return out
 
 
+def chat_messages(messages: Any, prompt: str) -> list[dict[str, str]]:
+    """The OpenAI-format turns to send: the request's (role and text of each), else the prompt as one
+    user message."""
+    if isinstance(messages, list) and messages:
+        out = [
+            {"role": str(m.get("role")), "content": str(m.get("content"))}
+            for m in messages
+            if isinstance(m, Mapping) and isinstance(m.get("content"), str)
+        ]
+        if out:
+            return out
+    return [{"role": "user", "content": prompt}]
+
+
 def _canonical_values(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     """The value to write per mapped field; the REMOVE marker deletes the key; absent keeps the default."""
     mapped = spec.request_mapping
@@ -85,6 +102,8 @@ def _canonical_values(spec: ModelSpec, params: Mapping[str, Any]) -> dict[str, A
     if not isinstance(prompt, str):
         raise RequestError(f"{spec.name}: the request has no prompt text")
     values["prompt"] = prompt
+    if "messages" in mapped:
+        values["messages"] = chat_messages(params.get("messages"), prompt)
     values["stream"] = True
     problem = stop_problem(params.get("stop"))
     if problem:

@@ -325,8 +325,11 @@ def _parse_request(config: dict[str, Any], c: _Collector, out: _ParsedConfig) ->
         else:
             out.defaults = defaults
     if mapping is not None:
-        if "prompt" not in mapping:
-            c.add(f"{_CFG}.request.mapping.prompt", "is missing: every model needs the prompt's path")
+        if "prompt" not in mapping and "messages" not in mapping:  # API issue: `messages` may replace it
+            c.add(
+                f"{_CFG}.request.mapping.prompt",
+                "is missing: every model needs the prompt's path (or `messages`, for chat-style bodies)",
+            )
         out.request_mapping = _compile_mapping(mapping, f"{_CFG}.request.mapping", c, defaults)
 
 

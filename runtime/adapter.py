@@ -271,6 +271,7 @@ class Generation:
         self._assembler = OutputAssembler(
             stop=normalize_stop(params.get("stop")) if self.body is not None else [],
             prompt_tokens=approx_token_count(str(params.get("prompt"))),
+            logprobs=[] if params.get("logprobs") else None,
         )
         self._decoder = StreamDecoder(spec)
 

@@ -10,7 +10,6 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
-import json
 import logging
 import os
 import re
@@ -150,61 +149,7 @@ def redirect_conversation_logs() -> None:
             setattr(module, "get_conv_log_filename", conversation_log_path)  # noqa: B010
 
 
-# --- Shim 3: the OpenAI API server's streaming on pydantic v2 ---------------------------------------
-# openai_api_server streams `chunk.json(exclude_unset=True, ensure_ascii=False)`; pydantic v2's
-# deprecated `.json()` rejects `ensure_ascii` with a TypeError, so every streamed chat fails. The
-# protocol models get a `.json()` that maps to `model_dump_json()` (which never escapes non-ASCII).
-# Also, `ModelPermission.is_blocking` is declared `str` with a `False` default (OpenAI's is a boolean):
-# pydantic warned on every `/v1/models`. It is declared bool.
-def patch_pydantic_json() -> None:
-    from fastchat.protocol import api_protocol, openai_api_protocol
-    from pydantic import BaseModel
-
-    permission = openai_api_protocol.ModelPermission
-    permission.model_fields["is_blocking"].annotation = bool
-    for model in (permission, openai_api_protocol.ModelCard, openai_api_protocol.ModelList):
-        model.model_rebuild(force=True)  # the containing models embed the permission's schema
-
-    def _json(self: BaseModel, **kwargs: Any) -> str:
-        kwargs.pop("ensure_ascii", None)
-        return self.model_dump_json(**kwargs)
-
-    for module in (openai_api_protocol, api_protocol):
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, BaseModel)
-                and value.__module__ == module.__name__
-            ):
-                value.json = _json  # type: ignore[method-assign]
-
-
-# --- Shim 4: the OpenAI API server caches conversation templates forever -----------------------------
-# `conv_template_map` keeps each (worker, model) template for the life of the process, so a model whose
-# `conv_template` changes would keep the old one. Entries now expire after `ttl` seconds.
-class _ExpiringDict(dict[Any, Any]):
-    def __init__(self, ttl: float) -> None:
-        super().__init__()
-        self.ttl = ttl
-        self._stamps: dict[Any, float] = {}
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._stamps[key] = time.monotonic()
-        super().__setitem__(key, value)
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        if key in self and time.monotonic() - self._stamps.get(key, 0) > self.ttl:
-            del self[key]
-        return super().get(key, default)
-
-
-def expire_conv_template_cache(ttl: float = 5.0) -> None:
-    from fastchat.serve import openai_api_server
-
-    openai_api_server.conv_template_map = _ExpiringDict(ttl)
-
-
-# --- Shim 5: templates follow the live model set, in the API path and in the web UI ------------------
+# --- Shim 3: templates follow the live model set, in the API path and in the web UI ------------------
 # FastChat's web UI picks a conversation template by model name itself (get_conversation_template), and
 # `get_model_adapter` caches its answer per name forever. One adapter, inserted first, answers for
 # every name: a model's `conv_template` from the live set when it has one, else FastChat's own choice.
@@ -225,16 +170,53 @@ def install_live_template_adapter(lookup: TemplateLookup) -> None:
             name = lookup(model_path)
             if name:
                 return get_conv_template(name)
-            basename = os.path.basename(os.path.normpath(model_path))
-            for adapter in model_adapter.model_adapters:
-                if adapter is not self and type(adapter) is not base and adapter.match(basename):
-                    return adapter.get_default_conv_template(model_path)
-            return base().get_default_conv_template(model_path)
+            adapter = _matching_adapter(model_adapter, model_path, self)
+            if adapter is not None:
+                return adapter.get_default_conv_template(model_path)
+            return neutral_conversation()  # FastChat's own fallback, one_shot, adds a canned conversation
 
     adapters = model_adapter.model_adapters
     adapters[:] = [a for a in adapters if type(a).__name__ != "LiveModelSetAdapter"]
     adapters.insert(0, LiveModelSetAdapter())
     model_adapter.get_model_adapter.cache_clear()
+
+
+def _matching_adapter(model_adapter: Any, model_path: str, skip: Any = None) -> Any:
+    """FastChat's adapter whose name matching recognises `model_path`, if any (not the generic base)."""
+    basename = os.path.basename(os.path.normpath(model_path))
+    for adapter in model_adapter.model_adapters:
+        if adapter is skip or type(adapter).__name__ in ("BaseModelAdapter", "LiveModelSetAdapter"):
+            continue
+        if adapter.match(basename):
+            return adapter
+    return None
+
+
+# FastChat's generic fallback template (`one_shot`) puts a canned example conversation (~560 tokens) in
+# front of every prompt. A model FastChat does not recognise, with no `conv_template` set, gets plain
+# "User: ... / Assistant:" turns instead (and a warning in `models put` / `models list`).
+NEUTRAL_TEMPLATE = "plain"
+
+
+def neutral_conversation() -> Any:
+    from fastchat.conversation import Conversation, SeparatorStyle
+
+    return Conversation(
+        name=NEUTRAL_TEMPLATE,
+        system_template="{system_message}",
+        system_message="",
+        roles=("User", "Assistant"),
+        messages=[],
+        sep_style=SeparatorStyle.ADD_COLON_SINGLE,
+        sep="\n",
+        stop_str="\nUser:",
+    )
+
+
+def template_recognised(model_name: str) -> bool:
+    """Whether FastChat's name matching picks a template for this model name (else: the neutral one)."""
+    model_adapter = import_torch_free("fastchat.model.model_adapter")
+    return _matching_adapter(model_adapter, model_name) is not None
 
 
 def conversation_template(model_name: str) -> Any:
@@ -249,54 +231,7 @@ def known_conv_template(name: str) -> bool:
     return name in conv_templates
 
 
-# --- Shim 6: a health route for the OpenAI API server -------------------------------------------------
-# FastChat's API server has no health route, and its `/v1/models` re-polls every worker: load balancers
-# need a route that answers cheaply without touching the controller.
-def add_health_route(app: Any) -> None:
-    if any(getattr(r, "path", None) == "/health" for r in app.router.routes):
-        return
-
-    async def health() -> dict[str, bool]:
-        return {"ok": True}
-
-    app.add_api_route("/health", health, methods=["GET"])
-
-
-# --- Shim 7: errors inside an OpenAI API stream ----------------------------------------------------
-# When a worker reports an error mid-stream, FastChat's API server streams the worker's raw chunk
-# (`{"text": ..., "error_code": ...}`), which OpenAI clients parse as an empty chunk: the reply just
-# stops, silently truncated. Such events are rewritten to OpenAI's error shape (`{"error": {...}}`),
-# which clients raise as an API error carrying the message.
-def _openai_error_event(event: str) -> str:
-    if not event.startswith("data: {") or '"error_code"' not in event:
-        return event
-    try:
-        doc = json.loads(event[len("data: ") :])
-    except ValueError:
-        return event
-    if "choices" in doc or not doc.get("error_code"):
-        return event
-    error = {"message": doc.get("text", ""), "type": "server_error", "code": doc["error_code"]}
-    return f"data: {json.dumps({'error': error}, ensure_ascii=False)}\n\n"
-
-
-def openai_stream_errors() -> None:
-    from fastchat.serve import openai_api_server
-
-    for name in ("chat_completion_stream_generator", "generate_completion_stream_generator"):
-        original = getattr(openai_api_server, name)
-        if getattr(original, "_error_events", False):
-            continue
-
-        async def wrapped(*args: Any, _original: Any = original, **kwargs: Any) -> Any:
-            async for event in _original(*args, **kwargs):
-                yield _openai_error_event(event)
-
-        wrapped._error_events = True  # type: ignore[attr-defined]
-        setattr(openai_api_server, name, wrapped)
-
-
-# --- Shim 8: model output is shown as sanitized HTML ---------------------------------------------------
+# --- Shim 4: model output is shown as sanitized HTML ---------------------------------------------------
 # FastChat's chat UI renders model output as markdown/HTML (FastChat issue #88: an open XSS). gradio 5's
 # Chatbot sanitizes by default; this makes sure no FastChat tab turns that off, whatever it passes.
 def enforce_chatbot_sanitizing() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ from contract.logs import configure_logging
 from contract.snapshot import DEFAULT_PREFIX, validate_prefix
 from runtime import fastchat_compat
 from sagemaker_fastchat.options import env_default, env_option
-from telemetry import propagation
 from telemetry.propagation import TraceMiddleware
 from telemetry.tracing import Tracer
 
@@ -195,41 +193,30 @@ def run_controller(args: argparse.Namespace) -> int:
 
 # --- OpenAI-compatible API server --------------------------------------------------------------------
 def add_api_parser(sub: Any) -> None:
-    p = sub.add_parser("api", help="run FastChat's OpenAI-compatible API server (with our shims)")
+    p = sub.add_parser("api", help="run the OpenAI-compatible API (over the controller and its workers)")
     _host_port(p, "api")
     controller_address_arg(p)
     p.add_argument("--api-keys", default=os.environ.get("API_KEYS"), help="comma-separated keys ($API_KEYS)")
+    env_option(
+        p, "--workers", "API_PROCESSES", 1, "API processes (uvicorn workers) when one core is not enough"
+    )
+    env_option(p, "--max-n", "API_MAX_N", 4, "the largest `n` (choices per request) accepted")
+    env_option(
+        p, "--worker-timeout", "API_WORKER_TIMEOUT", 130.0, "seconds to wait for the worker's next frame"
+    )
     p.set_defaults(handler=run_api)
 
 
-def api_app(controller_address: str, api_keys: str | None = None) -> Any:
-    """FastChat's OpenAI API app with the compatibility shims applied and a cheap /health route."""
-    fastchat_compat.prepare_fastchat_logging()
-    from fastchat.serve import openai_api_server
-
-    fastchat_compat.reclaim_logging()
-    fastchat_compat.patch_pydantic_json()
-    fastchat_compat.expire_conv_template_cache()
-    fastchat_compat.add_health_route(openai_api_server.app)
-    fastchat_compat.openai_stream_errors()
-    propagation.patch_all()
-    argv = ["openai_api_server", "--controller-address", controller_address]
-    if api_keys:
-        argv += ["--api-keys", api_keys]
-    saved, sys.argv = sys.argv, argv
-    try:
-        openai_api_server.create_openai_api_server()
-    finally:
-        sys.argv = saved
-    return openai_api_server.app
-
-
 def run_api(args: argparse.Namespace) -> int:
-    app = api_app(args.controller_address, args.api_keys)
-    configure_logging()
-    traced = TraceMiddleware(app, Tracer("sagemaker-fastchat-api"), "sagemaker-fastchat-api")
+    # Each uvicorn process builds its app from the environment (runtime.openai_api.app_from_env).
+    os.environ["CONTROLLER_ADDRESS"] = args.controller_address
+    os.environ["API_KEYS"] = args.api_keys or ""
+    os.environ["API_MAX_N"] = str(args.max_n)
+    os.environ["API_WORKER_TIMEOUT"] = str(args.worker_timeout)
     uvicorn.run(
-        traced,
+        "runtime.openai_api:app_from_env",
+        factory=True,
+        workers=args.workers if args.workers > 1 else None,
         host=args.host,
         port=args.port,
         log_level="warning",

@@ -32,7 +32,6 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastchat.constants import ErrorCode
-from fastchat.conversation import get_conv_template
 from fastchat.serve.base_model_worker import BaseModelWorker
 from starlette.types import Receive, Scope, Send
 
@@ -134,7 +133,7 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
 
     def make_conv_template(self, conv_template: str | None = None, model_path: str | None = None) -> Any:
         # Templates are per model (conv_template_for). The base's version would import torch here.
-        return get_conv_template("one_shot")
+        return fastchat_compat.neutral_conversation()
 
     def register(self) -> bool:
         """(Re-)register the live names with the controller; False when it cannot be reached."""

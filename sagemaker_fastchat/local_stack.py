@@ -2,7 +2,7 @@
 
 Supervised processes, logs prefixed by name: moto in server mode (DynamoDB, DynamoDB Streams, SSM), the
 stream consumer running the real sync handler, the SageMaker runtime stand-in, FastChat's controller, our
-worker, FastChat's OpenAI API server and FastChat's web UI. The boto3 code is the production code; only
+worker, our OpenAI-compatible API and FastChat's web UI. The boto3 code is the production code; only
 its configuration (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, AWS_ENDPOINT_URL_SAGEMAKER)
 points at the local services.
 Ctrl-C stops everything (process groups, so nothing is left behind and the ports are freed).

@@ -111,7 +111,20 @@ def cmd_put(args: argparse.Namespace) -> int:
     names = registry_ops.put_model(_registry(args), item, active=not args.inactive)
     state = "listed" if spec.name in names else "written, not listed (inactive)"
     print(f"{spec.name}: {state}; spec hash {spec.hash}; active models: {', '.join(names) or '(none)'}")
+    _warn_template(spec.name, not spec.conv_template and "prompt" in spec.request_mapping)
     return 0
+
+
+def _warn_template(name: str, by_name: bool) -> None:
+    """Warn when the prompt's template is left to FastChat's name matching and it recognises nothing."""
+    from runtime.fastchat_compat import template_recognised
+
+    if by_name and not template_recognised(name):
+        print(
+            f"warning: {name}: no conv_template, and FastChat recognises no template from the name: prompts "
+            "use plain 'User:'/'Assistant:' turns (set one with --conv-template, e.g. llama-2, mistral)",
+            file=sys.stderr,
+        )
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
@@ -150,6 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
         if r["reason"]:
             print(f"{'':<{width}}    reason: {r['reason']}")
+        _warn_template(r["model"], r["template_by_name"])
     return 0
 
 

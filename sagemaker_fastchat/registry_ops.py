@@ -207,6 +207,10 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
                 "endpoint": (spec.endpoint_name if spec else (item or {}).get("endpoint_name")),
                 "live_hash": entry.hash if entry else None,
                 "reason": (manifest.rejected.get(name) if manifest else None) or problem,
+                # prompt-style config without conv_template: FastChat picks a template by name (API issue)
+                "template_by_name": bool(
+                    spec and not spec.conv_template and "prompt" in spec.request_mapping
+                ),
             }
         )
     return rows

@@ -1,5 +1,5 @@
 """A runtime under test: moto (SSM) in server mode, the SageMaker stand-in, and FastChat's controller,
-our worker and FastChat's OpenAI API server as real processes."""
+our worker and our OpenAI-compatible API as real processes."""
 
 from __future__ import annotations
 
@@ -93,8 +93,16 @@ class RuntimeStack:
         self.sup.start("worker", argv, self.env(), http_ready(f"{self.worker_url}/health"))
         self.sup.wait_ready(["worker"])
 
-    def start_api(self) -> None:
-        argv = [*CLI, "api", "--port", str(self.api_port), "--controller-address", self.controller_url]
+    def start_api(self, *extra: str) -> None:
+        argv = [
+            *CLI,
+            "api",
+            "--port",
+            str(self.api_port),
+            "--controller-address",
+            self.controller_url,
+            *extra,
+        ]
         self.sup.start("api", argv, self.env(), http_ready(f"http://127.0.0.1:{self.api_port}/health"))
         self.sup.wait_ready(["api"])
 

@@ -10,7 +10,8 @@ Test hooks, written anywhere in the prompt (documented in the README; they only 
 `[[corrupt-after:N]]` a frame with a bad CRC, `[[error-line]]` the container streams an error object,
 `[[throttle]]` a ThrottlingException,
 (an endpoint named `demo-<format>-broken[-...]` fails every request before its first token),
-`[[html]]` a reply holding HTML and markdown (for XSS checks), `[[say:TEXT]]` reply with TEXT exactly.
+`[[html]]` a reply holding HTML and markdown (for XSS checks), `[[say:TEXT]]` reply with TEXT exactly,
+`[[roles]]` (openai format) a reply listing the messages received as `role:words` items, one per message.
 """
 
 from __future__ import annotations
@@ -106,6 +107,16 @@ def request_fields(fmt: str, body: dict[str, Any]) -> tuple[str, int | None, lis
     return prompt, (int(limit) if limit is not None else None), stops
 
 
+def _turns(body: dict[str, Any]) -> list[tuple[str, int]]:
+    """(role, word count) of each message an OpenAI-style body carries."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return []
+    return [
+        (str(m.get("role")), len(str(m.get("content", "")).split())) for m in messages if isinstance(m, dict)
+    ]
+
+
 def reply_words(prompt: str, n: int, seed_text: str) -> list[str]:
     digest = hashlib.sha256((seed_text + prompt).encode()).digest()
     words = [_WORDS[(digest[i % len(digest)] + i) % len(_WORDS)] for i in range(n)]
@@ -118,6 +129,8 @@ def plan(fmt: str, endpoint: str, body: dict[str, Any]) -> Plan:
     if "say" in hooks:
         text = hooks["say"]
         tokens = [t for t in re.split(r"(?<=\S)(?=\s)", text) if t]
+    elif "roles" in hooks and fmt == "openai":
+        tokens = [f"{' ' if i else ''}{role}:{words}" for i, (role, words) in enumerate(_turns(body))]
     elif "html" in hooks:
         tokens = re.split(r"(?<=\S)(?=\s)", HTML_REPLY)
     else:

@@ -54,7 +54,8 @@ def test_conv_template_applies_in_the_api_path(local_stack: LocalStack) -> None:
     bodies = httpx.get(f"{local_stack.standin_url}/_standin/requests").json()
     last = {b["endpoint"]: json.loads(b["body"]) for b in bodies}
     assert last["demo-openai"]["messages"][0]["content"] == "[[say:x]] template check"  # raw: no roles added
-    assert "### Human: [[say:x]] template check" in last["demo-tgi"]["inputs"]  # FastChat's one_shot
+    # demo-tgi: a name FastChat does not recognise and no conv_template: neutral turns, not one_shot
+    assert last["demo-tgi"]["inputs"] == "\nUser: [[say:x]] template check\nAssistant:"
 
 
 def live_version(stack: LocalStack) -> int:
@@ -74,6 +75,7 @@ def test_cli_adds_a_model_and_it_is_served(local_stack: LocalStack) -> None:
         str(EXAMPLES / "lmi-jsonlines.json"),
     )
     assert result.returncode == 0, result.stderr
+    assert "Added (CLI): no conv_template, and FastChat recognises no template" in result.stderr
     wait = local_stack.cli("models", "wait", str(before + 1), "--timeout", "30")
     assert wait.returncode == 0, wait.stderr + local_stack.log_tail()
     assert "served by" in wait.stdout
@@ -81,6 +83,8 @@ def test_cli_adds_a_model_and_it_is_served(local_stack: LocalStack) -> None:
     assert chat(local_stack, "Added (CLI)", "[[say:new model answers]]") == "new model answers"
     rows = {r["model"]: r for r in json.loads(local_stack.cli("models", "list", "--json").stdout)["models"]}
     assert rows["Added (CLI)"]["status"] == "live"
+    assert rows["Added (CLI)"]["template_by_name"] is True
+    assert "warning: Added (CLI): no conv_template" in local_stack.cli("models", "list").stderr
 
 
 def test_cli_refuses_invalid_config(local_stack: LocalStack, tmp_path: Path) -> None:

@@ -263,3 +263,21 @@ def test_arena_permissions_and_tables_match_the_code() -> None:
     web_ui = (ROOT / "runtime" / "web_ui.py").read_text()
     for name in ("VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"):
         assert f'"{name}"' in web_ui
+
+
+def test_api_keys_come_from_one_secret() -> None:
+    """API keys: an optional Secrets Manager secret injected as API_KEYS into the API container only; the
+    execution role may read only that secret; the load balancer forwards only /v1/* to the API."""
+    t = template("fastchat-template.yaml")
+    api = next(c for c in containers() if c["Name"] == "api")
+    assert api["Secrets"]["Fn::If"][1] == [{"Name": "API_KEYS", "ValueFrom": {"Ref": "ApiKeysSecretArn"}}]
+    assert all("Secrets" not in c for c in containers() if c["Name"] != "api")
+    (policy,) = t["Resources"]["ExecutionRole"]["Properties"]["Policies"]["Fn::If"][1]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "secretsmanager:GetSecretValue"
+    assert statement["Resource"] == {"Ref": "ApiKeysSecretArn"}
+    rule = t["Resources"]["ApiRule"]["Properties"]["Conditions"][0]
+    assert rule["PathPatternConfig"]["Values"] == ["/v1/*"]
+    assert "ApiKeysSecretArn" in template("root-template.yaml")["Parameters"]
+    parses(["api", "--api-keys", "a,b", "--workers", "2"])
+    assert '"API_KEYS"' in (ROOT / "runtime" / "launch.py").read_text()

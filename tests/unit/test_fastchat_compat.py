@@ -1,25 +1,38 @@
-"""FastChat's OpenAI protocol models on pydantic v2, after our shims."""
+"""FastChat's conversation templates through our live-set adapter (fastchat_compat shim 3)."""
 
 from __future__ import annotations
 
-import json
-
-from fastchat.protocol import openai_api_protocol as protocol
+import pytest
 
 from runtime import fastchat_compat
 
 
-def test_model_list_serializes_without_warnings() -> None:
-    """`/v1/models`: is_blocking is a boolean, as in OpenAI's API (pytest turns warnings into errors)."""
-    fastchat_compat.patch_pydantic_json()
-    card = protocol.ModelCard(id="m", root="m", permission=[protocol.ModelPermission()])
-    data = json.loads(protocol.ModelList(data=[card]).model_dump_json())
-    assert data["data"][0]["permission"][0]["is_blocking"] is False
+def test_unrecognised_names_get_the_neutral_template() -> None:
+    """A name FastChat's matching does not know, with no conv_template set, gets plain "User:" /
+    "Assistant:" turns, never FastChat's one_shot example conversation; known names keep theirs; a
+    model's conv_template wins."""
+    templates = {"Llama 2 (70B)": "llama-2"}
+    fastchat_compat.install_live_template_adapter(templates.get)
+    conv = fastchat_compat.conversation_template("alpha")
+    assert conv.name == fastchat_compat.NEUTRAL_TEMPLATE
+    conv.append_message(conv.roles[0], "hi")
+    conv.append_message(conv.roles[1], None)
+    assert conv.get_prompt() == "\nUser: hi\nAssistant:"
+    assert "Human" not in conv.get_prompt()
+    assert fastchat_compat.conversation_template("vicuna-13b-v1.5").name == "vicuna_v1.1"
+    assert fastchat_compat.conversation_template("Llama 2 (70B)").name == "llama-2"
+    assert not fastchat_compat.template_recognised("alpha")
+    assert not fastchat_compat.template_recognised("Llama 2 (70B)")
+    assert fastchat_compat.template_recognised("vicuna-13b-v1.5")
 
 
-def test_streamed_chunks_accept_fastchats_json_arguments() -> None:
-    """The API server calls `.json(exclude_unset=True, ensure_ascii=False)`; non-ASCII stays as is."""
-    fastchat_compat.patch_pydantic_json()
-    delta = protocol.DeltaMessage(content="grüße 😀")
-    assert json.loads(delta.json(exclude_unset=True, ensure_ascii=False)) == {"content": "grüße 😀"}
-    assert "grüße" in delta.json(exclude_unset=True, ensure_ascii=False)
+def test_models_cli_warns_when_no_template_applies(capsys: pytest.CaptureFixture[str]) -> None:
+    """`models put` / `models list` warn for a prompt-style model FastChat recognises nothing for and
+    with no conv_template; not for recognised names or when the template does not matter."""
+    from sagemaker_fastchat.models_cli import _warn_template
+
+    _warn_template("Llama 2 (70B)", by_name=True)
+    assert "Llama 2 (70B): no conv_template" in capsys.readouterr().err
+    _warn_template("vicuna-13b-v1.5", by_name=True)
+    _warn_template("Llama 2 (70B)", by_name=False)
+    assert capsys.readouterr().err == ""

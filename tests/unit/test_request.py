@@ -34,6 +34,23 @@ def test_prompt_and_stream_always_written() -> None:
     assert build_request(OPENAI, {"prompt": "Hi"})["messages"][0]["content"] == "Hi"
 
 
+def test_messages_reach_chat_style_bodies() -> None:
+    """A config mapping `messages` gets the request's turns with their roles; a prompt-only request (the
+    web UI) becomes one user message; the prompt is still required."""
+    turns = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+    ]
+    assert build_request(OPENAI, {"prompt": "flat", "messages": turns})["messages"] == turns
+    assert build_request(OPENAI, {"prompt": "Hi", "messages": "junk"})["messages"] == [
+        {"role": "user", "content": "Hi"}
+    ]
+    with pytest.raises(RequestError):
+        build_request(OPENAI, {"messages": turns})
+
+
 def test_example_stop_and_seed_never_leak() -> None:
     """The seed's defaults stop at 'photographer': unset stop and seed are removed from the body."""
     params = tgi()["parameters"]

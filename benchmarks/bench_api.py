@@ -1,0 +1,214 @@
+"""The OpenAI-compatible API against the worker behind it and direct boto3, side by side in one run
+(issue 15 item 4), against the SageMaker stand-in (no token-rate limit unless paced).
+
+(1) sequential TTFT: direct boto3, the worker (FastChat's protocol, address cached as the API does), the
+    API (a streamed chat); added TTFT p50 of each over direct;
+(2) 200 streams x 200 tokens and 64 x 1000, flat out: tokens/s of each side, as a share of direct;
+(3) 200 users x 25 tokens/s (paced by the stand-in), each chatting back to back: tokens/s against the
+    ideal 5,000 and TTFT p50/p95;
+plus the CPU seconds per 1,000 tokens of the worker and API processes over (2) and (3).
+Targets through the API: added TTFT p50 <= 3 ms; >= 90% of direct at 200 x 200; paced >= 97% of ideal
+with TTFT p95 <= 50 ms. The machine may be shared: read the numbers as noisy.
+Run: .venv/bin/python benchmarks/bench_api.py   (about a minute; BENCH_ROUNDS=N for more rounds)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import aiohttp
+import boto3
+import psutil  # type: ignore[import-untyped]  # (no stubs; a benchmark-only use)
+from bench_runtime import direct_stream, pct, standin_stack  # (this script's folder is on the path)
+
+from runtime.adapter import sagemaker_client_config
+
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
+PACED_SECONDS = float(os.environ.get("BENCH_PACED_SECONDS", "8"))
+Stream = Callable[[aiohttp.ClientSession, str], Awaitable[tuple[float, int]]]
+
+
+def worker_side(worker: str) -> Stream:
+    async def one(session: aiohttp.ClientSession, prompt: str) -> tuple[float, int]:
+        params = {"model": "alpha", "prompt": prompt, "temperature": 0.7, "max_new_tokens": 1000}
+        start, first, tail = time.perf_counter(), 0.0, b""
+        async with session.post(f"{worker}/worker_generate_stream", json=params) as r:
+            async for raw in r.content.iter_any():
+                first = first or time.perf_counter() - start
+                tail = (tail + raw)[-65536:]
+        last = json.loads(tail.rstrip(b"\0").rsplit(b"\0", 1)[-1])
+        return first, int(last["usage"]["completion_tokens"])
+
+    return one
+
+
+def api_side(api: str) -> Stream:
+    async def one(session: aiohttp.ClientSession, prompt: str) -> tuple[float, int]:
+        body = {
+            "model": "alpha",
+            "messages": [{"role": "user", "content": prompt}],
+            "stream": True,
+            "max_tokens": 1000,
+            "stream_options": {"include_usage": True},
+        }
+        start, first, tail = time.perf_counter(), 0.0, b""
+        async with session.post(f"{api}/chat/completions", json=body) as r:
+            async for raw in r.content.iter_any():
+                if not first and b'"content"' in raw:
+                    first = time.perf_counter() - start
+                tail = (tail + raw)[-65536:]
+        usage = next((e for e in reversed(tail.split(b"\n\n")) if b'"usage"' in e), None)
+        if usage is None:
+            raise RuntimeError(f"API stream without usage (HTTP {r.status}): {tail[-300:]!r}")
+        return first, int(json.loads(usage[len(b"data: ") :])["usage"]["completion_tokens"])
+
+    return one
+
+
+def session() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=aiohttp.ClientTimeout(120))
+
+
+async def _concurrent(side: Stream, prompt: str, streams: int) -> tuple[int, float]:
+    async with session() as s:
+        start = time.perf_counter()
+        results = await asyncio.gather(*(side(s, prompt) for _ in range(streams)))
+        return sum(t for _, t in results), time.perf_counter() - start
+
+
+def _direct(client: object, prompt: str, streams: int) -> tuple[int, float]:
+    with ThreadPoolExecutor(streams) as pool:
+        start = time.perf_counter()
+        tokens = sum(pool.map(lambda _: direct_stream(client, prompt)[1], range(streams)))
+        return tokens, time.perf_counter() - start
+
+
+def flat_out(client: object, sides: dict[str, Stream], prompt: str, streams: int) -> dict[str, float]:
+    """Tokens/s per side: one warm-up round each, then ROUNDS alternating rounds."""
+    runs: dict[str, Callable[[], tuple[int, float]]] = {"direct": lambda: _direct(client, prompt, streams)}
+    for name, side in sides.items():
+        runs[name] = lambda side=side: asyncio.run(_concurrent(side, prompt, streams))  # type: ignore[misc]
+    for run in runs.values():
+        run()
+    totals = {name: [0.0, 0.0] for name in runs}
+    for _ in range(ROUNDS):
+        for name, run in runs.items():
+            tokens, seconds = run()
+            totals[name][0] += tokens
+            totals[name][1] += seconds
+    return {name: t / s for name, (t, s) in totals.items()}
+
+
+async def _paced(side: Stream, users: int, seconds: float) -> tuple[float, list[float], int]:
+    """Each user chats back to back for `seconds`; tokens/s = users x the mean per-stream rate (tokens
+    over the time from request to last byte, TTFT included), so 100% means every user got 25 tokens/s."""
+    ttfts: list[float] = []
+    rates: list[float] = []
+    tokens = 0
+    async with session() as s:
+        end = time.perf_counter() + seconds
+
+        async def user(i: int) -> None:
+            nonlocal tokens
+            await asyncio.sleep(i * 4.0 / users)  # users arrive spread over one 4 s reply
+            while time.perf_counter() < end:
+                start = time.perf_counter()
+                first, n = await side(s, f"[[tokens:100]] [[rate:25]] user {i}")
+                rates.append(n / (time.perf_counter() - start))
+                ttfts.append(first)
+                tokens += n
+
+        await asyncio.gather(*(user(i) for i in range(users)))
+        return users * statistics.mean(rates), ttfts, tokens
+
+
+class Cpu:
+    """CPU seconds used by a process tree (a uvicorn with several workers has children)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+
+    def seconds(self) -> float:
+        procs = [self.proc, *self.proc.children(recursive=True)]
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+
+def main() -> None:
+    stack = standin_stack()
+    try:
+        stack.start_api(
+            *(["--workers", os.environ["API_PROCESSES"]] if os.environ.get("API_PROCESSES") else [])
+        )
+        stack.wait_version(1)
+        stack.wait_for(lambda: "alpha" in stack.controller_models())
+        cpu = {n: Cpu(stack.sup.children[n].process.pid) for n in ("worker", "api")}
+        sides = {"worker": worker_side(stack.worker_url), "api": api_side(stack.api_url)}
+        client = boto3.client(
+            "sagemaker-runtime", endpoint_url=stack.standin_url, config=sagemaker_client_config(208)
+        )
+
+        # (1) sequential TTFT, interleaved
+        ttft: dict[str, list[float]] = {"direct": [], "worker": [], "api": []}
+
+        async def sequential() -> None:
+            async with session() as s:
+                for i in range(50):
+                    prompt = f"[[tokens:5]] ttft {i}"
+                    ttft["direct"].append(direct_stream(client, prompt)[0])
+                    for name, side in sides.items():
+                        ttft[name].append((await side(s, prompt))[0])
+
+        asyncio.run(sequential())
+        p50 = {n: statistics.median(v[10:]) * 1e3 for n, v in ttft.items()}
+        print(
+            f"(1) TTFT p50: direct {p50['direct']:.2f} ms; worker +{p50['worker'] - p50['direct']:.2f} ms; "
+            f"API +{p50['api'] - p50['direct']:.2f} ms (target: API <= +3 ms; API over worker "
+            f"{p50['api'] - p50['worker']:+.2f} ms)"
+        )
+
+        # (2) flat out
+        for streams, tokens in ((200, 200), (64, 1000)):
+            before = {n: c.seconds() for n, c in cpu.items()}
+            rates = flat_out(client, sides, f"[[tokens:{tokens}]]", streams)
+            used = {n: c.seconds() - before[n] for n, c in cpu.items()}
+            total_tokens = streams * tokens * (ROUNDS + 1)
+            print(
+                f"(2) {streams} x {tokens} flat out: direct {rates['direct']:,.0f} tok/s; "
+                f"worker {rates['worker']:,.0f} ({rates['worker'] / rates['direct']:.0%}); "
+                f"API {rates['api']:,.0f} ({rates['api'] / rates['direct']:.0%}; "
+                f"{rates['api'] / rates['worker']:.0%} of the worker)"
+                + (" (target >= 90%)" if tokens == 200 else "")
+                + f"; CPU per 1000 tokens: worker {used['worker'] / (2 * total_tokens) * 1e6:.1f} ms, "
+                f"API {used['api'] / total_tokens * 1e3 * 1e3:.1f} ms"
+            )
+
+        # (3) paced
+        for name, side in sides.items():
+            before = {n: c.seconds() for n, c in cpu.items()}
+            rate, ttfts, tokens = asyncio.run(_paced(side, 200, PACED_SECONDS))
+            spent = cpu[name].seconds() - before[name]
+            print(
+                f"(3) 200 users x 25 tok/s via {name}: {rate:,.0f} tok/s = {rate / 5000:.0%} of ideal 5,000; "
+                f"TTFT p50 {pct(ttfts, 50) * 1e3:.1f} ms, p95 {pct(ttfts, 95) * 1e3:.1f} ms "
+                f"(target via API: >= 97%, p95 <= 50 ms); {name} CPU {spent / tokens * 1e6:.1f} ms"
+                " per 1000 tokens"
+            )
+    finally:
+        stack.close()
+
+
+if __name__ == "__main__":
+    main()
