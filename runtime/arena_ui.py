@@ -1,6 +1,6 @@
 """The arena in the web UI: votes recorded to the store, the Leaderboard tab, battle weights, page texts.
 
-FastChat's vote handlers hand each vote here (fastchat_compat shim 10): it becomes a `Vote` naming the
+FastChat's vote handlers hand each vote here (fastchat_compat shim 6): it becomes a `Vote` naming the
 exact model versions from the worker's live model set, spooled and stored off the UI's path. The
 Leaderboard tab reads only the per-pair counters (cached a few seconds) and is rebuilt on page load.
 """

@@ -249,7 +249,7 @@ def enforce_chatbot_sanitizing() -> None:
     gr.Chatbot.__init__ = init  # type: ignore[method-assign]
 
 
-# --- Shim 9: the anonymous arena's Send button -------------------------------------------------------
+# --- Shim 5: the anonymous arena's Send button -------------------------------------------------------
 # FastChat's anony arena wires `add_text` to the textbox's submit with 12 outputs (the last one its
 # slow-model hint) but to the Send button with 11, so every battle started with Send made gradio warn
 # "A function (add_text) returned too many output values". Once FastChat has built that tab, each
@@ -281,7 +281,7 @@ def complete_arena_send_outputs() -> None:
             module.build_side_by_side_ui_anony = build  # type: ignore[union-attr]
 
 
-# --- Shim 10: arena votes reach our votes store -------------------------------------------------------
+# --- Shim 6: arena votes reach our votes store -------------------------------------------------------
 # FastChat's vote handlers (the battle and side-by-side tabs' `vote_last_response`, direct chat's) only
 # append a line to the conversation log, off by default (shim 2b), so votes were thrown away. Each is
 # wrapped to hand the vote to `on_vote(tab, vote_type, states, selectors, request)` first; FastChat's own
@@ -320,7 +320,7 @@ def capture_votes(on_vote: VoteCallback) -> None:
         setattr(module, "vote_last_response", wrapped)  # noqa: B010
 
 
-# --- Shim 11: battles drawn from the live set, by our weights -------------------------------------------
+# --- Shim 7: battles drawn from the live set, by our weights -------------------------------------------
 # The battle tab draws pairs with LMSYS's own tables (sampling weights, boosted models, battle targets,
 # an outage list, all naming public models). Its `get_battle_pair` now draws two different models from
 # the live list FastChat loaded on page load, each with weight `weight(name)` (0: never), falling back to
@@ -348,7 +348,7 @@ def replace_battle_sampling(weight: Callable[[str], float]) -> None:
     anony.get_battle_pair = get_battle_pair
 
 
-# --- Shim 12: the operator's page, nothing from LMSYS or third-party hosts -------------------------------
+# --- Shim 8: the operator's page, nothing from LMSYS or third-party hosts -------------------------------
 # FastChat's page is LMSYS's public arena: its notices (links to lmarena's leaderboard, LMSYS texts), the
 # About tab, sponsor logos from third-party hosts (`acknowledgment_md`), a script from a CDN in the page
 # head, and a Leaderboard tab that needs LMSYS's result files. Texts and logos are emptied before the UI
@@ -438,7 +438,7 @@ class StripThirdPartyTags:
         await self.app(scope, receive, capture)
 
 
-# --- Shim 13: no model names itself in a battle ------------------------------------------------------
+# --- Shim 9: no model names itself in a battle ------------------------------------------------------
 # A battle is anonymous until the vote, but an answer may give its model away (the demo models begin
 # with their endpoint's name; real models often say who made them). FastChat's analysis drops such
 # votes afterwards; here the battle tab's `bot_response` hides the model's own names (as `names(model)`

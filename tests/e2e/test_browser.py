@@ -155,7 +155,7 @@ def test_arena_battle_streams_two_answers(page: Page, local_stack: LocalStack) -
 
 def test_arena_battle_started_with_send_warns_nothing(page: Page, local_stack: LocalStack) -> None:
     """A battle started with the Send button (not Enter): both answers stream, and gradio no longer warns
-    that add_text returned too many output values (FastChat wires Send with one output less; shim 9)."""
+    that add_text returned too many output values (FastChat wires Send with one output less; shim 5)."""
     open_tab(page, "Arena (battle)")
     box = page.get_by_placeholder("👉 Enter your prompt and press ENTER").filter(visible=True).first
     box.fill("[[say:sent with the button]]")

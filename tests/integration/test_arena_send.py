@@ -1,4 +1,4 @@
-"""Shim 9 (runtime/fastchat_compat.py) through FastChat's real anony arena and gradio's own output check:
+"""Shim 5 (runtime/fastchat_compat.py) through FastChat's real anony arena and gradio's own output check:
 starting a battle with the Send button no longer makes gradio warn about too many output values.
 
 It runs in a fresh interpreter: importing FastChat's UI leaves an event loop and sockets behind, which

@@ -117,7 +117,7 @@ def test_build_vote_revealed_error_kept_text_and_non_votes(ui: ModuleType) -> No
 
 
 def test_capture_votes_hands_each_vote_over_and_keeps_fastchats_reveal(ui: ModuleType) -> None:
-    """Shim 10: the battle tab's handler calls back with the tab, type, states and selectors, then still
+    """Shim 6: the battle tab's handler calls back with the tab, type, states and selectors, then still
     yields FastChat's reveal of the names."""
     import sys
 
@@ -144,7 +144,7 @@ def test_capture_votes_hands_each_vote_over_and_keeps_fastchats_reveal(ui: Modul
 
 
 def test_battles_follow_arena_weight_and_health(ui: ModuleType) -> None:
-    """Shim 11: a model with arena_weight 0, or paused for failing, is never drawn; unknown names neither."""
+    """Shim 7: a model with arena_weight 0, or paused for failing, is never drawn; unknown names neither."""
     import sys
 
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
@@ -166,7 +166,7 @@ def test_battles_follow_arena_weight_and_health(ui: ModuleType) -> None:
 
 
 def test_the_page_keeps_none_of_lmsys(ui: ModuleType) -> None:
-    """Shim 12: FastChat's notices are emptied and hidden; the description blocks are handed back."""
+    """Shim 8: FastChat's notices are emptied and hidden; the description blocks are handed back."""
     import gradio as gr
 
     with gr.Blocks() as demo:
@@ -309,7 +309,7 @@ def test_lines_fastchat_itself_writes_import_as_votes(
 
 
 def test_battle_answers_hide_their_models_names(ui: ModuleType) -> None:
-    """Shim 13: in the battle tab a model's own name and endpoint are hidden in its streamed answer (the
+    """Shim 9: in the battle tab a model's own name and endpoint are hidden in its streamed answer (the
     demo models begin with theirs); other text, and the other tabs, are untouched."""
     import sys
 
