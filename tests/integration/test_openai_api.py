@@ -30,7 +30,7 @@ def stack(standin_url: str) -> Iterator[RuntimeStack]:
                 model("alpha"),
                 model("beta", "lmi-jsonlines"),
                 model("chatty", "openai-sse"),
-                model("gone", endpoint_name="no-such-endpoint"),
+                model("gone", endpoint_name="demo-tgi-broken"),
             ]
         )
         s.start_controller()
@@ -301,7 +301,7 @@ def test_throttling_is_429_and_retried(stack: RuntimeStack) -> None:
     ("model_name", "prompt", "status", "names"),
     [
         ("beta", "[[fail-after:0]]", 502, ("beta", "demo-lmi")),
-        ("gone", "hi", 502, ("gone", "no-such-endpoint")),
+        ("gone", "hi", 502, ("gone", "demo-tgi-broken")),
         ("alpha", "[[ttft:12]]", 504, ("alpha", "demo-tgi")),
     ],
 )

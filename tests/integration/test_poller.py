@@ -167,7 +167,10 @@ def test_ssm_blackhole_is_recorded_as_last_error(blackhole: str) -> None:
     live = LiveModelSet()
     live.swap(ModelSet(3, order=()))
     poller = Poller(SsmSource(SsmReader(client, "/p")), live, make_adapter)
-    poller._try()
+    try:
+        poller._try()
+    finally:
+        client.close()  # its pooled connection to the black hole is still open after the timeout
     assert "ReadTimeoutError" in (live.last_error or "")
     assert live.current.version == 3
     assert poller.failures == 1
