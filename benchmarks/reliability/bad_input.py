@@ -135,10 +135,20 @@ def _manifest_text(stack: HarnessStack) -> str:
         return ""
 
 
+def mentions(doc: Any, word: str = "all-models") -> set[str]:
+    """Every string (key or value) in a JSON document that mentions `word`: what an operator can read."""
+    if isinstance(doc, dict):
+        return set().union(*(mentions(k, word) | mentions(v, word) for k, v in doc.items()))
+    if isinstance(doc, list):
+        return set().union(*(mentions(v, word) for v in doc))
+    return {doc} if isinstance(doc, str) and word in doc else set()
+
+
 class RegistryRunner:
     def __init__(self, stack: HarnessStack, results: Results, baseline: Baseline, settings: BadInputSettings):
         self.stack, self.results, self.baseline, self.settings = stack, results, baseline, settings
         self.registry = stack.registry()
+        self.good_hash = self.victim_hash()  # the victim's good spec, which each case starts from
 
     def victim_hash(self) -> str | None:
         entry = served(self.stack.model_set(), VICTIM)
@@ -199,7 +209,7 @@ class RegistryRunner:
             problems.append("a traceback")
         elif not lines or not all(PROBLEM_LINE.match(line) for line in lines):
             problems.append("not one `model: field: why` line per problem")
-        observed = f"exit {proc.returncode}: {_stderr_summary(proc.stderr)}"
+        observed = f"exit {proc.returncode}: {_stderr_summary(proc.stderr or proc.stdout)}"
         return not problems, observed + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
     def _raw(self, case: RegistryCase) -> tuple[bool, str]:
@@ -269,7 +279,7 @@ class RegistryRunner:
             return (
                 published is not None
                 and VICTIM not in published.manifest.rejected
-                and served(snap, VICTIM) is not None
+                and (served(snap, VICTIM) or {}).get("hash") == self.good_hash
                 and VICTIM not in (snap.get("rejected") or {})
             )
 
@@ -279,9 +289,16 @@ class RegistryRunner:
         self.stack.wait_for(clean, self.settings.settle_timeout)
         return ["the sync did not publish the repaired item (restarted it)"]
 
+    def models_list(self) -> Any:
+        try:
+            return json.loads(run_cli(self.stack, "models", "list", "--json").stdout)
+        except ValueError:
+            return None
+
     def _all_models(self, case: RegistryCase) -> tuple[bool, str]:
         original = self.registry.get("all-models")
         live_before = [m["name"] for m in self.stack.model_set()["models"]]
+        served_before, listed_before = mentions(self.stack.model_set()), mentions(self.models_list())
         victim = self.victim_hash()
         try:
             if case.item:
@@ -296,12 +313,12 @@ class RegistryRunner:
             return not problems, refused + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
         def reported() -> bool:
-            return "all-models" in json.dumps(self.stack.model_set())
+            return bool(mentions(self.stack.model_set()) - served_before)
 
         problems = []
         if self.stack.wait_for(reported, self.settings.settle_timeout, step=0.3) is None:
             problems.append("no reason shown in /model-set")
-        if "all-models" not in run_cli(self.stack, "models", "list", "--json").stdout:
+        if not mentions(self.models_list()) - listed_before:
             problems.append("no reason shown in `models list`")
         live_after = [m["name"] for m in self.stack.model_set()["models"]]
         if live_after != live_before:
@@ -321,6 +338,7 @@ class RegistryRunner:
             problems.append(f"the sync stopped publishing ({self._sync_tail()}); restarted it")
             self.stack.restart("sync")
             self.stack.wait_for(live, self.settings.settle_timeout)
+        problems += self._restore_victim()
         text = _manifest_text(self.stack)
         observed = f"manifest {text[:120]}" if "all-models" in text else "nothing about all-models published"
         return not problems, observed + (f" — FAIL: {'; '.join(problems)}" if problems else "")

@@ -528,7 +528,7 @@ def request_cases() -> list[RequestCase]:
             chat,
             _chat(messages=[{"role": "user", "content": "hi"}] * 10_000),
         ),
-        RequestCase("api-stream-string", "stream 'yes'", "api", chat, _chat(stream="yes")),
+        RequestCase("api-stream-list", "stream [1]", "api", chat, _chat(stream=[1])),
         RequestCase(
             "api-presence-penalty-string", "presence_penalty 'x'", "api", chat, _chat(presence_penalty="x")
         ),

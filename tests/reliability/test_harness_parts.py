@@ -88,3 +88,11 @@ def test_report_gives_a_verdict_per_target() -> None:
     assert "**NOT met** | 0 / 1 |" in text
     assert "`a|b` | **FAIL** | temperature 'hot' | 500 Internal Server Error |" in text
     assert "nproc" in text
+
+
+def test_mentions_finds_what_an_operator_can_read_about_all_models() -> None:
+    from benchmarks.reliability.bad_input import mentions
+
+    doc = {"rejected": {"m": "fine"}, "last_error": "all-models: model_names: not a string", "x": [1, None]}
+    assert mentions(doc) == {"all-models: model_names: not a string"}
+    assert mentions({"models": []}) == set()
