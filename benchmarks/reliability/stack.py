@@ -124,6 +124,7 @@ class HarnessStack:
         local_stack.add_parser(parser.add_subparsers())
         argv = ["up", "--no-web", "--token-rate", str(self.token_rate)]
         argv += ["--poll-interval", str(self.poll_interval), "--ready-timeout", str(timeout)]
+        argv += ["--state-dir", str(self.workdir / "state")]  # its own, never the user's local stack's
         for name, port in self.ports.items():
             argv += [f"--{name}-port", str(port)]
         args = parser.parse_args(argv)
