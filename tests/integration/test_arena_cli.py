@@ -178,3 +178,10 @@ def test_over_cap_votes_export_and_import_flagged_and_never_rated(
     assert again == exported
     _, out, _ = run(capsys, "leaderboard", "--json", "--min-votes", "10", *copy)
     assert_board(json.loads(out), rated)
+
+
+def test_a_negative_cap_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """`web --max-votes-per-voter -1` is refused before the UI starts (0 means no cap)."""
+    code, _, err = run(capsys, "web", "--max-votes-per-voter", "-1")
+    assert code != 0
+    assert "--max-votes-per-voter: must be 0 (no cap) or more" in err
