@@ -13,7 +13,7 @@ import hmac
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -28,6 +28,8 @@ ALL_TIME = "all"
 MAX_ID = 128
 MAX_TEXT = 64_000  # per message, when the operator keeps conversation text
 MAX_FIELD = 256
+DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY = 100
+VOTERS_BUCKET = "voters"  # counts-table items "voters|<day>" / <voter key>: rated votes per voter per day
 
 
 @dataclass(frozen=True)
@@ -57,11 +59,13 @@ class Vote:
     voter: str = ""  # salted hash of the session: per-voter caps without storing who
     started: float | None = None  # when the conversation started
     source: str = "web"  # "web", or "fastchat-import"
+    over_cap: bool = False  # stored but not rated: its voter had reached the per-day cap when it landed
     conversation: list[Any] | None = field(default=None, compare=False)  # only when the operator keeps text
 
     def counts(self) -> bool:
-        """Whether the vote moves the counters (FastChat's filters: no revealed battle, no error)."""
-        if self.error:
+        """Whether the vote moves the counters (FastChat's filters: no revealed battle, no error; and
+        not over its voter's cap)."""
+        if self.error or self.over_cap:
             return False
         return not (self.tab == "battle" and self.revealed)
 
@@ -154,6 +158,7 @@ def parse_vote(doc: Any) -> Vote | str:
             voter=_text(doc, "voter"),
             started=_number(doc, "started", optional=True),
             source=_text(doc, "source") or "web",
+            over_cap=bool(doc.get("over_cap", False)),
             conversation=conversation,
         )
     except ValueError as exc:
@@ -184,6 +189,19 @@ def counters(vote: Vote) -> list[Counter]:
         for day in (ALL_TIME, vote.day()):
             out.append(Counter(bucket(vote.tab, view, day), pair, vote.type))
     return out
+
+
+def voter_counter(vote: Vote) -> Counter | None:
+    """The per-voter, per-day counter a rated vote takes a place in, under the cap; None when the vote is
+    not rated or has no voter (imports): those are never capped."""
+    if not vote.counts() or not vote.voter:
+        return None
+    return Counter(bucket(VOTERS_BUCKET, "day", vote.day()), vote.voter, "votes")
+
+
+def over_cap(vote: Vote) -> Vote:
+    """The vote as stored when its voter is over the cap: kept, flagged, moving no rating counter."""
+    return replace(vote, over_cap=True)
 
 
 def days_since(since: date, today: date) -> Iterator[str]:

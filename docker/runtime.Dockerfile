@@ -21,6 +21,8 @@ COPY sync /app/sync
 COPY runtime /app/runtime
 COPY telemetry /app/telemetry
 COPY sagemaker_fastchat /app/sagemaker_fastchat
+COPY arena /app/arena
+COPY stores /app/stores
 RUN pip install --no-cache-dir --no-deps /app \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
 

@@ -25,6 +25,8 @@ import structlog
 from botocore.exceptions import BotoCoreError
 
 from arena.ratings import DEFAULT_MIN_VOTES
+from arena.votes import DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY
+from contract.items import InputError
 from runtime import arena_ui, fastchat_compat
 from runtime.launch import controller_address_arg
 from sagemaker_fastchat.options import env_option
@@ -104,6 +106,13 @@ def add_web_parser(sub: Any) -> None:
     env_option(
         p, "--min-votes", "ARENA_MIN_VOTES", DEFAULT_MIN_VOTES, "votes below which a rating is provisional"
     )
+    env_option(
+        p,
+        "--max-votes-per-voter",
+        "ARENA_MAX_VOTES_PER_VOTER_PER_DAY",
+        DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY,
+        "rated votes per voter key per UTC day; later ones are kept, flagged over_cap (0: no cap)",
+    )
     p.set_defaults(handler=run_web)
 
 
@@ -129,11 +138,15 @@ def run_web(args: argparse.Namespace) -> int:
     # FastChat 0.2.36 predates gradio 5's deprecations; its warnings say nothing an operator can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*(tuples|not in the list of choices|found in sys.modules).*")
+    if args.max_votes_per_voter < 0:
+        raise InputError("--max-votes-per-voter: must be 0 (no cap) or more")
     module = prepare_ui(args.worker_url)
     info = LiveModelInfo(args.worker_url)
     store: VotesStore
     try:
-        store = DynamoVotesStore(boto3.client("dynamodb"), args.votes_table, args.counts_table)
+        store = DynamoVotesStore(
+            boto3.client("dynamodb"), args.votes_table, args.counts_table, args.max_votes_per_voter
+        )
     except BotoCoreError as exc:  # e.g. no region: the UI still runs, votes wait in the spool
         log.error("votes_store_unconfigured", error=str(exc))
         store = UnconfiguredVotesStore(str(exc))

@@ -6,6 +6,10 @@ leaderboard's sufficient statistics: one item per (bucket, pair) with a counter 
 with atomic ADDs in the same transaction as the vote's put, so counters and votes never disagree and a
 leaderboard reads a few hundred counter items instead of every vote.
 
+Per-voter cap: a rated vote also adds 1 to its voter's counter for the day (an item in the counts
+table), in the same transaction, on condition that the counter is below the cap. When it is not, the
+vote is written again without any counter, flagged `over_cap`: kept (and exported) but never rated.
+
 `VoteRecorder` keeps the web UI off the store's path: a vote is appended to a local spool file (fsync'd)
 and handed to a background thread; when the store cannot be reached the thread retries in order, and a
 restarted process replays the spool first. The spool is emptied once every vote in it is stored.
@@ -27,7 +31,18 @@ import structlog
 from boto3.dynamodb.types import TypeSerializer
 from botocore.exceptions import BotoCoreError, ClientError
 
-from arena.votes import ALL_TIME, Vote, bucket, counters, days_since, pair_totals, parse_vote
+from arena.votes import (
+    ALL_TIME,
+    Counter,
+    Vote,
+    bucket,
+    counters,
+    days_since,
+    over_cap,
+    pair_totals,
+    parse_vote,
+    voter_counter,
+)
 from contract.dynamo import untype_item
 
 log = structlog.get_logger("votes")
@@ -47,7 +62,8 @@ class StoreUnavailable(Exception):
 class VotesStore(Protocol):
     def put(self, vote: Vote) -> bool:
         """Record a vote and move its counters, once per vote id; False when the id was already recorded.
-        Raises StoreUnavailable when the store cannot be reached."""
+        A rated vote whose voter already has the day's cap of rated votes is recorded flagged `over_cap`,
+        moving no rating counter. Raises StoreUnavailable when the store cannot be reached."""
         ...
 
     def votes(self, since: date | None = None) -> Iterator[Vote]:
@@ -111,13 +127,28 @@ def _typed(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 class DynamoVotesStore:
     def __init__(
-        self, dynamodb: Any, votes_table: str = DEFAULT_VOTES_TABLE, counts_table: str = DEFAULT_COUNTS_TABLE
+        self,
+        dynamodb: Any,
+        votes_table: str = DEFAULT_VOTES_TABLE,
+        counts_table: str = DEFAULT_COUNTS_TABLE,
+        max_per_voter: int = 0,  # rated votes per voter key per UTC day; 0: no cap
     ) -> None:
         self.dynamodb = dynamodb
         self.votes_table = votes_table
         self.counts_table = counts_table
+        self.max_per_voter = max_per_voter
 
     def put(self, vote: Vote) -> bool:
+        cap = voter_counter(vote) if self.max_per_voter > 0 else None
+        outcome = self._write(vote, cap)
+        if outcome == "over_cap":
+            log.info("vote_over_cap", vote_id=vote.vote_id, voter=vote.voter, cap=self.max_per_voter)
+            outcome = self._write(over_cap(vote), None)
+        return outcome == "stored"
+
+    def _write(self, vote: Vote, cap: Counter | None) -> str:
+        """One transaction: the vote, its voter's place under the cap (when capped), its counters.
+        Returns "stored", "duplicate" (the id is recorded) or "over_cap" (nothing written)."""
         item = _typed({**vote.as_json(), "day": vote.day(), "recorded": datetime.now(UTC).timestamp()})
         actions: list[dict[str, Any]] = [
             {
@@ -128,18 +159,9 @@ class DynamoVotesStore:
                 }
             }
         ]
-        for counter in counters(vote):
-            actions.append(
-                {
-                    "Update": {
-                        "TableName": self.counts_table,
-                        "Key": {"bucket": {"S": counter.bucket}, "pair": {"S": counter.pair}},
-                        "UpdateExpression": "ADD #t :one",
-                        "ExpressionAttributeNames": {"#t": counter.type},
-                        "ExpressionAttributeValues": {":one": {"N": "1"}},
-                    }
-                }
-            )
+        if cap is not None:
+            actions.append(self._add_one(cap, below=self.max_per_voter))
+        actions.extend(self._add_one(counter) for counter in counters(vote))
         try:
             self.dynamodb.transact_write_items(TransactItems=actions)
         except ClientError as exc:
@@ -149,14 +171,34 @@ class DynamoVotesStore:
             if code == "TransactionCanceledException" and not reasons:
                 reasons = _reasons_from_message(error.get("Message", ""))
             if code == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
-                return False
+                return "duplicate"  # a replayed vote: its id is recorded already
+            if (
+                code == "TransactionCanceledException"
+                and cap is not None
+                and reasons[1:2] == ["ConditionalCheckFailed"]
+            ):
+                return "over_cap"
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if code in _TRANSIENT or code == "TransactionCanceledException" or status >= 500:
                 raise StoreUnavailable(f"{code}: {error.get('Message', '')}") from exc
             raise
         except BotoCoreError as exc:  # connection refused, timeouts, closed connections
             raise StoreUnavailable(str(exc)) from exc
-        return True
+        return "stored"
+
+    def _add_one(self, counter: Counter, below: int | None = None) -> dict[str, Any]:
+        """A transaction action adding 1 to a counter (on condition it is below `below`, when given)."""
+        update: dict[str, Any] = {
+            "TableName": self.counts_table,
+            "Key": {"bucket": {"S": counter.bucket}, "pair": {"S": counter.pair}},
+            "UpdateExpression": "ADD #t :one",
+            "ExpressionAttributeNames": {"#t": counter.type},
+            "ExpressionAttributeValues": {":one": {"N": "1"}},
+        }
+        if below is not None:
+            update["ConditionExpression"] = "attribute_not_exists(#t) OR #t < :cap"
+            update["ExpressionAttributeValues"][":cap"] = {"N": str(below)}
+        return {"Update": update}
 
     def votes(self, since: date | None = None) -> Iterator[Vote]:
         kwargs: dict[str, Any] = {"TableName": self.votes_table}

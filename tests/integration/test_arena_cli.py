@@ -12,6 +12,7 @@ import pytest
 from moto import mock_aws
 
 from arena.ratings import leaderboard
+from arena.votes import ModelRef, Vote
 from sagemaker_fastchat import cli
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE, DynamoVotesStore, create_tables
 from tests.unit.test_ratings import TRUE, battles, counts_of
@@ -54,6 +55,16 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+def assert_board(doc: dict[str, Any], rows: list[tuple[str, str, str]]) -> None:
+    """`leaderboard --json --min-votes 10` is the reference fit of exactly these battles."""
+    expected = leaderboard(counts_of(rows), min_votes=10)
+    assert [r["model"] for r in doc["models"]] == [r.model for r in expected]
+    for got, want in zip(doc["models"], expected, strict=True):
+        assert got["rating"] == round(want.rating, 1)
+        assert (got["ci_lower"], got["ci_upper"]) == (round(want.ci_lower, 1), round(want.ci_upper, 1))
+        assert (got["votes"], got["rank"]) == (want.votes, want.rank)
+
+
 def test_importing_a_fastchat_log_gives_the_leaderboard_of_its_votes(
     tables: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -71,12 +82,7 @@ def test_importing_a_fastchat_log_gives_the_leaderboard_of_its_votes(
     code, out, _ = run(capsys, "leaderboard", "--json", "--min-votes", "10")
     assert code == 0
     doc = json.loads(out)
-    expected = leaderboard(counts_of(rows), min_votes=10)
-    assert [r["model"] for r in doc["models"]] == [r.model for r in expected]
-    for got, want in zip(doc["models"], expected, strict=True):
-        assert got["rating"] == round(want.rating, 1)
-        assert (got["ci_lower"], got["ci_upper"]) == (round(want.ci_lower, 1), round(want.ci_upper, 1))
-        assert (got["votes"], got["rank"]) == (want.votes, want.rank)
+    assert_board(doc, rows)
     assert doc["battle_votes"] == 120
     assert "10.1.2.3" not in json.dumps([v.as_json() for v in DynamoVotesStore(tables).votes()])
 
@@ -119,3 +125,63 @@ def test_leaderboard_text_by_version_and_bad_input(
     assert {r["version"] for r in json.loads(out)["models"]} == {""}  # FastChat logs carry no spec hash
     with pytest.raises(SystemExit):
         cli.main(["leaderboard", "--since", "yesterday"])
+
+
+def test_over_cap_votes_export_and_import_flagged_and_never_rated(
+    tables: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A voter stuffing the ballot past the daily cap: the extra votes are stored and exported flagged
+    `over_cap`, import back with the flag, and the leaderboard, before and after the round trip, is the
+    fit of the rated votes alone."""
+    rows = battles(TRUE, 80, seed=7)
+    stuffed = ("foxtrot", "alpha", "model_a")
+    votes = [
+        Vote(
+            f"w{n}",
+            WINNER_TO_TYPE[w],
+            "battle",
+            (ModelRef(a), ModelRef(b)),
+            1_764_460_800.0 + n,
+            voter=f"u{n}",
+        )
+        for n, (a, b, w) in enumerate(rows)
+    ]
+    votes += [
+        Vote(
+            f"s{n}",
+            "leftvote",
+            "battle",
+            (ModelRef("foxtrot"), ModelRef("alpha")),
+            1_764_460_900.0 + n,
+            voter="x",
+        )
+        for n in range(30)
+    ]
+    store = DynamoVotesStore(tables, max_per_voter=3)
+    assert all(store.put(v) for v in votes)
+    capsys.readouterr()  # the store's own log lines
+    rated = rows + [stuffed] * 3
+
+    _, out, _ = run(capsys, "leaderboard", "--json", "--min-votes", "10")
+    assert_board(json.loads(out), rated)
+    _, exported, _ = run(capsys, "votes", "export")
+    flags = [json.loads(line)["over_cap"] for line in exported.splitlines()]
+    assert (len(flags), sum(flags)) == (110, 27)
+
+    create_tables(tables, "votes-copy", "counts-copy")
+    copy = ["--votes-table", "votes-copy", "--counts-table", "counts-copy"]
+    dump = tmp_path / "export.jsonl"
+    dump.write_text(exported)
+    _, out, _ = run(capsys, "votes", "import", str(dump), *copy)
+    assert out.startswith("imported 110 vote(s)")
+    _, again, _ = run(capsys, "votes", "export", *copy)
+    assert again == exported
+    _, out, _ = run(capsys, "leaderboard", "--json", "--min-votes", "10", *copy)
+    assert_board(json.loads(out), rated)
+
+
+def test_a_negative_cap_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """`web --max-votes-per-voter -1` is refused before the UI starts (0 means no cap)."""
+    code, _, err = run(capsys, "web", "--max-votes-per-voter", "-1")
+    assert code != 0
+    assert "--max-votes-per-voter: must be 0 (no cap) or more" in err

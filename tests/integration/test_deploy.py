@@ -98,6 +98,17 @@ def test_dockerfile_entrypoints_exist() -> None:
     assert callable(getattr(__import__(module, fromlist=[function]), function))
 
 
+def test_runtime_image_copies_every_package() -> None:
+    """Each package pyproject installs is copied into the runtime image (else `pip install /app` leaves
+    it out and the web role fails on import)."""
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    packages = {pattern.rstrip("*") for pattern in include["include"]}
+    text = (ROOT / "docker" / "runtime.Dockerfile").read_text()
+    assert {p for p in packages if f"COPY {p} /app/{p}" not in text} == set()
+
+
 def test_sync_image_needs_only_its_packages() -> None:
     """The Lambda image holds contract/, sync/ and telemetry/: the handler imports nothing else of ours,
     and nothing of FastChat or gradio."""

@@ -16,6 +16,7 @@ from moto.server import ThreadedMotoServer
 from arena.votes import ModelRef, Vote
 from stores.votes import DynamoVotesStore, VoteRecorder, create_tables, read_totals
 from tests.helpers import free_port
+from tests.unit.test_vote_recorder import check_voter_cap
 
 A = ModelRef("alpha", 2, "ep-alpha", "h-a", "raw")
 B = ModelRef("bravo", 2, "ep-bravo", "h-b", "raw")
@@ -168,3 +169,15 @@ def test_counters_unreadable_is_unavailable() -> None:
         store = DynamoVotesStore(boto3.client("dynamodb", region_name="us-east-1"), "none", "none")
         with pytest.raises(StoreUnavailable):
             read_totals(store, "battle", "name")
+
+
+def test_the_voter_cap_on_dynamodb() -> None:
+    """The cap's contract holds on DynamoDB: the voter's counter moves in the vote's transaction, and a
+    vote over the cap is written again, flagged, without counters."""
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_tables(client, "votes", "counts")
+        store = DynamoVotesStore(client, "votes", "counts", max_per_voter=2)
+        check_voter_cap(store)
+        voters = dict(store.counter_rows("voters|day|2025-11-30"))
+        assert voters == {"k1": {"votes": 2}, "k2": {"votes": 2}}

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from arena.votes import ModelRef, Vote
 from stores.testing import InMemoryVotesStore
-from stores.votes import VoteRecorder, read_totals
+from stores.votes import VoteRecorder, VotesStore, read_totals
 
 
 def vote(n: int, vote_type: str = "leftvote") -> Vote:
@@ -122,3 +123,49 @@ def test_an_unconfigured_store_keeps_votes_in_the_spool(tmp_path: Path) -> None:
     assert second.flush(10)
     second.close()
     assert list(store.items) == ["v1"]
+
+
+DAY = 86_400.0
+
+
+def by(voter: str, n: int, vote_type: str = "leftvote", day: int = 0, **extra: bool) -> Vote:
+    return replace(vote(n, vote_type), voter=voter, tstamp=vote(n).tstamp + day * DAY, **extra)
+
+
+def check_voter_cap(store: VotesStore) -> None:
+    """The per-voter cap's contract, for any store made with a cap of 2 rated votes per voter per day:
+    a vote over it is kept, flagged, and moves no rating; unrated votes, imports (no voter), another
+    voter, the next day and a replayed vote id take no place under it."""
+    k1 = [by("k1", 1), by("k1", 2), by("k1", 3, "rightvote"), by("k1", 4, "rightvote", revealed=True)]
+    for v in k1:
+        assert store.put(v)
+    assert store.put(by("k1", 5, day=1))  # a new UTC day
+    assert store.put(by("", 6))  # an import: no voter, no cap
+    assert store.put(by("k2", 7, "tievote"))
+    assert not store.put(by("k1", 3, "rightvote"))  # replayed: a duplicate, still over the cap
+    assert not store.put(by("k2", 7, "tievote"))  # replayed: takes no second place
+    assert store.put(by("k2", 8, "tievote"))
+    assert store.put(by("k2", 9, "tievote"))  # k2's third: over
+    flagged = {v.vote_id for v in store.votes() if v.over_cap}
+    assert flagged == {"v3", "v9"}
+    assert read_totals(store, "battle", "name") == {("a", "b"): {"leftvote": 4, "tievote": 2}}
+
+
+def test_votes_over_a_voters_daily_cap_are_kept_flagged_and_not_rated() -> None:
+    check_voter_cap(InMemoryVotesStore(max_per_voter=2))
+
+
+def test_no_cap_by_default_and_the_recorder_passes_votes_through_the_cap(tmp_path: Path) -> None:
+    """Without a cap one voter's votes all count; with one, votes recorded through the spool are capped."""
+    free = InMemoryVotesStore()
+    for n in range(5):
+        free.put(by("k", n))
+    assert not any(v.over_cap for v in free.votes())
+    capped = InMemoryVotesStore(max_per_voter=3)
+    recorder = VoteRecorder(capped, tmp_path / "spool.jsonl").start()
+    for n in range(5):
+        recorder.record(by("k", n))
+    assert recorder.flush(10)
+    recorder.close()
+    assert [v.over_cap for v in capped.votes()] == [False, False, False, True, True]
+    assert read_totals(capped, "battle", "name") == {("a", "b"): {"leftvote": 3}}

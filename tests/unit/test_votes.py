@@ -11,7 +11,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from arena.ratings import PairOutcome
-from arena.votes import ModelRef, Vote, counters, fastchat_vote, outcomes, pair_totals, parse_vote, voter_key
+from arena.votes import (
+    ModelRef,
+    Vote,
+    counters,
+    fastchat_vote,
+    outcomes,
+    pair_totals,
+    parse_vote,
+    voter_counter,
+    voter_key,
+)
 
 A = ModelRef("alpha", 4, "ep-alpha", "hash-a", "raw")
 B = ModelRef("bravo", 4, "ep-bravo", "hash-b", "vicuna_v1.1")
@@ -124,6 +134,20 @@ def test_revealed_battle_votes_and_errors_do_not_count() -> None:
     assert counters(battle(revealed=True)) == []
     assert counters(battle(error=True)) == []
     assert counters(battle(tab="side_by_side", revealed=True)) != []
+
+
+def test_an_over_cap_vote_keeps_its_flag_and_moves_nothing() -> None:
+    """`over_cap` survives the JSON round trip (spool, export); such a vote moves no counter, and only a
+    rated vote with a voter takes a place under the voter's daily cap."""
+    flagged = battle(voter="k", over_cap=True)
+    assert parse_vote(json.loads(json.dumps(flagged.as_json()))) == flagged
+    assert counters(flagged) == []
+    assert voter_counter(flagged) is None
+    assert voter_counter(battle(voter="k", error=True)) is None
+    assert voter_counter(battle()) is None  # imports carry no voter
+    place = voter_counter(battle(voter="k"))
+    assert place is not None
+    assert (place.bucket, place.pair) == ("voters|day|2025-11-30", "k")
 
 
 def test_totals_and_outcomes() -> None:
