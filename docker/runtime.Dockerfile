@@ -24,7 +24,8 @@ COPY sagemaker_fastchat /app/sagemaker_fastchat
 COPY arena /app/arena
 COPY stores /app/stores
 RUN pip install --no-cache-dir --no-deps /app \
-    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app
+    && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
+    && install -d -o 10001 -g 10001 /var/spool/sagemaker-fastchat  # the arena's vote spool (a task volume)
 
 USER 10001
 EXPOSE 8000 8001

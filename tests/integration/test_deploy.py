@@ -271,6 +271,17 @@ def test_arena_permissions_and_tables_match_the_code() -> None:
     web = next(c for c in containers() if c["Name"] == "web")
     env = {e["Name"] for e in web["Environment"]}
     assert {"VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"} <= env
+    # The spool is on a task volume and a web process that exits restarts in place: its votes are replayed.
+    spool = next(e["Value"] for e in web["Environment"] if e["Name"] == "ARENA_VOTE_SPOOL")
+    (mount,) = web["MountPoints"]
+    assert spool.startswith(mount["ContainerPath"] + "/")
+    task = template("fastchat-template.yaml")["Resources"]["TaskDefinition"]["Properties"]
+    assert {"Name": mount["SourceVolume"]} in task["Volumes"]
+    assert web["RestartPolicy"]["Enabled"] is True
+    assert (
+        f"install -d -o 10001 -g 10001 {mount['ContainerPath']}"
+        in (ROOT / "docker" / "runtime.Dockerfile").read_text()
+    )
     web_ui = (ROOT / "runtime" / "web_ui.py").read_text()
     for name in ("VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"):
         assert f'"{name}"' in web_ui
