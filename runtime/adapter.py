@@ -83,8 +83,8 @@ class SageMakerClient:
         await exit_stack.aclose()
 
 
-# What went wrong, for an API in front of the worker (README "Worker errors"): FastChat's error_code
-# says which HTTP status, `error.kind` says the same without parsing the text.
+# What went wrong, for an API in front of the worker (README "Worker failure domains and errors"):
+# FastChat's error_code says which HTTP status, `error.kind` says the same without parsing the text.
 THROTTLED = "throttled"  # RATE_LIMIT: 429
 TIMEOUT = "timeout"  # CONTROLLER_WORKER_TIMEOUT: 504
 UNAVAILABLE = "unavailable"  # ENGINE_OVERLOADED: 503

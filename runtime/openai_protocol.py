@@ -95,8 +95,10 @@ _BY_KIND: dict[str, tuple[int, str, str]] = {
     "throttled": (429, "rate_limit_error", "rate_limit_exceeded"),
     "timeout": (504, "server_error", "timeout"),
     "endpoint_error": (502, "server_error", "endpoint_error"),
-    "not_found": (502, "server_error", "endpoint_not_found"),
+    "unavailable": (503, "server_error", "endpoint_unavailable"),  # missing, not ready, unreachable
+    "not_found": (404, "invalid_request_error", "model_not_found"),  # not in the worker's live set
     "invalid_request": (400, "invalid_request_error", "invalid_value"),
+    "internal": (500, "server_error", "internal_error"),  # the worker itself failed (its log says why)
 }
 
 

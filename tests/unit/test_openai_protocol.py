@@ -199,6 +199,19 @@ def test_choice_deltas_and_logprobs() -> None:
         ({"error_code": ErrorCode.CONTROLLER_WORKER_TIMEOUT}, 504, "timeout"),
         ({"error_code": 12345}, 502, "endpoint_error"),
         ({"error_code": ErrorCode.INTERNAL_ERROR, "error": {"kind": "timeout"}}, 504, "timeout"),
+        # Our worker's kinds, as its README table says (runtime/adapter.py's kinds).
+        (
+            {"error_code": ErrorCode.INTERNAL_ERROR, "error": {"kind": "endpoint_error"}},
+            502,
+            "endpoint_error",
+        ),
+        (
+            {"error_code": ErrorCode.ENGINE_OVERLOADED, "error": {"kind": "unavailable"}},
+            503,
+            "endpoint_unavailable",
+        ),
+        ({"error_code": ErrorCode.INVALID_MODEL, "error": {"kind": "not_found"}}, 404, "model_not_found"),
+        ({"error_code": ErrorCode.INTERNAL_ERROR, "error": {"kind": "internal"}}, 500, "internal_error"),
         (
             {"error_code": ErrorCode.INTERNAL_ERROR, "error": {"kind": "throttled"}},
             429,
