@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import aiohttp
 import boto3
 import psutil  # type: ignore[import-untyped]  # (no stubs; a benchmark-only use)
-from bench_runtime import direct_stream, pct, standin_stack  # (this script's folder is on the path)
 
+from benchmarks.bench_runtime import direct_stream, pct, standin_stack
 from runtime.adapter import sagemaker_client_config
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))

@@ -126,15 +126,6 @@ def _config_file(workdir: Path, case: RegistryCase) -> Path:
     return target
 
 
-def _manifest_text(stack: HarnessStack) -> str:
-    try:
-        return str(
-            stack.boto("ssm").get_parameter(Name="/sagemaker-fastchat/model-set")["Parameter"]["Value"]
-        )
-    except ClientError:
-        return ""
-
-
 def mentions(doc: Any, word: str = "all-models") -> set[str]:
     """Every string (key or value) in a JSON document that mentions `word`: what an operator can read."""
     if isinstance(doc, dict):
@@ -312,13 +303,17 @@ class RegistryRunner:
             problems = worker_problems(self.stack, victim) + self.baseline.differences()
             return not problems, refused + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
+        shown: list[str] = []
+
         def reported() -> bool:
-            return bool(mentions(self.stack.model_set()) - served_before)
+            shown[:] = sorted(mentions(self.stack.model_set()) - served_before)
+            return bool(shown)
 
         problems = []
         if self.stack.wait_for(reported, self.settings.settle_timeout, step=0.3) is None:
             problems.append("no reason shown in /model-set")
-        if not mentions(self.models_list()) - listed_before:
+        listed = sorted(mentions(self.models_list()) - listed_before)
+        if not listed:
             problems.append("no reason shown in `models list`")
         live_after = [m["name"] for m in self.stack.model_set()["models"]]
         if live_after != live_before:
@@ -339,8 +334,8 @@ class RegistryRunner:
             self.stack.restart("sync")
             self.stack.wait_for(live, self.settings.settle_timeout)
         problems += self._restore_victim()
-        text = _manifest_text(self.stack)
-        observed = f"manifest {text[:120]}" if "all-models" in text else "nothing about all-models published"
+        observed = f"/model-set: {shown[0][:120]!r}" if shown else "/model-set: no reason"
+        observed += f"; models list: {listed[0][:80]!r}" if listed else "; models list: no reason"
         return not problems, observed + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
 
