@@ -341,6 +341,17 @@ class Api:
         )
         if length.isdigit() and int(length) > limit:
             raise too_big
+        # A browser may POST text/plain to any site without asking (no CORS preflight): only JSON bodies
+        # are read, as FastAPI does since 0.65.2, so no web page can chat through a user's browser.
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            raise p.ApiError(
+                415,
+                f"The request body must be sent as Content-Type: application/json, not {media[:80]!r}.",
+                "invalid_request_error",
+                None,
+                "unsupported_media_type",
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
