@@ -60,10 +60,10 @@ class Write:
 
 @dataclass
 class Timeline:
-    """What the worker served over time. Each point's time is the earliest moment its state can have
-    begun: when the poll before it was sent (a loaded worker answers polls late, and the moment a poll is
-    received would flag streams the new state answered correctly). `received` holds when the watcher got
-    each point: propagation is measured to that, the later bound."""
+    """What the worker served over time, with the watcher's uncertainty: a loaded worker answers polls
+    late, so a snapshot's state began after the poll before it was sent (its point's time) and held until
+    at most the moment the next snapshot was received (`received`, also what propagation is measured
+    to). Without `received`, points are exact times."""
 
     points: list[tuple[float, Snapshot]] = field(default_factory=list)
     received: list[float] = field(default_factory=list)
@@ -72,14 +72,14 @@ class Timeline:
         return self.received[i] if i < len(self.received) else self.points[i][0]
 
     def endpoints(self, model: str, start: float, end: float, slack: float = 0.2) -> set[str]:
-        """Every endpoint `model` was served by at some moment of [start, end]."""
+        """Every endpoint `model` may have been served by at some moment of [start, end]."""
         found: set[str] = set()
-        before = [s for t, s in self.points if t <= start - slack]
-        window = [s for t, s in self.points if start - slack < t <= end + slack]
-        for snap in ([before[-1]] if before else []) + window:
-            entry = served(snap, model)
-            if entry is not None:
-                found.add(entry["endpoint_name"])
+        for i, (began, snap) in enumerate(self.points):
+            until = self.seen_at(i + 1) if i + 1 < len(self.points) else float("inf")
+            if began <= end + slack and until >= start - slack:
+                entry = served(snap, model)
+                if entry is not None:
+                    found.add(entry["endpoint_name"])
         return found
 
 
