@@ -264,10 +264,14 @@ class Directory:
         """Forget a worker that refused a connection (the next refresh asks the controller again)."""
         if self._workers.pop(address, None) is not None:
             self.targets = {n: [t for t in ts if t.address != address] for n, ts in self.targets.items()}
+            self._last = 0.0  # its models now miss: the next request refreshes at once, not a 404
 
     async def resolve(self, model: str) -> Target:
         targets = self.targets.get(model)
-        if not targets and time.monotonic() - self._last >= MISS_REFRESH_GAP:
+        # A miss waits for a refresh in flight (misses arriving together share it), else starts one.
+        if not targets and (
+            self._refreshing is not None or time.monotonic() - self._last >= MISS_REFRESH_GAP
+        ):
             await self.refresh()
             targets = self.targets.get(model)
         if not targets:
