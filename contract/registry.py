@@ -7,7 +7,8 @@ Rules (docs/design.md "Registry"), implemented once for the sync Lambda and the 
   reports why in the manifest's `not_published`). So does a list of more than MAX_ACTIVE_MODELS names.
 - A listed name longer than a model name can be is ignored with a warning (no item can have it), so one
   huge name cannot make the manifest too big to publish; at most MAX_WARNINGS warnings are kept.
-- An explicitly empty list is a decision: the published set becomes empty.
+- An explicitly empty list is a decision: the published set becomes empty. A list that is not blank
+  but names no usable model (only over-long names, only commas) gives no decision.
 - A listed name whose item is missing or invalid is rejected with the reason (its last good spec stays).
 - Items not listed are inactive.
 """
@@ -68,6 +69,11 @@ def parse_active_list(item: Mapping[str, Any] | None) -> ActiveList:
             warnings.append(f"{ALL_MODELS_KEY}: {name!r} is listed more than once; its first position counts")
             continue
         names[name] = None
+    if not names and raw.strip():  # e.g. one 300 KB name: a mistake, not "remove every model"
+        raise ActiveListError(
+            f"{ALL_MODELS_KEY}: model_names names no usable model ({warnings[0]}); nothing new is published "
+            "(an empty model_names removes every model)"
+        )
     if len(names) > MAX_ACTIVE_MODELS:
         raise ActiveListError(
             f"{ALL_MODELS_KEY}: model_names lists {len(names)} models; the limit is {MAX_ACTIVE_MODELS}; "

@@ -264,10 +264,14 @@ class Directory:
         """Forget a worker that refused a connection (the next refresh asks the controller again)."""
         if self._workers.pop(address, None) is not None:
             self.targets = {n: [t for t in ts if t.address != address] for n, ts in self.targets.items()}
+            self._last = 0.0  # its models now miss: the next request refreshes at once, not a 404
 
     async def resolve(self, model: str) -> Target:
         targets = self.targets.get(model)
-        if not targets and time.monotonic() - self._last >= MISS_REFRESH_GAP:
+        # A miss waits for a refresh in flight (misses arriving together share it), else starts one.
+        if not targets and (
+            self._refreshing is not None or time.monotonic() - self._last >= MISS_REFRESH_GAP
+        ):
             await self.refresh()
             targets = self.targets.get(model)
         if not targets:
@@ -341,6 +345,17 @@ class Api:
         )
         if length.isdigit() and int(length) > limit:
             raise too_big
+        # A browser may POST text/plain to any site without asking (no CORS preflight): only JSON bodies
+        # are read, as FastAPI does since 0.65.2, so no web page can chat through a user's browser.
+        media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media and media != "application/json" and not media.endswith("+json"):
+            raise p.ApiError(
+                415,
+                f"The request body must be sent as Content-Type: application/json, not {media[:80]!r}.",
+                "invalid_request_error",
+                None,
+                "unsupported_media_type",
+            )
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)

@@ -39,6 +39,8 @@ def _read(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:  # a binary file: one line, not a traceback
+        raise InputError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
 
 
 def _print_json(value: Any) -> None:

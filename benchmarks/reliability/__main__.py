@@ -50,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="extra worker environment (ci: SAGEMAKER_READ_TIMEOUT=5 AWS_MAX_ATTEMPTS=2, to fail fast)",
+        help="extra worker environment (ci: SAGEMAKER_FIRST_TOKEN_TIMEOUT=5 SAGEMAKER_READ_TIMEOUT=10 "
+        "AWS_MAX_ATTEMPTS=2, to fail fast)",
     )
     p.add_argument(
         "--write-doc", metavar="PATH", help="write the markdown results there (e.g. docs/reliability.md)"
@@ -65,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     worker_env = dict(kv.split("=", 1) for kv in args.worker_env)
     if not full:  # short windows need fast failures: a silent endpoint, an SSM outage (botocore's retries)
-        worker_env.setdefault("SAGEMAKER_READ_TIMEOUT", "5")
+        worker_env.setdefault("SAGEMAKER_FIRST_TOKEN_TIMEOUT", "5")  # the worker's clear 504 comes first
+        worker_env.setdefault("SAGEMAKER_READ_TIMEOUT", "10")
         worker_env.setdefault("AWS_MAX_ATTEMPTS", "2")
     swap = SwapSettings(
         streams=args.streams or (64 if full else 16),

@@ -126,15 +126,6 @@ def _config_file(workdir: Path, case: RegistryCase) -> Path:
     return target
 
 
-def _manifest_text(stack: HarnessStack) -> str:
-    try:
-        return str(
-            stack.boto("ssm").get_parameter(Name="/sagemaker-fastchat/model-set")["Parameter"]["Value"]
-        )
-    except ClientError:
-        return ""
-
-
 def mentions(doc: Any, word: str = "all-models") -> set[str]:
     """Every string (key or value) in a JSON document that mentions `word`: what an operator can read."""
     if isinstance(doc, dict):
@@ -176,21 +167,43 @@ class RegistryRunner:
             str(config),
             *case.args,
         )
-        problems = []
-        if proc.returncode != 1:
-            problems.append(f"exit {proc.returncode}")
+        observed = f"exit {proc.returncode}: {_stderr_summary(proc.stderr or proc.stdout)}"
+        if case.accepted and proc.returncode == 0:
+            observed, problems = self._accepted_put(case, before)
+        else:
+            problems = []
+            if proc.returncode != 1:
+                problems.append(f"exit {proc.returncode}")
+            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            if proc.returncode == 1 and not any(PROBLEM_LINE.match(line) for line in lines):
+                problems.append("no `model: field: why` line")
+            if self.registry.scan() != before:
+                problems.append("the registry changed")
+                self._undo_put(case, before)
         if "Traceback" in proc.stderr:
             problems.append("a traceback")
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        if proc.returncode == 1 and not any(PROBLEM_LINE.match(line) for line in lines):
-            problems.append("no `model: field: why` line")
-        after = self.registry.scan()
-        if after != before:
-            problems.append("the registry changed")
-            self._undo_put(case, before)
         problems += worker_problems(self.stack, victim) + self.baseline.differences()
-        observed = f"exit {proc.returncode}: {_stderr_summary(proc.stderr or proc.stdout)}"
         return not problems, observed + (f" — FAIL: {'; '.join(problems)}" if problems else "")
+
+    def _accepted_put(self, case: RegistryCase, before: list[dict[str, Any]]) -> tuple[str, list[str]]:
+        """An input accepted by design: the model must be served and answer promptly; then it goes."""
+        problems = []
+        if (
+            self.stack.wait_for(
+                lambda: served(self.stack.model_set(), case.name) is not None, self.settings.settle_timeout
+            )
+            is None
+        ):
+            problems.append("accepted but never served")
+        try:
+            reply = sync_chat(self.stack.api_url, case.name, "[[tokens:12]] accepted input", timeout=30)
+            if "not a real LLM" not in reply:
+                problems.append(f"it answered {reply[:60]!r}")
+        except Exception as exc:  # what the client saw is the finding
+            reply = describe_error(exc)
+            problems.append(f"it did not answer ({reply[:100]})")
+        self._undo_put(case, before)
+        return f"exit 0, {case.accepted}; a chat with it: {reply[:60]!r}", problems
 
     def _undo_put(self, case: RegistryCase, before: list[dict[str, Any]]) -> None:
         if not any(i.get("model_name") == case.name for i in before):
@@ -203,6 +216,8 @@ class RegistryRunner:
         proc = run_cli(self.stack, "config", "validate", str(_config_file(self.stack.workdir, case)))
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         problems = []
+        if case.accepted and proc.returncode == 0 and "Traceback" not in proc.stderr:
+            return True, f"exit 0: {proc.stdout.strip()[:80]} ({case.accepted})"
         if proc.returncode != 1:
             problems.append(f"exit {proc.returncode}")
         if "Traceback" in proc.stderr:
@@ -251,7 +266,7 @@ class RegistryRunner:
             problems.append(f"nothing published within {within} (sync log: {self._sync_tail()})")
         else:
             version, text = found[0]
-            if text.startswith("ACCEPTED"):
+            if text.startswith("ACCEPTED") and not case.accepted:
                 problems.append("the bad item was published as live")
             served_at = self.stack.wait_for(
                 lambda: int(self.stack.model_set().get("version") or 0) >= version,
@@ -259,11 +274,12 @@ class RegistryRunner:
             )
             if served_at is None:
                 problems.append(f"the worker did not reach version {version}")
-        problems += worker_problems(self.stack, victim if not problems else None) + self.baseline.differences(
-            (VICTIM,)
-        )
+        keeps_spec = victim if not problems and not case.accepted else None
+        problems += worker_problems(self.stack, keeps_spec) + self.baseline.differences((VICTIM,))
         problems += self._restore_victim()
         observed = found[0][1] if found else "no published outcome"
+        if case.accepted and found:
+            observed += f" ({case.accepted}); its replies are unchanged"
         return not problems, observed + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
     def _sync_tail(self) -> str:
@@ -312,13 +328,17 @@ class RegistryRunner:
             problems = worker_problems(self.stack, victim) + self.baseline.differences()
             return not problems, refused + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
+        shown: list[str] = []
+
         def reported() -> bool:
-            return bool(mentions(self.stack.model_set()) - served_before)
+            shown[:] = sorted(mentions(self.stack.model_set()) - served_before)
+            return bool(shown)
 
         problems = []
         if self.stack.wait_for(reported, self.settings.settle_timeout, step=0.3) is None:
             problems.append("no reason shown in /model-set")
-        if not mentions(self.models_list()) - listed_before:
+        listed = sorted(mentions(self.models_list()) - listed_before)
+        if not listed:
             problems.append("no reason shown in `models list`")
         live_after = [m["name"] for m in self.stack.model_set()["models"]]
         if live_after != live_before:
@@ -339,8 +359,8 @@ class RegistryRunner:
             self.stack.restart("sync")
             self.stack.wait_for(live, self.settings.settle_timeout)
         problems += self._restore_victim()
-        text = _manifest_text(self.stack)
-        observed = f"manifest {text[:120]}" if "all-models" in text else "nothing about all-models published"
+        observed = f"/model-set: {shown[0][:120]!r}" if shown else "/model-set: no reason"
+        observed += f"; models list: {listed[0][:80]!r}" if listed else "; models list: no reason"
         return not problems, observed + (f" — FAIL: {'; '.join(problems)}" if problems else "")
 
 
@@ -403,6 +423,8 @@ def run_request(stack: HarnessStack, case: RequestCase, baseline: Baseline, vict
         )
         judge = _judge_api if case.target == "api" else _judge_worker
         ok, observed = judge(case, response)
+        if case.accepted and response.status_code == 200:
+            ok, observed = True, f"200 ({case.accepted})"
     except httpx.HTTPError as exc:
         ok, observed = False, f"no answer: {describe_error(exc)} — FAIL: dropped connection"
     problems = worker_problems(stack, victim, busy) + baseline.differences()

@@ -54,20 +54,32 @@ class Write:
     visible: Callable[[Snapshot], bool]
     seen_after: float | None = None
 
+    def started_after(self, t: float) -> str:
+        return f"{t - self.at:.2f} s after write #{self.index} ({self.kind} {self.model})"
+
 
 @dataclass
 class Timeline:
+    """What the worker served over time, with the watcher's uncertainty: a loaded worker answers polls
+    late, so a snapshot's state began after the poll before it was sent (its point's time) and held until
+    at most the moment the next snapshot was received (`received`, also what propagation is measured
+    to). Without `received`, points are exact times."""
+
     points: list[tuple[float, Snapshot]] = field(default_factory=list)
+    received: list[float] = field(default_factory=list)
+
+    def seen_at(self, i: int) -> float:
+        return self.received[i] if i < len(self.received) else self.points[i][0]
 
     def endpoints(self, model: str, start: float, end: float, slack: float = 0.2) -> set[str]:
-        """Every endpoint `model` was served by at some moment of [start, end]."""
+        """Every endpoint `model` may have been served by at some moment of [start, end]."""
         found: set[str] = set()
-        before = [s for t, s in self.points if t <= start - slack]
-        window = [s for t, s in self.points if start - slack < t <= end + slack]
-        for snap in ([before[-1]] if before else []) + window:
-            entry = served(snap, model)
-            if entry is not None:
-                found.add(entry["endpoint_name"])
+        for i, (began, snap) in enumerate(self.points):
+            until = self.seen_at(i + 1) if i + 1 < len(self.points) else float("inf")
+            if began <= end + slack and until >= start - slack:
+                entry = served(snap, model)
+                if entry is not None:
+                    found.add(entry["endpoint_name"])
         return found
 
 
@@ -88,8 +100,9 @@ def served(snap: Snapshot, model: str) -> dict[str, Any] | None:
 
 async def watch(stack: HarnessStack, timeline: Timeline, stop: asyncio.Event) -> None:
     async with httpx.AsyncClient(timeout=5) as http:
-        last = None
+        last, previous_poll = None, time.monotonic()
         while not stop.is_set():
+            sent = time.monotonic()
             try:
                 snap = (await http.get(stack.url("worker") + "/model-set")).json()
             except (httpx.HTTPError, ValueError):
@@ -97,8 +110,10 @@ async def watch(stack: HarnessStack, timeline: Timeline, stop: asyncio.Event) ->
             if snap is not None:
                 key = json.dumps([snap.get("version"), snap.get("models"), snap.get("rejected")])
                 if key != last:
-                    timeline.points.append((time.monotonic(), snap))
+                    timeline.points.append((previous_poll, snap))
+                    timeline.received.append(time.monotonic())
                     last = key
+                previous_poll = sent  # the next change happened after this poll was answered
             await asyncio.sleep(0.05)
 
 
@@ -188,7 +203,8 @@ async def _run_swap(stack: HarnessStack, results: Results, settings: SwapSetting
 
 
 def _seen(w: Write, timeline: Timeline) -> bool:
-    for t, snap in timeline.points:
+    for i, (_, snap) in enumerate(timeline.points):
+        t = timeline.seen_at(i)
         if t >= w.at and w.visible(snap):
             w.seen_after = t - w.at
             return True
@@ -241,10 +257,21 @@ def _evaluate(  # noqa: PLR0917 (one call site; the run's pieces)
             "swap: model-set versions seen": len({s.get("version") for _, s in timeline.points}),
         }
     )
-    examples = [s.error for s in failed[:3]] + [
+
+    def when(s: StreamResult) -> str:
+        """Where a stream started relative to the latest write before it (to tell causes apart)."""
+        last = max((w for w in writes if w.at <= s.started), key=lambda w: w.at, default=None)
+        return f" ({last.started_after(s.started)})" if last else " (before the first write)"
+
+    examples = [f"{s.model}: {s.error}{when(s)}" for s in failed[:3]] + [
         f"truncated: {s.text[-60:]!r} ({s.finish_reason})" for s in truncated[:2]
     ]
-    examples += [f"{s.model} answered by {s.endpoint}, allowed {sorted(a)}" for s, a in wrong[:3]]
+    examples += [f"{s.model} answered by {s.endpoint}, allowed {sorted(a)}{when(s)}" for s, a in wrong[:3]]
+    if failed:
+        by_model: dict[str, int] = {}
+        for s in failed:
+            by_model[s.model] = by_model.get(s.model, 0) + 1
+        examples.append(f"failed by model: {by_model}")
     results.add(
         Check(
             "swap",

@@ -269,6 +269,17 @@ def test_raw_http_errors(stack: RuntimeStack) -> None:
         assert "site-packages" not in text
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
+def test_non_json_content_type_is_415(stack: RuntimeStack, content_type: str) -> None:
+    """A JSON body sent as a form or text (what a web page may POST cross-site without a preflight) is
+    refused with 415, not answered."""
+    body = json.dumps({"model": "alpha", "messages": user("hi"), "max_tokens": 4})
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": content_type}
+    r = httpx.post(f"{stack.api_url}/chat/completions", content=body, headers=headers)
+    assert r.status_code == 415
+    assert r.json()["error"]["code"] == "unsupported_media_type"
+
+
 def test_unknown_model_is_404(stack: RuntimeStack) -> None:
     """An unknown model: 404 model_not_found."""
     err = status_of(lambda: client(stack).chat.completions.create(model="nope", messages=user("x")))

@@ -79,6 +79,15 @@ def test_a_stream_may_be_answered_by_any_endpoint_served_between_its_start_and_f
     assert timeline.endpoints("other", 5.0, 25.0) == set()
 
 
+def test_wrong_endpoint_rule_allows_for_late_polls() -> None:
+    """A change first seen by a poll received at 11, the poll before it sent at 9, happened between 9 and
+    11: streams in that span may get either endpoint; before 9 only the old one, after 11 the new one."""
+    timeline = Timeline([(0.0, snap("e0")), (9.0, snap("e1"))], received=[0.5, 11.0])
+    assert timeline.endpoints("m", 5.0, 6.0, slack=0) == {"e0"}
+    assert timeline.endpoints("m", 10.0, 10.5, slack=0) == {"e0", "e1"}
+    assert timeline.endpoints("m", 12.0, 13.0, slack=0) == {"e1"}
+
+
 def test_report_gives_a_verdict_per_target() -> None:
     results = Results("ci")
     results.add(Check("swap", "streams", True, "16 streams", "0 failed"))

@@ -1,6 +1,6 @@
 """The reliability harness's CI profile (`./dev reliability --profile ci`, benchmarks/reliability/): one
 local stack; swap under load, a few faults and bad inputs of every kind. Each case is one test that asserts
-the fixed behaviour of issue 13; cases that need another item's fix are strict xfails until it lands.
+the fixed behaviour of issue 13.
 """
 
 from __future__ import annotations
@@ -17,39 +17,6 @@ from benchmarks.reliability.cases import CI_FAULTS, CI_REGISTRY, CI_REQUESTS
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS_TIMEOUT = 280
-
-
-def needs(item: int, fix: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"needs fix {fix} from issue 13 item {item}")
-
-
-SLOT_LEAK = needs(1, "worker slots released on every path, bad parameters as error frames")
-JSONPATH_BOUNDS = needs(3, "bounded JSONPaths and a total validator")
-SYNC_WEDGE = needs(5, "unusable all-models published as a reported state")
-CONV_TEMPLATE = needs(6, "conv_template validated where it is written")
-API_ERRORS = needs(7, "4xx OpenAI-style errors without server paths")
-BLACKHOLE = needs(7, "an SSM blackhole shows in last_error")
-
-REGISTRY_MARKS = {
-    "put-path-1200-steps": JSONPATH_BOUNDS,
-    "validate-path-1200-steps": JSONPATH_BOUNDS,
-    "raw-path-60-steps": JSONPATH_BOUNDS,
-    "raw-conv-template-unknown": CONV_TEMPLATE,
-    "all-models-number": SYNC_WEDGE,
-}
-REQUEST_MARKS = {
-    "api-temperature-string": API_ERRORS,
-    "api-role-hacker": API_ERRORS,
-    "api-messages-empty": API_ERRORS,
-    "worker-temperature-string": SLOT_LEAK,
-    "worker-stop-number": SLOT_LEAK,
-    "worker-invalid-json": API_ERRORS,
-}
-FAULT_MARKS = {"ssm-blackhole": BLACKHOLE}
-
-
-def cases(ids: tuple[str, ...], marks: dict[str, pytest.MarkDecorator]) -> list[Any]:
-    return [pytest.param(i, marks=[marks[i]] if i in marks else [], id=i) for i in ids]
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +50,19 @@ def test_swap_under_load(harness: dict[str, dict[str, Any]], case: str) -> None:
     verdict(harness, f"swap/{case}")
 
 
-@pytest.mark.parametrize("case", cases(CI_REGISTRY, REGISTRY_MARKS))
+@pytest.mark.parametrize("case", CI_REGISTRY)
 def test_bad_registry_write(harness: dict[str, dict[str, Any]], case: str) -> None:
     """A clear refusal (CLI) or a published rejection (raw write); nothing else changes."""
     verdict(harness, f"registry/{case}")
 
 
-@pytest.mark.parametrize("case", [*cases(CI_REQUESTS, REQUEST_MARKS), "after-all"])
+@pytest.mark.parametrize("case", [*CI_REQUESTS, "after-all"])
 def test_bad_request(harness: dict[str, dict[str, Any]], case: str) -> None:
     """A clear 4xx or error frame; no slot leaked; other models answer byte-identically."""
     verdict(harness, f"api/{case}")
 
 
-@pytest.mark.parametrize("case", cases(CI_FAULTS, FAULT_MARKS))
+@pytest.mark.parametrize("case", CI_FAULTS)
 def test_fault(harness: dict[str, dict[str, Any]], case: str) -> None:
     """The client sees a clear error, the worker stays up, the stack converges."""
     verdict(harness, f"faults/{case}")

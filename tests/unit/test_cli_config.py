@@ -106,6 +106,16 @@ def test_validate_unreadable_files(tmp_path: Path, cli: Cli) -> None:
     assert "not JSON" in result.stderr
 
 
+def test_validate_binary_file_is_one_line(tmp_path: Path, cli: Cli) -> None:
+    """A file that is not UTF-8 text: exit 1 and one `error:` line, no traceback."""
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\x80\x81\xfe\xff")
+    result = cli("config", "validate", str(binary))
+    assert result.returncode == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line == f"error: {binary}: is not UTF-8 text (byte 0)"
+
+
 def test_usage_error_exit_2(cli: Cli) -> None:
     """Usage errors exit 2."""
     assert cli("config").returncode == 2

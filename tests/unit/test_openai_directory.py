@@ -131,6 +131,21 @@ def test_invalidated_and_unreachable_workers_are_dropped() -> None:
     asyncio.run(run())
 
 
+def test_a_miss_after_an_invalidation_refreshes_instead_of_404() -> None:
+    """One broken connection invalidates a worker that is still up: requests right after it (within the
+    miss gap, and concurrently) refresh and find their model again, none gets a 404."""
+
+    async def run() -> list[str]:
+        http = FakeHttp()
+        d = Directory(http, CONTROLLER)
+        await d.refresh()
+        d.invalidate(OURS)
+        found = await asyncio.gather(*(d.resolve(m) for m in ("alpha", "beta", "alpha", "beta")))
+        return [t.address for t in found]
+
+    assert asyncio.run(run()) == [OURS] * 4
+
+
 def test_templates_by_name_or_from_the_worker_cached() -> None:
     """A published conv_template is used by name; otherwise the worker's answer, fetched once per spec."""
 

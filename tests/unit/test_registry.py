@@ -86,6 +86,16 @@ def test_a_huge_name_is_ignored_with_a_short_warning() -> None:
     assert len(warning) < 200
 
 
+@pytest.mark.parametrize(
+    "names", ["x" * 300_000, " , ,", "y" * 65 + ",,"], ids=["one-300k-name", "commas", "long-and-commas"]
+)
+def test_a_list_naming_no_usable_model_gives_no_decision(names: str) -> None:
+    """A list that is not blank but names no usable model is a mistake, not 'remove every model'."""
+    with pytest.raises(ActiveListError, match="names no usable model") as raised:
+        parse_active_list(all_models(names))
+    assert len(str(raised.value)) < 400
+
+
 def test_too_many_names_give_no_decision() -> None:
     """More names than a manifest holds is refused as a whole, with the count and the limit."""
     with pytest.raises(ActiveListError, match=f"lists 10000 models; the limit is {MAX_ACTIVE_MODELS}"):
