@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 import socket
 import threading
 import time
@@ -25,9 +26,18 @@ def example_item(name: str) -> dict[str, Any]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below Linux's ephemeral range (32768-60999). A port the kernel hands out for binding
+    (port 0) comes from that range, where any process's outgoing connection may take it before the
+    server it was picked for binds it ('address already in use', seen in CI)."""
+    for _ in range(200):
+        port = random.randint(20_000, 32_767)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port between 20000 and 32767")
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -107,7 +108,10 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while not ready.wait(0.5):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the stack did not come up:\n" + "\n".join(self.lines[-60:]))
+                lines = "\n".join(self.lines[-60:])
+                with contextlib.suppress(Exception):
+                    self.stop()  # also closes the output pipe (an unclosed one fails a later test)
+                raise RuntimeError("the stack did not come up:\n" + lines)
         self.descendants = psutil.Process(self.process.pid).children(recursive=True)
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,6 +125,8 @@ class LocalStack:
     def stop(self, timeout: float = 60) -> int:
         """Ctrl-C, as a user would; returns the exit code."""
         if self.process is None or self.process.poll() is not None:
+            if self.process is not None and self.process.stdout is not None:
+                self.process.stdout.close()
             return self.process.returncode if self.process else 0
         self.process.send_signal(signal.SIGINT)
         try:

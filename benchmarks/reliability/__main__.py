@@ -20,8 +20,9 @@ from benchmarks.reliability.cases import CI_FAULTS, CI_REGISTRY, CI_REQUESTS
 from benchmarks.reliability.fault_proxy import FaultProxy
 from benchmarks.reliability.faults import FaultRunner, FaultSettings
 from benchmarks.reliability.report import Results, markdown
-from benchmarks.reliability.stack import HarnessStack, free_port, new_workdir
+from benchmarks.reliability.stack import HarnessStack, new_workdir
 from benchmarks.reliability.swap import SwapSettings, run_swap
+from tests.helpers import free_port
 
 SECTIONS = ("swap", "bad-input", "faults")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -24,14 +23,9 @@ from contract.ssm_reader import PublishedSet, SsmReader
 from sagemaker_fastchat import local_stack
 from sagemaker_fastchat.registry_ops import Registry
 from sagemaker_fastchat.supervisor import Child, ReadyCheck, Supervisor
+from tests.helpers import free_port  # ports below the ephemeral range (see there)
 
 ROLES = ("api", "web", "controller", "worker", "moto", "standin", "xray")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HarnessSupervisor(Supervisor):
