@@ -25,6 +25,22 @@ def example_item(name: str) -> dict[str, Any]:
     return copy.deepcopy(json.loads(text))
 
 
+DELETE: Any = object()  # as a value for set_path: remove the key instead
+
+
+def set_path(doc: dict[str, Any], steps: list[str], value: Any) -> None:
+    """Write `value` at the keys `steps` inside `doc` (DELETE removes the last key): test inputs that
+    differ from a shipped example in one field."""
+    *parents, last = steps
+    node = doc
+    for step in parents:
+        node = node[step]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+
+
 def free_port() -> int:
     """A free port below Linux's ephemeral range (32768-60999). A port the kernel hands out for binding
     (port 0) comes from that range, where any process's outgoing connection may take it before the

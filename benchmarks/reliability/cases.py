@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Literal
 
+from tests.helpers import DELETE, set_path  # the same one-field edits the unit tests make
+
 Channel = Literal["put", "validate", "raw", "all-models"]
 VICTIM = "victim"  # the listed model the raw writes target
 VICTIM_ENDPOINT = "demo-tgi-victim"
@@ -62,18 +64,11 @@ def nested_json(config: Any, depth: int = 1000) -> str:
 def with_request(**changes: Any) -> dict[str, Any]:
     config = tgi_config()
     for dotted, value in changes.items():
-        node = config
-        *parents, last = dotted.split("__")
-        for p in parents:
-            node = node[p]
-        if value is _DELETE:
-            del node[last]
-        else:
-            node[last] = value
+        set_path(config, dotted.split("__"), value)
     return config
 
 
-_DELETE = object()
+_DELETE = DELETE
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from contract.errors import SpecError
 from contract.spec import parse_model_item, parse_spec_parameter, spec_parameter_value
-from tests.helpers import EXAMPLES, example_item
+from tests.helpers import DELETE, EXAMPLES, example_item, set_path
 
 CFG = "endpoint_req_config"
 
@@ -96,19 +96,12 @@ def _with_config(change: Any) -> dict[str, Any]:
 
 def _set(path: str, value: Any) -> Any:
     def change(cfg: dict[str, Any]) -> None:
-        *parents, last = path.split(".")
-        node = cfg
-        for p in parents:
-            node = node[p]
-        if value is _DELETE:
-            del node[last]
-        else:
-            node[last] = value
+        set_path(cfg, path.split("."), value)
 
     return change
 
 
-_DELETE = object()
+_DELETE = DELETE
 
 
 def _nested(depth: int) -> list[Any]:
