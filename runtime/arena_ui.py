@@ -7,7 +7,6 @@ Leaderboard tab reads only the per-pair counters (cached a few seconds) and is r
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import uuid
@@ -42,15 +41,17 @@ FAILURES_TO_PAUSE = 3  # consecutive failed answers before a model leaves new ba
 PAUSE_SECONDS = 60.0  # then it is tried again (one more failure pauses it again)
 
 
-def _text_setting(name: str, default: str) -> str:
-    """A page text from $NAME (markdown), or from the file $NAME_FILE; bounded in size."""
-    path = os.environ.get(f"{name}_FILE")
+def _page_text(value: str | None, path: str | None, default: str) -> str:
+    """A page text (markdown) from its file when one is named and readable, else its value; bounded."""
     if path:
         try:
             return Path(path).read_text(encoding="utf-8")[:MAX_TEXT_BYTES]
         except OSError as exc:
-            log.warning("page_text_unreadable", setting=f"{name}_FILE", path=path, error=str(exc))
-    return os.environ.get(name, default)[:MAX_TEXT_BYTES]
+            log.warning("page_text_unreadable", path=path, error=str(exc))
+    return (default if value is None else value)[:MAX_TEXT_BYTES]
+
+
+TextSource = tuple[str | None, str | None]  # (the text, a file holding it)
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,12 @@ class PageTexts:
     terms: str = DEFAULT_TERMS
 
     @classmethod
-    def from_env(cls) -> PageTexts:
+    def read(cls, title: TextSource, intro: TextSource, terms: TextSource) -> PageTexts:
+        """The texts from the web settings (ARENA_TITLE, ARENA_TITLE_FILE, ...); defaults name nobody."""
         return cls(
-            _text_setting("ARENA_TITLE", DEFAULT_TITLE).strip() or DEFAULT_TITLE,
-            _text_setting("ARENA_INTRO", DEFAULT_INTRO),
-            _text_setting("ARENA_TERMS", DEFAULT_TERMS),
+            _page_text(*title, DEFAULT_TITLE).strip() or DEFAULT_TITLE,
+            _page_text(*intro, DEFAULT_INTRO),
+            _page_text(*terms, DEFAULT_TERMS),
         )
 
 

@@ -104,9 +104,19 @@ def import_torch_free(module: str) -> types.ModuleType:
 # write prompts and outputs at INFO. Its loggers become plain standard-library loggers routed through our
 # structlog pipeline, with no files, at FASTCHAT_LOG_LEVEL (default WARNING, so no prompt text is logged;
 # set INFO to see FastChat's own request logs, prompts included).
+_log_level = "WARNING"
+_conv_log_dir = ""
+
+
+def set_log_settings(level: str = "WARNING", conv_log_dir: str | None = None) -> None:
+    """The shell's FASTCHAT_LOG_LEVEL and FASTCHAT_CONV_LOG_DIR, before the shims below run."""
+    global _log_level, _conv_log_dir
+    _log_level, _conv_log_dir = level.upper(), conv_log_dir or ""
+
+
 def _plain_logger(logger_name: str, logger_filename: str = "") -> logging.Logger:
     logger = logging.getLogger(logger_name)
-    logger.setLevel(os.environ.get("FASTCHAT_LOG_LEVEL", "WARNING").upper())
+    logger.setLevel(_log_level)
     return logger
 
 
@@ -119,7 +129,7 @@ def prepare_fastchat_logging() -> None:
         if name.startswith("fastchat.") and hasattr(module, "build_logger"):
             setattr(module, "build_logger", _plain_logger)  # noqa: B010
         if name.startswith("fastchat.") and isinstance(getattr(module, "logger", None), logging.Logger):
-            module.logger.setLevel(os.environ.get("FASTCHAT_LOG_LEVEL", "WARNING").upper())
+            module.logger.setLevel(_log_level)
 
 
 def reclaim_logging() -> None:
@@ -135,7 +145,7 @@ def reclaim_logging() -> None:
 # `<LOGDIR>/<date>-conv.json` (the current directory when LOGDIR is unset). Off by default; set
 # FASTCHAT_CONV_LOG_DIR to keep them, in that folder.
 def conversation_log_path() -> str:
-    folder = os.environ.get("FASTCHAT_CONV_LOG_DIR", "")
+    folder = _conv_log_dir
     if not folder:
         return os.devnull
     os.makedirs(folder, exist_ok=True)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -51,17 +50,6 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     worker_timeout: float = 130.0  # above the worker's own 120 s, so its clearer error arrives first
     refresh_interval: float = REFRESH_INTERVAL
-
-    @classmethod
-    def from_env(cls) -> Settings:
-        keys = tuple(k.strip() for k in os.environ.get("API_KEYS", "").split(",") if k.strip())
-        return cls(
-            controller_address=os.environ.get("CONTROLLER_ADDRESS", cls.controller_address),
-            api_keys=keys,
-            max_n=int(os.environ.get("API_MAX_N", p.DEFAULT_MAX_N)),
-            max_body_bytes=int(os.environ.get("API_MAX_BODY_BYTES", MAX_BODY_BYTES)),
-            worker_timeout=float(os.environ.get("API_WORKER_TIMEOUT", cls.worker_timeout)),
-        )
 
 
 # --- the I/O edge ------------------------------------------------------------------------------------
@@ -678,17 +666,3 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
     # A bare Router, not a Starlette app: its error middlewares wrap every chunk's `send` in two more
     # layers, and `_guarded` already answers every failure with OpenAI's envelope.
     return Router(routes=routes, lifespan=lifespan)
-
-
-def app_from_env() -> Any:
-    """The traced app built from the environment (what each uvicorn worker process imports)."""
-    from contract.logs import configure_logging
-    from telemetry import propagation
-    from telemetry.propagation import TraceMiddleware
-    from telemetry.tracing import Tracer
-
-    configure_logging()
-    propagation.patch_aiohttp()  # outgoing calls carry the request's trace header
-    tracer = Tracer("sagemaker-fastchat-api")
-    tracer.prepare()  # load the X-Ray SDK now: inside the first sampled chat it stalled every stream
-    return TraceMiddleware(create_app(Settings.from_env()), tracer, "sagemaker-fastchat-api")

@@ -9,35 +9,18 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import threading
 import time
-import uuid
-import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import httpx
 import structlog
-from botocore.exceptions import BotoCoreError
 
-from arena.ratings import DEFAULT_MIN_VOTES
-from arena.votes import DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY
-from contract.items import InputError
 from runtime import arena_ui, fastchat_compat
-from runtime.launch import controller_address_arg
-from sagemaker_fastchat.options import env_option
-from stores.votes import (
-    DEFAULT_COUNTS_TABLE,
-    DEFAULT_VOTES_TABLE,
-    DynamoVotesStore,
-    UnconfiguredVotesStore,
-    VoteRecorder,
-    VotesStore,
-)
+from stores.votes import VoteRecorder
 from telemetry import propagation
 from telemetry.tracing import Tracer, current_span
 
@@ -81,41 +64,6 @@ class LiveModelInfo:
                 register_model_info([name], name, "", str(model["description"]))
 
 
-def add_web_parser(sub: Any) -> None:
-    p = sub.add_parser("web", help="run FastChat's web UI: direct chat and arena (with our shims)")
-    env_option(p, "--host", "WEB_HOST", "127.0.0.1", "bind host")
-    env_option(p, "--port", "WEB_PORT", 8001, "port")
-    controller_address_arg(p)
-    env_option(
-        p,
-        "--worker-url",
-        "WORKER_URL",
-        "http://127.0.0.1:21002",
-        "the worker whose /model-set gives templates and descriptions",
-    )
-    env_option(p, "--concurrency", "WEB_CONCURRENCY", 64, "gradio queue concurrency")
-    env_option(p, "--votes-table", "VOTES_TABLE", DEFAULT_VOTES_TABLE, "arena votes table")
-    env_option(p, "--counts-table", "VOTE_COUNTS_TABLE", DEFAULT_COUNTS_TABLE, "arena vote counters table")
-    env_option(
-        p,
-        "--vote-spool",
-        "ARENA_VOTE_SPOOL",
-        str(Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"),
-        "votes wait here until the votes table has them (keep it on a persistent disk)",
-    )
-    env_option(
-        p, "--min-votes", "ARENA_MIN_VOTES", DEFAULT_MIN_VOTES, "votes below which a rating is provisional"
-    )
-    env_option(
-        p,
-        "--max-votes-per-voter",
-        "ARENA_MAX_VOTES_PER_VOTER_PER_DAY",
-        DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY,
-        "rated votes per voter key per UTC day; later ones are kept, flagged over_cap (0: no cap)",
-    )
-    p.set_defaults(handler=run_web)
-
-
 def prepare_ui(worker_url: str) -> Any:
     """Import FastChat's UI torch-free with every shim in place; returns the UI module."""
     fastchat_compat.prepare_fastchat_logging()
@@ -133,53 +81,23 @@ def prepare_ui(worker_url: str) -> Any:
     return module
 
 
-def run_web(args: argparse.Namespace) -> int:
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    # FastChat 0.2.36 predates gradio 5's deprecations; its warnings say nothing an operator can act on.
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    warnings.filterwarnings("ignore", message=".*(tuples|not in the list of choices|found in sys.modules).*")
-    if args.max_votes_per_voter < 0:
-        raise InputError("--max-votes-per-voter: must be 0 (no cap) or more")
-    module = prepare_ui(args.worker_url)
-    info = LiveModelInfo(args.worker_url)
-    store: VotesStore
-    try:
-        store = DynamoVotesStore(
-            boto3.client("dynamodb"), args.votes_table, args.counts_table, args.max_votes_per_voter
-        )
-    except BotoCoreError as exc:  # e.g. no region: the UI still runs, votes wait in the spool
-        log.error("votes_store_unconfigured", error=str(exc))
-        store = UnconfiguredVotesStore(str(exc))
-    recorder = arena_ui.start_recorder(store, Path(args.vote_spool))
-    settings = arena_ui.VoteSettings(
-        salt=os.environ.get("ARENA_VOTER_SALT") or uuid.uuid4().hex,
-        keep_text=os.environ.get("ARENA_KEEP_CONVERSATIONS", "") in ("1", "true", "yes"),
-    )
-    demo = build_arena_demo(module, args, info, store, recorder, settings)
-    from starlette.middleware import Middleware
+@dataclass(frozen=True)
+class WebSetup:
+    """What the page is built with (the shell's settings, reduced to what the runtime needs)."""
 
-    demo.queue(default_concurrency_limit=args.concurrency, status_update_rate=10, api_open=False).launch(
-        server_name=args.host,
-        server_port=args.port,
-        max_threads=200,
-        app_kwargs={"middleware": [Middleware(fastchat_compat.StripThirdPartyTags)]},
-    )
-    recorder.close()
-    return 0
+    controller_address: str
+    min_votes: int
+    votes: arena_ui.VoteSettings
+    texts: arena_ui.PageTexts
 
 
-def build_arena_demo(  # noqa: PLR0917
-    module: Any,
-    args: argparse.Namespace,
-    info: LiveModelInfo,
-    store: Any,
-    recorder: VoteRecorder,
-    settings: arena_ui.VoteSettings,
+def build_arena_demo(
+    module: Any, setup: WebSetup, info: LiveModelInfo, store: Any, recorder: VoteRecorder
 ) -> Any:
     """FastChat's multi-tab page, built as its `__main__` would, with the arena's parts in place."""
-    texts = arena_ui.PageTexts.from_env()
+    texts, settings, controller_address = setup.texts, setup.votes, setup.controller_address
     health = arena_ui.ModelHealth()
-    page = arena_ui.ArenaPage(arena_ui.LeaderboardView(store, args.min_votes), texts, info.models)
+    page = arena_ui.ArenaPage(arena_ui.LeaderboardView(store, setup.min_votes), texts, info.models)
 
     def on_vote(tab: str, vote_type: str, states: list[Any], selectors: list[Any], request: Any) -> None:
         try:
@@ -207,18 +125,18 @@ def build_arena_demo(  # noqa: PLR0917
     )
     # What FastChat's `__main__` sets before building (its `load_demo` reads these module globals).
     module.args = argparse.Namespace(
-        controller_url=args.controller_address,
+        controller_url=controller_address,
         model_list_mode="reload",
         register_api_endpoint_file=None,
         show_terms_of_use=False,
         multimodal=False,
         ga_id=None,
     )
-    module.set_global_vars(args.controller_address, False)
+    module.set_global_vars(controller_address, False)
     module.set_global_vars_named(False)
     module.set_global_vars_anony(False)
-    module.models, module.all_models = module.get_model_list(args.controller_address, None, False)
-    module.vl_models, _ = module.get_model_list(args.controller_address, None, True)
+    module.models, module.all_models = module.get_model_list(controller_address, None, False)
+    module.vl_models, _ = module.get_model_list(controller_address, None, True)
     demo = module.build_demo(module.models, module.vl_models, "arena", None)
     descriptions = fastchat_compat.scrub_page(demo, texts.title)
     fastchat_compat.use_theme(demo, fastchat_compat.local_fonts_theme())

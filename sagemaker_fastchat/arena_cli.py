@@ -46,7 +46,7 @@ def _tables(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     lb = sub.add_parser("leaderboard", help="the arena's ratings (Bradley-Terry, 95%% bootstrap intervals)")
     lb.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
     lb.add_argument("--by", choices=["name", "version"], default="name", help="one row per name or spec hash")

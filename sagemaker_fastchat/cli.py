@@ -22,12 +22,13 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ProfileNotFound,
 )
+from pydantic import ValidationError
 
 from contract.decoder import StreamDecodeError
 from contract.errors import SpecError
 from contract.items import InputError, load_items
 from contract.spec import ModelSpec, parse_model_item
-from sagemaker_fastchat import config_tools
+from sagemaker_fastchat import config_tools, settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
@@ -146,19 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(handler=cmd_healthcheck)
 
-    from runtime import launch
-    from sagemaker_fastchat import arena_cli, local_stack, models_cli
+    from sagemaker_fastchat import arena_cli, launch, local_stack, models_cli, sync_local, traces_cli, web
     from sagemaker_fastchat.standin import server as standin
-    from sync import local_runner
-    from telemetry import commands as telemetry_commands
 
-    models_cli.add_parser(sub)
-    arena_cli.add_parser(sub)
-    local_stack.add_parser(sub)
-    launch.register(sub)
-    standin.register(sub)
-    local_runner.add_parser(sub)
-    telemetry_commands.add_parsers(sub)
+    # Each command module has one `register(sub)` adding its subcommands.
+    for module in (models_cli, arena_cli, local_stack, launch, web, standin, sync_local, traces_cli):
+        module.register(sub)
     return parser
 
 
@@ -167,6 +161,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
+    except ValidationError as exc:  # a setting's variable (flags are checked by argparse)
+        for line in settings.problems(exc):
+            print(f"error: {line}", file=sys.stderr)
+        return EXIT_USAGE
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -34,11 +34,11 @@ from sagemaker_fastchat import local_state
 from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
 from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
+from sagemaker_fastchat.settings import TracesSettings
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from stores.votes import create_tables as create_vote_tables
 from sync.settings import DEFAULT_TABLE
-from telemetry.collector import traces_file
 
 CLI = [sys.executable, "-m", "sagemaker_fastchat.cli"]
 DEMO_EXAMPLES = ("tgi", "openai-sse", "lmi-jsonlines")
@@ -133,7 +133,7 @@ def _moto_client(endpoint: str, region: str, service: str) -> Any:
     )
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     add_moto_parser(sub)
     p = sub.add_parser(
         "up", help="run the whole stack locally (moto, sync, stand-in, FastChat), Ctrl-C stops"
@@ -212,7 +212,7 @@ def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
         "XRAY_SAMPLING_RATE": os.environ.get("XRAY_SAMPLING_RATE", "1"),  # locally every request is traced
-        "XRAY_TRACES_FILE": str(traces_file()),
+        "XRAY_TRACES_FILE": TracesSettings().file,
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -373,7 +373,7 @@ def banner(args: argparse.Namespace, ports: Ports) -> str:
         f"  worker model set        http://127.0.0.1:{ports.worker}/model-set",
         f"  registry                DynamoDB table {args.table} at http://127.0.0.1:{ports.moto} (moto)",
         f"  state                   {state_dir(args)} (kept across restarts; `up --fresh` starts empty)",
-        f"  traces                  sagemaker-fastchat traces --last 3   (collected in {traces_file()})",
+        f"  traces                  sagemaker-fastchat traces --last 3   (in {TracesSettings().file})",
         "  add a model from another terminal (paste these lines):",
         *(f"    {line}" for line in client_setup(args, ports)),
         f"    sagemaker-fastchat models put my-model --endpoint demo-tgi-2 --config {shlex.quote(example)}",

@@ -26,7 +26,7 @@ from sync.settings import DEFAULT_TABLE
 FORCE_HELP = "allow emptying all-models (removing every live model at once)"
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     models = sub.add_parser("models", help="add, change, remove, list and roll back models (the registry)")
     models.add_argument(
         "--table",

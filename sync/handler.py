@@ -15,7 +15,6 @@ Two kinds of failure, handled apart so the stream never wedges:
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 from typing import Any
 
@@ -146,12 +145,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _handler  # noqa: PLW0603 - one handler per Lambda process, reused across invocations
     if _handler is None:
         configure_logging()
-        settings = SyncSettings.from_env()
+        settings = SyncSettings()  # the Lambda has no shell: its settings come from its environment
         _handler = SyncHandler(
             boto3.client("dynamodb"), boto3.client("ssm"), settings, endpoint_checker(settings)
         )
     return _handler(event, context)
-
-
-if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-    configure_logging()

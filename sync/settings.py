@@ -1,26 +1,36 @@
-"""Names and limits the sync side needs, from the environment (same names in Lambda and locally)."""
+"""Names and limits the sync side needs (same variables in Lambda and locally).
+
+The same kind of settings class as the shell's (sagemaker_fastchat/settings.py): the Lambda has no shell,
+so its entry point (sync.handler.lambda_handler) builds this one from the environment; nothing else in
+sync/ reads it.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.snapshot import DEFAULT_PREFIX, validate_prefix
 
 DEFAULT_TABLE = "sagemaker-fastchat-models"
 
 
-@dataclass(frozen=True)
-class SyncSettings:
-    table_name: str = DEFAULT_TABLE
-    ssm_prefix: str = DEFAULT_PREFIX
-    endpoint_check: bool = False  # DescribeEndpoint before publishing (sync/endpoint_gate.py)
+class SyncSettings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, env_ignore_empty=True)
 
+    table_name: str = Field(
+        default=DEFAULT_TABLE, validation_alias="REGISTRY_TABLE", description="registry table"
+    )
+    ssm_prefix: str = Field(
+        default=DEFAULT_PREFIX, validation_alias="SSM_PREFIX", description="where the sync publishes"
+    )
+    endpoint_check: bool = Field(
+        default=False,
+        validation_alias="SYNC_ENDPOINT_CHECK",
+        description="DescribeEndpoint before publishing (sync/endpoint_gate.py)",
+    )
+
+    @field_validator("ssm_prefix")
     @classmethod
-    def from_env(cls) -> SyncSettings:
-        return cls(
-            table_name=os.environ.get("REGISTRY_TABLE", DEFAULT_TABLE),
-            ssm_prefix=validate_prefix(os.environ.get("SSM_PREFIX", DEFAULT_PREFIX)),
-            endpoint_check=os.environ.get("SYNC_ENDPOINT_CHECK", "false").strip().lower()
-            in ("1", "true", "yes", "on"),
-        )
+    def _prefix(cls, value: str) -> str:
+        return validate_prefix(value)

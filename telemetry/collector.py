@@ -5,18 +5,11 @@ building and printing trace trees are below)."""
 from __future__ import annotations
 
 import json
-import os
 import socket
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-
-DEFAULT_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.jsonl"
-
-
-def traces_file() -> Path:
-    return Path(os.environ.get("XRAY_TRACES_FILE", str(DEFAULT_FILE)))
 
 
 def parse_datagram(data: bytes) -> dict[str, Any] | None:

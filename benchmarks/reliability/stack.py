@@ -115,7 +115,7 @@ class HarnessStack:
     # --- life cycle -------------------------------------------------------------------------------
     def start(self, timeout: float = 240) -> None:
         parser = argparse.ArgumentParser()
-        local_stack.add_parser(parser.add_subparsers())
+        local_stack.register(parser.add_subparsers())
         argv = ["up", "--no-web", "--token-rate", str(self.token_rate)]
         argv += ["--poll-interval", str(self.poll_interval), "--ready-timeout", str(timeout)]
         argv += ["--state-dir", str(self.workdir / "state")]  # its own, never the user's local stack's

@@ -182,9 +182,9 @@ def test_service_template_matches_the_code() -> None:
     worker = next(c for c in containers() if c["Name"] == "worker")
     env = {e["Name"] for e in worker["Environment"]}
     assert env <= {"SSM_PREFIX", "POLL_INTERVAL", "AWS_XRAY_DAEMON_ADDRESS", "XRAY_SAMPLING_RATE"}
-    launch = (ROOT / "runtime" / "launch.py").read_text()
+    settings = (ROOT / "sagemaker_fastchat" / "settings.py").read_text()
     for name in ("SSM_PREFIX", "POLL_INTERVAL"):
-        assert f'"{name}"' in launch
+        assert f'"{name}"' in settings
 
 
 def actions(doc: Any) -> list[str]:
@@ -282,9 +282,9 @@ def test_arena_permissions_and_tables_match_the_code() -> None:
         f"install -d -o 10001 -g 10001 {mount['ContainerPath']}"
         in (ROOT / "docker" / "runtime.Dockerfile").read_text()
     )
-    web_ui = (ROOT / "runtime" / "web_ui.py").read_text()
+    settings = (ROOT / "sagemaker_fastchat" / "settings.py").read_text()
     for name in ("VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"):
-        assert f'"{name}"' in web_ui
+        assert f'"{name}"' in settings
 
 
 def test_api_keys_come_from_one_secret() -> None:
@@ -302,4 +302,4 @@ def test_api_keys_come_from_one_secret() -> None:
     assert rule["PathPatternConfig"]["Values"] == ["/v1/*"]
     assert "ApiKeysSecretArn" in template("root-template.yaml")["Parameters"]
     parses(["api", "--api-keys", "a,b", "--workers", "2"])
-    assert '"API_KEYS"' in (ROOT / "runtime" / "launch.py").read_text()
+    assert '"API_KEYS"' in (ROOT / "sagemaker_fastchat" / "settings.py").read_text()

@@ -37,7 +37,7 @@ class Registry:
             BillingMode="PAY_PER_REQUEST",
             StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
         )
-        self.settings = SyncSettings(TABLE, PREFIX)
+        self.settings = SyncSettings(table_name=TABLE, ssm_prefix=PREFIX)
         self.handler = SyncHandler(self.ddb, self.ssm, self.settings)
         self.now = 0.0  # the consumer's clock: tests move it past a retry delay
         self.consumer = StreamConsumer(self.ddb, self.streams, TABLE, self.handler, clock=lambda: self.now)

@@ -65,6 +65,6 @@ def test_a_failed_check_publishes_anyway(reg: tuple[Registry, FakeEndpointChecke
 def test_check_is_off_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
     """SYNC_ENDPOINT_CHECK turns the sync's check on; it is off by default (the Lambda's role lacks it)."""
     monkeypatch.delenv("SYNC_ENDPOINT_CHECK", raising=False)
-    assert SyncSettings.from_env().endpoint_check is False
+    assert SyncSettings().endpoint_check is False
     monkeypatch.setenv("SYNC_ENDPOINT_CHECK", "true")
-    assert SyncSettings.from_env().endpoint_check is True
+    assert SyncSettings().endpoint_check is True

@@ -20,12 +20,13 @@ from contract.registry import evaluate_registry
 from contract.spec import parse_model_item
 from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
-from runtime.launch import build_warmup, build_worker
 from runtime.model_set import LiveModelSet
 from runtime.poller import Poller
 from runtime.sources import FileSource, SsmSource
 from runtime.warmup import Warmup
 from sagemaker_fastchat.cli import build_parser
+from sagemaker_fastchat.launch import build_warmup, build_worker, worker_settings
+from sagemaker_fastchat.settings import WorkerSettings
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from sync.publisher import publish
 from sync.ssm_store import SsmStore
@@ -107,7 +108,7 @@ def worker(tmp_path: Path, standin: str, monkeypatch: pytest.MonkeyPatch) -> Ite
     path.write_text(json.dumps([model("a", "demo-tgi-w1")]))
     flags = "--port 0 --poll-interval 0.2 --no-register --limit-concurrency 4 --endpoint-recheck 300"
     args = build_parser().parse_args(["worker", "--models-file", str(path), *flags.split()])
-    _, app = build_worker(args)
+    _, app = build_worker(worker_settings(args))
     with serve_in_thread(app) as url:
         wait_until(lambda: httpx.get(f"{url}/ready").status_code == 200)
         yield url, path
@@ -255,12 +256,15 @@ def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_ver
 def test_endpoint_check_is_on_by_default_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     """On unless `--no-endpoint-check` or ENDPOINT_CHECK=false; off, /model-set says so."""
     monkeypatch.delenv("ENDPOINT_CHECK", raising=False)
-    assert build_parser().parse_args(["worker"]).endpoint_check is True
-    assert build_parser().parse_args(["worker", "--no-endpoint-check"]).endpoint_check is False
+
+    def parsed(*argv: str) -> WorkerSettings:
+        return worker_settings(build_parser().parse_args(["worker", *argv]))
+
+    assert parsed().endpoint_check is True
+    assert parsed("--no-endpoint-check").endpoint_check is False
     monkeypatch.setenv("ENDPOINT_CHECK", "false")
-    args = build_parser().parse_args(["worker"])
-    assert args.endpoint_check is False
-    assert build_warmup(args) is None
+    assert parsed().endpoint_check is False
+    assert build_warmup(parsed()) is None
 
 
 def test_refusal_is_in_the_pollers_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

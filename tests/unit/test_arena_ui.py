@@ -218,11 +218,14 @@ def test_third_party_tags_are_stripped_from_the_page_only() -> None:
 
 def test_page_texts_from_env_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Title, intro and terms come from the environment, or from files; defaults name nobody."""
+    from sagemaker_fastchat.settings import WebSettings
+    from sagemaker_fastchat.web import page_texts
+
     terms = tmp_path / "terms.md"
     terms.write_text("Our **terms**.")
     monkeypatch.setenv("ARENA_TITLE", "Acme arena")
     monkeypatch.setenv("ARENA_TERMS_FILE", str(terms))
-    texts = arena_ui.PageTexts.from_env()
+    texts = page_texts(WebSettings())
     assert (texts.title, texts.terms, texts.intro) == ("Acme arena", "Our **terms**.", arena_ui.DEFAULT_INTRO)
     assert "LMSYS" not in arena_ui.DEFAULT_INTRO + arena_ui.DEFAULT_TERMS
 
@@ -289,7 +292,7 @@ def test_lines_fastchat_itself_writes_import_as_votes(
 
     from arena.votes import fastchat_vote
 
-    monkeypatch.setenv("FASTCHAT_CONV_LOG_DIR", str(tmp_path))
+    monkeypatch.setattr(fastchat_compat, "_conv_log_dir", str(tmp_path))  # the web's FASTCHAT_CONV_LOG_DIR
     request = type("Request", (), {"client": type("C", (), {"host": "1.2.3.4"})(), "headers": {}})()
     a, b = state(ui, "alpha"), state(ui, "bravo")
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]

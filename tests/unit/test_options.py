@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from sagemaker_fastchat import cli
 from sagemaker_fastchat.cli import build_parser
+from sagemaker_fastchat.settings import WorkerSettings, settings_from
 
 
 def test_defaults_of_the_local_stack() -> None:
@@ -37,7 +39,33 @@ def test_environment_then_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     assert args.api_port == 9000
     assert args.poll_interval == 2.5
     assert build_parser().parse_args(["up", "--api-port", "9100"]).api_port == 9100
-    assert build_parser().parse_args(["worker"]).limit_concurrency == 64
+    worker = settings_from(build_parser().parse_args(["worker"]), WorkerSettings)
+    assert worker.limit_concurrency == 64
+    flagged = build_parser().parse_args(["worker", "--limit-concurrency", "8"])
+    assert settings_from(flagged, WorkerSettings).limit_concurrency == 8
+
+
+def test_a_bad_variable_is_one_line_and_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A variable that does not parse stops the command with a `VARIABLE: why` line, not a traceback;
+    other commands are not affected."""
+    monkeypatch.setenv("WORKER_UNREADY_AFTER", "soon")
+    assert cli.main(["worker"]) == cli.EXIT_USAGE
+    assert "WORKER_UNREADY_AFTER: " in capsys.readouterr().err
+    assert build_parser().parse_args(["api"]).handler is not None
+
+
+def test_runtime_and_sync_never_read_the_environment() -> None:
+    """Only the shell (sagemaker_fastchat/) reads the environment; the sync Lambda's entry point builds
+    its settings object (sync/settings.py), and nothing under runtime/ or sync/ imports the shell."""
+    root = Path(__file__).resolve().parents[2]
+    for package in ("runtime", "sync"):
+        for path in (root / package).glob("*.py"):
+            text = path.read_text()
+            assert "os.environ.get(" not in text, path
+            assert "getenv(" not in text, path
+            assert "sagemaker_fastchat" not in text.replace("sagemaker_fastchat/", ""), path
 
 
 def test_state_dir_flag_then_variable_then_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

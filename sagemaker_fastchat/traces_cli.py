@@ -10,24 +10,25 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from telemetry.collector import Collector, build_tree, recent_traces, render, traces_file
+from sagemaker_fastchat.settings import TracesSettings, add_flags, settings_from
+from telemetry.collector import Collector, build_tree, recent_traces, render
 
 
-def add_parsers(sub: Any) -> None:
+def register(sub: Any) -> None:
     traces = sub.add_parser("traces", help="print recent traces collected by the local stack, as trees")
     traces.add_argument("--last", type=int, default=5, help="how many traces (most recent last)")
     traces.add_argument("--json", action="store_true", help="the raw segments, one trace per line")
-    traces.add_argument("--file", default=None, help="collector file ($XRAY_TRACES_FILE)")
+    add_flags(traces, TracesSettings)
     traces.set_defaults(handler=cmd_traces)
 
     collector = sub.add_parser("xray-collector", help="receive X-Ray segments over UDP into a file")
     collector.add_argument("--port", type=int, default=2000)
-    collector.add_argument("--file", default=None, help="($XRAY_TRACES_FILE)")
+    add_flags(collector, TracesSettings)
     collector.set_defaults(handler=cmd_collector)
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
-    path = Path(args.file) if args.file else traces_file()
+    path = Path(settings_from(args, TracesSettings).file)
     found = recent_traces(path, args.last)
     if not found:
         print(f"no traces in {path} (is the local stack up, and has a chat run?)")
@@ -43,7 +44,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    path = Path(args.file) if args.file else traces_file()
+    path = Path(settings_from(args, TracesSettings).file)
     collector = Collector(path, port=args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -16,6 +16,7 @@ import boto3
 import structlog
 
 from contract.logs import configure_logging
+from sagemaker_fastchat.settings import add_flags, settings_from
 from sync.handler import SyncHandler, endpoint_checker
 from sync.settings import SyncSettings
 from sync.stream_consumer import StreamConsumer
@@ -23,15 +24,16 @@ from sync.stream_consumer import StreamConsumer
 log = structlog.get_logger("sync-local")
 
 
-def add_parser(sub: Any) -> None:
+def register(sub: Any) -> None:
     p = sub.add_parser("sync-local", help="follow the registry's DynamoDB stream and run the sync handler")
     p.add_argument("--interval", type=float, default=0.25, help="seconds between stream polls")
+    add_flags(p, SyncSettings)
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     configure_logging()
-    settings = SyncSettings.from_env()
+    settings = settings_from(args, SyncSettings)
     dynamodb = boto3.client("dynamodb")
     handler = SyncHandler(dynamodb, boto3.client("ssm"), settings, endpoint_checker(settings))
     consumer = StreamConsumer(dynamodb, boto3.client("dynamodbstreams"), settings.table_name, handler)

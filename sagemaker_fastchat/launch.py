@@ -1,0 +1,181 @@
+"""Process entry points for the FastChat side: `sagemaker-fastchat worker|controller|api`.
+
+The local stack and the container images run these same commands, so what is tested locally is what
+runs on ECS. Every setting is a flag and an environment variable (sagemaker_fastchat/settings.py; shown
+in --help); this module reads them and wires the runtime's parts together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from contract.logs import configure_logging
+from contract.snapshot import validate_prefix
+from runtime import fastchat_compat
+from sagemaker_fastchat.settings import (
+    ApiSettings,
+    ControllerSettings,
+    WorkerSettings,
+    add_flags,
+    settings_from,
+)
+from telemetry.propagation import TraceMiddleware
+from telemetry.tracing import Tracer
+
+
+# --- worker ------------------------------------------------------------------------------------------
+def worker_settings(args: argparse.Namespace) -> WorkerSettings:
+    return settings_from(args, WorkerSettings)
+
+
+def build_warmup(settings: WorkerSettings) -> Any:
+    """The check new or changed specs pass before taking traffic (None when turned off)."""
+    if not settings.endpoint_check:
+        return None
+    from contract.endpoints import Boto3EndpointChecker, CachedChecker
+    from runtime.adapter import sagemaker_client_config
+    from runtime.warmup import Warmup, adapter_probe
+
+    return Warmup(
+        CachedChecker(Boto3EndpointChecker()),
+        adapter_probe(sagemaker_client_config(16, read_timeout=30.0)),
+        recheck=settings.endpoint_recheck,
+    )
+
+
+def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
+    """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
+    from contract.ssm_reader import SsmReader
+    from runtime import worker as runtime_worker
+    from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
+    from runtime.model_set import LiveModelSet
+    from runtime.poller import Poller
+    from runtime.sources import FileSource, SsmSource, ssm_client
+
+    fastchat_compat.set_log_settings(settings.fastchat_log_level)
+    live = LiveModelSet()
+    fastchat_compat.install_live_template_adapter(
+        lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
+    )
+    client = SageMakerClient(sagemaker_client_config(settings.limit_concurrency + 8, settings.read_timeout))
+
+    def make_adapter(spec: Any) -> SageMakerAdapter:
+        if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
+            raise ValueError(f"conv_template {spec.conv_template!r} is not a FastChat conversation template")
+        return SageMakerAdapter(spec, client, settings.first_token_timeout)
+
+    source: Any
+    if settings.models_file:
+        source = FileSource(Path(settings.models_file))
+    else:
+        source = SsmSource(SsmReader(ssm_client(), validate_prefix(settings.ssm_prefix)))
+    worker_settings = runtime_worker.WorkerSettings(
+        worker_address=settings.worker_address or f"http://{settings.host}:{settings.port}",
+        controller_address=settings.controller_address,
+        limit_concurrency=settings.limit_concurrency,
+        heartbeat_interval=settings.heartbeat_interval,
+        register=settings.register_worker,
+        unready_after=settings.unready_after,
+    )
+    worker = runtime_worker.SetWorker(worker_settings, live)
+    live.on_swap(lambda _new: worker.register())
+    warmup = build_warmup(settings)
+    poller = Poller(source, live, make_adapter, interval=settings.poll_interval, warmup=warmup)
+    background = [poller.run]
+    if worker_settings.register:
+        background.append(worker.heartbeat_forever)
+    status = warmup.describe if warmup is not None else lambda: {"enabled": False}
+    app = runtime_worker.create_worker_app(worker, background, resources=[client], endpoint_check=status)
+    return worker, app
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    from runtime.tracing import tracer
+
+    settings = worker_settings(args)
+    configure_logging()
+    tracer.prepare()
+    _, app = build_worker(settings)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+    )
+    return 0
+
+
+# --- controller --------------------------------------------------------------------------------------
+def run_controller(args: argparse.Namespace) -> int:
+    settings = settings_from(args, ControllerSettings)
+    fastchat_compat.set_log_settings(settings.fastchat_log_level)
+    fastchat_compat.prepare_fastchat_logging()
+    from fastchat.serve import controller
+
+    fastchat_compat.reclaim_logging()
+    controller.controller = controller.Controller("shortest_queue")
+    tracer = Tracer("sagemaker-fastchat-controller")
+    # Only the per-chat lookups are traced; heartbeats and registrations would drown the traces.
+    app = TraceMiddleware(
+        controller.app, tracer, "sagemaker-fastchat-controller", only=("/get_worker_address",)
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    return 0
+
+
+# --- OpenAI-compatible API server --------------------------------------------------------------------
+def run_api(args: argparse.Namespace) -> int:
+    settings = settings_from(args, ApiSettings)
+    # Each uvicorn process builds its app from the environment (api_app below): pass it these settings.
+    os.environ.update(settings.as_env())
+    uvicorn.run(
+        "sagemaker_fastchat.launch:api_app",
+        factory=True,
+        workers=settings.workers if settings.workers > 1 else None,
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+    )
+    return 0
+
+
+def api_app() -> Any:
+    """The traced API app from this process's settings (what each uvicorn worker process imports)."""
+    from runtime import openai_api
+    from telemetry import propagation
+
+    settings = ApiSettings()
+    configure_logging()
+    propagation.patch_aiohttp()  # outgoing calls carry the request's trace header
+    tracer = Tracer("sagemaker-fastchat-api")
+    tracer.prepare()  # load the X-Ray SDK now: inside the first sampled chat it stalled every stream
+    app = openai_api.create_app(
+        openai_api.Settings(
+            controller_address=settings.controller_address,
+            api_keys=settings.key_list(),
+            max_n=settings.max_n,
+            max_body_bytes=settings.max_body_bytes,
+            worker_timeout=settings.worker_timeout,
+        )
+    )
+    return TraceMiddleware(app, tracer, "sagemaker-fastchat-api")
+
+
+def register(sub: Any) -> None:
+    commands = (
+        ("controller", "run FastChat's controller (keep it on loopback: CVE-2024-10044)", ControllerSettings),
+        ("worker", "run the FastChat model worker serving the live model set", WorkerSettings),
+        ("api", "run the OpenAI-compatible API (over the controller and its workers)", ApiSettings),
+    )
+    handlers = {"controller": run_controller, "worker": run_worker, "api": run_api}
+    for name, help, settings in commands:
+        p = sub.add_parser(name, help=help)
+        add_flags(p, settings)
+        p.set_defaults(handler=handlers[name])

@@ -1,0 +1,197 @@
+"""Every process's settings: one pydantic-settings class per role, each field naming its environment
+variable; every field is also a flag of the role's command (flag > variable > default).
+
+The shell (this package) alone reads the environment: it builds these objects and hands the values to
+`runtime/`, `sync/` and `telemetry/`, which never read it (docs/design.md "Layout"). The sync Lambda has
+no shell, so `sync.settings.SyncSettings` is a class of the same kind, built at its entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import Field, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from arena.ratings import DEFAULT_MIN_VOTES
+from arena.votes import DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY
+from contract.snapshot import DEFAULT_PREFIX
+from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
+
+S = TypeVar("S", bound=BaseSettings)
+
+# Flags are parsed to these types by argparse (a bad flag is a usage error); everything else is pydantic's.
+_FLAG_TYPES: dict[Any, type] = {int: int, float: float}
+DEFAULT_TRACES_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.jsonl"
+DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
+
+
+def env(name: str, default: Any, help: str, flag: str | None = None) -> Any:
+    """A field read from $NAME (`validation_alias`); the help is the flag's, the flag is `--FIELD-NAME`
+    unless named."""
+    return Field(default, validation_alias=name, description=help, json_schema_extra={"flag": flag})
+
+
+def env_name(field: FieldInfo) -> str:
+    return str(field.validation_alias)
+
+
+class RoleSettings(BaseSettings):
+    """The common configuration: variables by their own names, an empty variable counts as unset."""
+
+    model_config = SettingsConfigDict(frozen=True, populate_by_name=True, env_ignore_empty=True)
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as the variables that give them (for child processes built from the environment)."""
+        found: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is not None:
+                found[env_name(field)] = str(value).lower() if isinstance(value, bool) else str(value)
+        return found
+
+
+def add_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
+    """`--field-name` for each field (a bool default True becomes `--no-field-name`); a flag not given
+    leaves the field to its variable, then its default."""
+    for name, field in cls.model_fields.items():
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flag, variable = str(extra.get("flag") or name.replace("_", "-")), env_name(field)
+        if field.annotation in (bool, "bool"):
+            on = field.default is True
+            parser.add_argument(
+                f"--no-{flag}" if on else f"--{flag}",
+                dest=name,
+                action="store_false" if on else "store_true",
+                default=argparse.SUPPRESS,
+                help=f"{field.description} (${variable}={'false' if on else 'true'})",
+            )
+            continue
+        parser.add_argument(
+            f"--{flag}",
+            dest=name,
+            type=_FLAG_TYPES.get(field.annotation, _FLAG_TYPES.get(str(field.annotation), str)),
+            default=argparse.SUPPRESS,
+            help=f"{field.description} (${variable})",
+        )
+
+
+def settings_from(args: argparse.Namespace, cls: type[S]) -> S:
+    """The role's settings: the flags given, then the environment, then the defaults."""
+    return cls(**{name: getattr(args, name) for name in cls.model_fields if hasattr(args, name)})
+
+
+def problems(exc: ValidationError) -> list[str]:
+    """One `VARIABLE: why` line per refused setting."""
+    return [f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()]
+
+
+# --- roles -------------------------------------------------------------------------------------------
+LOCAL_CONTROLLER = "http://127.0.0.1:21001"
+LOCAL_WORKER = "http://127.0.0.1:21002"
+_FASTCHAT_LOGS = "FastChat's own loggers' level (INFO logs prompts)"
+_GRACEFUL = "seconds SIGTERM waits for streams in flight (keep below the ECS task's stopTimeout, 120)"
+
+
+class ControllerSettings(RoleSettings):
+    host: str = env("CONTROLLER_HOST", "127.0.0.1", "bind host")
+    port: int = env("CONTROLLER_PORT", 21001, "port")
+    fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
+
+
+class WorkerSettings(RoleSettings):
+    host: str = env("WORKER_HOST", "127.0.0.1", "bind host")
+    port: int = env("WORKER_PORT", 21002, "port")
+    controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
+    worker_address: str | None = env(
+        "WORKER_ADDRESS", None, "URL the controller uses to reach this worker (default http://HOST:PORT)"
+    )
+    ssm_prefix: str = env("SSM_PREFIX", DEFAULT_PREFIX, "where the sync publishes")
+    models_file: str | None = env(
+        "MODELS_FILE", None, "serve a local registry JSON file (watched) instead of SSM"
+    )
+    poll_interval: float = env("POLL_INTERVAL", 5.0, "seconds between SSM manifest checks")
+    limit_concurrency: int = env("WORKER_CONCURRENCY", 512, "concurrent streams per worker")
+    heartbeat_interval: float = env("HEARTBEAT_INTERVAL", 15.0, "seconds between controller heartbeats")
+    read_timeout: float = env("SAGEMAKER_READ_TIMEOUT", 120.0, "seconds to wait for the next token")
+    first_token_timeout: float = env(
+        "SAGEMAKER_FIRST_TOKEN_TIMEOUT",
+        60.0,
+        "seconds from a request to its first token (call and retries included) before a timeout error",
+    )
+    unready_after: float = env(
+        "WORKER_UNREADY_AFTER",
+        30.0,
+        "/ready turns 503 when every concurrency slot was held this long with none given back",
+    )
+    register_worker: bool = env("WORKER_REGISTER", True, "do not register with a controller", "register")
+    endpoint_check: bool = env(
+        "ENDPOINT_CHECK",
+        True,
+        "let new or changed models take traffic without checking their endpoint first "
+        "(DescribeEndpoint, and the probe of models with `probe: true`)",
+    )
+    endpoint_recheck: float = env("ENDPOINT_RECHECK", 30.0, "seconds between checks of a refused candidate")
+    graceful_shutdown_seconds: int = env("GRACEFUL_SHUTDOWN_SECONDS", 110, _GRACEFUL)
+    fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
+
+
+class ApiSettings(RoleSettings):
+    host: str = env("API_HOST", "127.0.0.1", "bind host")
+    port: int = env("API_PORT", 8000, "port")
+    controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
+    api_keys: str | None = env("API_KEYS", None, "comma-separated keys")
+    workers: int = env("API_PROCESSES", 1, "API processes (uvicorn workers) when one core is not enough")
+    max_n: int = env("API_MAX_N", 4, "the largest `n` (choices per request) accepted")
+    max_body_bytes: int = env("API_MAX_BODY_BYTES", 4 * 1024 * 1024, "the largest request body accepted")
+    worker_timeout: float = env("API_WORKER_TIMEOUT", 130.0, "seconds to wait for the worker's next frame")
+    graceful_shutdown_seconds: int = env("GRACEFUL_SHUTDOWN_SECONDS", 110, _GRACEFUL)
+
+    def key_list(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
+
+
+class WebSettings(RoleSettings):
+    host: str = env("WEB_HOST", "127.0.0.1", "bind host")
+    port: int = env("WEB_PORT", 8001, "port")
+    controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
+    worker_url: str = env(
+        "WORKER_URL", LOCAL_WORKER, "the worker whose /model-set gives templates and descriptions"
+    )
+    concurrency: int = env("WEB_CONCURRENCY", 64, "gradio queue concurrency")
+    votes_table: str = env("VOTES_TABLE", DEFAULT_VOTES_TABLE, "arena votes table")
+    counts_table: str = env("VOTE_COUNTS_TABLE", DEFAULT_COUNTS_TABLE, "arena vote counters table")
+    vote_spool: str = env(
+        "ARENA_VOTE_SPOOL",
+        str(DEFAULT_VOTE_SPOOL),
+        "votes wait here until the votes table has them (keep it on a persistent disk)",
+    )
+    min_votes: int = env("ARENA_MIN_VOTES", DEFAULT_MIN_VOTES, "votes below which a rating is provisional")
+    max_votes_per_voter: int = env(
+        "ARENA_MAX_VOTES_PER_VOTER_PER_DAY",
+        DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY,
+        "rated votes per voter key per UTC day; later ones are kept, flagged over_cap (0: no cap)",
+    )
+    voter_salt: str | None = env(
+        "ARENA_VOTER_SALT", None, "salt of the voter keys (default: random per process)"
+    )
+    keep_conversations: bool = env(
+        "ARENA_KEEP_CONVERSATIONS", False, "keep each vote's conversation text with the vote"
+    )
+    title: str | None = env("ARENA_TITLE", None, "the page title (markdown)")
+    title_file: str | None = env("ARENA_TITLE_FILE", None, "a file holding the page title")
+    intro: str | None = env("ARENA_INTRO", None, "the text under the title (markdown)")
+    intro_file: str | None = env("ARENA_INTRO_FILE", None, "a file holding the intro")
+    terms: str | None = env("ARENA_TERMS", None, "the terms shown before a battle (markdown)")
+    terms_file: str | None = env("ARENA_TERMS_FILE", None, "a file holding the terms")
+    conv_log_dir: str | None = env(
+        "FASTCHAT_CONV_LOG_DIR", None, "keep FastChat's conversation logs (prompts included) in this folder"
+    )
+    fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
+
+
+class TracesSettings(RoleSettings):
+    file: str = env("XRAY_TRACES_FILE", str(DEFAULT_TRACES_FILE), "collector file")
