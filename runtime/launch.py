@@ -115,12 +115,12 @@ def build_warmup(args: argparse.Namespace) -> Any:
 
 def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
-    from contract.ssm_reader import SsmReader
     from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
     from runtime.model_set import LiveModelSet
     from runtime.poller import Poller
-    from runtime.sources import FileSource, SsmSource, ssm_client
+    from runtime.sources import FileSource, SsmSource
     from runtime.worker import SetWorker, WorkerSettings, create_worker_app
+    from stores.ssm import SnapshotReader, SsmParameters, ssm_client
 
     live = LiveModelSet()
     fastchat_compat.install_live_template_adapter(
@@ -137,7 +137,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.models_file:
         source = FileSource(Path(args.models_file))
     else:
-        source = SsmSource(SsmReader(ssm_client(), validate_prefix(args.ssm_prefix)))
+        source = SsmSource(SnapshotReader(SsmParameters(ssm_client()), validate_prefix(args.ssm_prefix)))
     settings = WorkerSettings(
         worker_address=args.worker_address or f"http://{args.host}:{args.port}",
         controller_address=args.controller_address,

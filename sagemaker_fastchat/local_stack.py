@@ -35,6 +35,7 @@ from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
 from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
+from stores.registry import DynamoRegistry
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from stores.votes import create_tables as create_vote_tables
 from sync.settings import DEFAULT_TABLE
@@ -300,7 +301,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     ensure_table(dynamodb, args.table)
     create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
     if not args.no_demo_models:
-        seeded = seed_demo_models(Registry(dynamodb, args.table))
+        seeded = seed_demo_models(Registry(DynamoRegistry(dynamodb, args.table)))
         if seeded:
             print(f"seeded demo models: {', '.join(seeded)}", flush=True)
 

@@ -18,7 +18,6 @@ from moto import mock_aws
 from contract.endpoints import Boto3EndpointChecker, FakeEndpointChecker
 from contract.registry import evaluate_registry
 from contract.spec import parse_model_item
-from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
 from runtime.launch import build_warmup, build_worker
 from runtime.model_set import LiveModelSet
@@ -27,8 +26,8 @@ from runtime.sources import FileSource, SsmSource
 from runtime.warmup import Warmup
 from sagemaker_fastchat.cli import build_parser
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
+from stores.ssm import SnapshotReader, SnapshotWriter, SsmParameters
 from sync.publisher import publish
-from sync.ssm_store import SsmStore
 from telemetry.tracing import Tracer
 from tests.helpers import example_item, serve_in_thread
 
@@ -214,7 +213,7 @@ def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_ver
     version being published."""
     with mock_aws():
         ssm = boto3.client("ssm", region_name="us-east-1")
-        store = SsmStore(ssm, "/warm")
+        store = SnapshotWriter(SsmParameters(ssm), "/warm")
 
         def publish_items(*items: dict[str, Any]) -> None:
             names = {"model_name": "all-models", "model_names": ",".join(i["model_name"] for i in items)}
@@ -224,7 +223,7 @@ def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_ver
         now = [0.0]
         live = LiveModelSet()
         poller = Poller(
-            SsmSource(SsmReader(ssm, "/warm")),
+            SsmSource(SnapshotReader(SsmParameters(ssm), "/warm")),
             live,
             lambda s: SageMakerAdapter(s, client=None),
             warmup=Warmup(fake, recheck=30.0, clock=lambda: now[0]),
