@@ -102,9 +102,10 @@ def build_warmup(args: argparse.Namespace) -> Any:
     """The check new or changed specs pass before taking traffic (None when turned off)."""
     if not getattr(args, "endpoint_check", True):
         return None
-    from contract.endpoints import Boto3EndpointChecker, CachedChecker
+    from contract.endpoints import CachedChecker
     from runtime.adapter import sagemaker_client_config
     from runtime.warmup import Warmup, adapter_probe
+    from stores.endpoints import Boto3EndpointChecker
 
     return Warmup(
         CachedChecker(Boto3EndpointChecker()),

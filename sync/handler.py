@@ -23,10 +23,11 @@ import boto3
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from contract.endpoints import Boto3EndpointChecker, EndpointChecker
+from contract.endpoints import EndpointChecker
 from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
 from contract.snapshot import Manifest, SnapshotError
+from stores.endpoints import Boto3EndpointChecker
 from stores.registry import DynamoRegistry, RegistryStore
 from stores.ssm import SnapshotWriter, SsmParameters
 from sync.endpoint_gate import screen

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from contract.endpoints import Boto3EndpointChecker, FakeEndpointChecker
+from contract.endpoints import FakeEndpointChecker
 from contract.registry import evaluate_registry
 from contract.spec import parse_model_item
 from runtime.adapter import SageMakerAdapter
@@ -26,6 +26,7 @@ from runtime.sources import FileSource, SsmSource
 from runtime.warmup import Warmup
 from sagemaker_fastchat.cli import build_parser
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
+from stores.endpoints import Boto3EndpointChecker
 from stores.ssm import SnapshotReader, SnapshotWriter, SsmParameters
 from sync.publisher import publish
 from telemetry.tracing import Tracer
