@@ -66,11 +66,15 @@ class Faults:
     (a ClientError with code InternalServerError), so callers' retry paths see what they would on AWS.
     `calls` counts every call by kind, failed ones included."""
 
+    CALLS: tuple[str, ...] = ()  # the kinds of call a fake has (its port's methods)
+
     def __init__(self) -> None:
         self.calls: Counter[str] = Counter()
         self._faults: dict[str, tuple[int | None, Exception | None]] = {}
 
     def fail(self, call: str, *, nth: int | None = None, error: Exception | None = None) -> None:
+        if call not in self.CALLS:  # a typo would otherwise inject nothing and the test pass for nothing
+            raise ValueError(f"{type(self).__name__} has no call {call!r}; it has {', '.join(self.CALLS)}")
         self._faults[call] = (None if nth is None else self.calls[call] + nth, error)
 
     def heal(self) -> None:
@@ -92,6 +96,8 @@ def _client_error(code: str, operation: str, message: str) -> ClientError:
 class InMemoryParameters(Faults):
     """A ParameterStore in a dict, with SSM's versioning: versions count up from 1 per name, a deleted
     name starts again at 1, and only the newest 100 versions are kept."""
+
+    CALLS = ("get", "put", "delete", "names_under")
 
     def __init__(self) -> None:
         super().__init__()
@@ -126,6 +132,8 @@ class InMemoryParameters(Faults):
 
 class InMemoryRegistry(Faults):
     """A RegistryStore in a dict of typed items keyed by `model_name`, handed out as copies (as boto3's)."""
+
+    CALLS = ("scan", "get", "put", "put_if", "delete")
 
     def __init__(self, items: Iterable[Item] = ()) -> None:
         super().__init__()

@@ -170,6 +170,8 @@ def test_a_fake_fails_the_nth_call_from_now_then_every_call_until_healed() -> No
     assert fake.get("/p/a") == ("three", 3)
     assert fake.calls["put"] == 4
     assert fake.calls["get"] == 4
+    with pytest.raises(ValueError, match="has no call 'put_parameter'"):
+        fake.fail("put_parameter")
 
 
 def test_a_fake_registry_fails_on_demand() -> None:
