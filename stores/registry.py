@@ -91,3 +91,17 @@ class DynamoRegistry:
 
     def delete(self, name: str) -> None:
         self.dynamodb.delete_item(TableName=self.table, Key={KEY: {"S": name}})
+
+
+def create_table(dynamodb: DynamoDBClient, table: str) -> None:
+    """Create the registry table with its stream when missing (the local stack and tests; CloudFormation
+    creates it on AWS)."""
+    if table in dynamodb.list_tables().get("TableNames", []):
+        return
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from contract.snapshot import SnapshotError
-from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
+from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore, create_table
 from stores.ssm import MAX_VERSIONS, ParameterStore, SnapshotWriter, SsmParameters
 from stores.testing import InMemoryParameters, InMemoryRegistry
 
@@ -34,12 +34,7 @@ def registry(request: pytest.FixtureRequest) -> Iterator[RegistryStore]:
         return
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
-        client.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "model_name", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "model_name", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+        create_table(client, TABLE)
         yield DynamoRegistry(client, TABLE)
 
 

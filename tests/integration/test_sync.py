@@ -12,7 +12,7 @@ import pytest
 from moto import mock_aws
 
 from contract.snapshot import encode_model_name, manifest_name
-from stores.registry import DynamoRegistry
+from stores.registry import DynamoRegistry, create_table
 from stores.ssm import ParameterStore, SnapshotWriter, SsmParameters
 from stores.testing import InMemoryParameters
 from sync.handler import SyncHandler
@@ -33,13 +33,7 @@ class Registry:
         self.ddb = boto3.client("dynamodb", region_name="us-east-1")
         self.streams = boto3.client("dynamodbstreams", region_name="us-east-1")
         self.ssm = boto3.client("ssm", region_name="us-east-1")
-        self.ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "model_name", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "model_name", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        create_table(self.ddb, TABLE)
         self.settings = SyncSettings(TABLE, PREFIX)
         self.reader = SnapshotWriter(parameters or SsmParameters(self.ssm), PREFIX)
         self.handler = SyncHandler(
