@@ -47,7 +47,9 @@ def run(size: int) -> tuple[float, int, int, float]:
         ddb.put_item(
             TableName="t", Item={"model_name": {"S": "all-models"}, "model_names": {"S": ",".join(names)}}
         )
-        handler = SyncHandler(ddb, boto3.client("ssm"), SyncSettings(table_name="t", ssm_prefix="/bench"))
+        handler = SyncHandler.from_clients(
+            ddb, boto3.client("ssm"), SyncSettings(table_name="t", ssm_prefix="/bench")
+        )
         start = time.perf_counter()
         handler.sync()
         first = time.perf_counter() - start

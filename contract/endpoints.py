@@ -2,7 +2,8 @@
 
 Shared by the worker (before a new or changed spec takes traffic) and the sync (optionally, before it
 publishes). The reading is pure (`verdict_from_description`, `verdict_from_error`); the call sits behind
-a small Protocol, `EndpointChecker`, with a boto3 adapter and an in-memory fake.
+a small Protocol, `EndpointChecker`, with an in-memory fake here and its boto3 adapter in
+`stores/endpoints.py`.
 
 Rules:
 - InService passes; so do Updating, SystemUpdating and RollingBack, which AWS documents as still serving
@@ -26,7 +27,6 @@ from typing import Any, Protocol
 
 SERVING_STATUSES = frozenset({"InService", "Updating", "SystemUpdating", "RollingBack"})
 ACCESS_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
-DESCRIBE_TIMEOUT = 3.0  # seconds per DescribeEndpoint attempt (connect and read)
 
 
 @dataclass(frozen=True)
@@ -72,44 +72,6 @@ class EndpointChecker(Protocol):
     """One DescribeEndpoint, as a verdict. Implementations never raise."""
 
     def check(self, endpoint: str) -> EndpointVerdict: ...
-
-
-def sagemaker_client(timeout: float = DESCRIBE_TIMEOUT) -> Any:
-    """A `sagemaker` (control plane) client with short timeouts and one retry: a check is bounded to a
-    few seconds. Endpoint URL from botocore's usual sources (AWS_ENDPOINT_URL_SAGEMAKER locally)."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=timeout, read_timeout=timeout, retries={"total_max_attempts": 2, "mode": "standard"}
-    )
-    return boto3.client("sagemaker", config=config)
-
-
-class Boto3EndpointChecker:
-    """DescribeEndpoint through a boto3 `sagemaker` client (thread-safe: checks may run concurrently).
-    Without a client, one is made by `sagemaker_client()` at the first check, so a process without AWS
-    configuration (no region) still starts and reports why it cannot check."""
-
-    def __init__(self, client: Any = None) -> None:
-        self.client = client
-        self._lock = threading.Lock()
-
-    def check(self, endpoint: str) -> EndpointVerdict:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        try:
-            with self._lock:
-                self.client = self.client or sagemaker_client()
-            response = self.client.describe_endpoint(EndpointName=endpoint)
-        except ClientError as exc:
-            error = exc.response.get("Error", {})
-            return verdict_from_error(
-                endpoint, str(error.get("Code", "Unknown")), str(error.get("Message", ""))
-            )
-        except BotoCoreError as exc:  # timeouts, connection errors, no credentials
-            return EndpointVerdict(False, f"cannot check endpoint {endpoint}: {exc}", transient=True)
-        return verdict_from_description(endpoint, response)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from contract.spec import canonical_json, content_hash
 
@@ -82,7 +82,7 @@ def page_name(prefix: str, index: int) -> str:
     return f"{prefix}/model-set-pages/{index}"
 
 
-def tier_for() -> str:
+def tier_for() -> Literal["Intelligent-Tiering"]:
     """SSM's Intelligent-Tiering stores <= 4 KB as Standard and moves a parameter to Advanced only when a
     value needs it, and never needs a downgrade (AWS cannot turn Advanced back into Standard)."""
     return "Intelligent-Tiering"

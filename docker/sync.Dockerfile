@@ -6,6 +6,7 @@ COPY docker/requirements-sync.lock ${LAMBDA_TASK_ROOT}/requirements.lock
 RUN pip install --no-cache-dir -r "${LAMBDA_TASK_ROOT}/requirements.lock" --target "${LAMBDA_TASK_ROOT}"
 
 COPY contract ${LAMBDA_TASK_ROOT}/contract
+COPY stores ${LAMBDA_TASK_ROOT}/stores
 COPY sync ${LAMBDA_TASK_ROOT}/sync
 COPY telemetry ${LAMBDA_TASK_ROOT}/telemetry
 

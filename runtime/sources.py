@@ -3,8 +3,9 @@
 Both produce the same thing, a `Snapshot` (version, specs in display order, rejections, warnings, and
 why the registry's latest state was not published), and feed the same swap path. The SSM source reads
 only the manifest's version on most polls (one GetParameter), fetches only model parameters whose hash
-changed, and verifies every hash. Its boto3 client (`ssm_client`) has bounded timeouts, so an SSM that
-accepts connections and never answers is a recorded poll error within seconds, not a poll hung for minutes.
+changed, and verifies every hash. Its boto3 client (`stores.ssm.ssm_client`) has bounded timeouts, so an SSM
+that accepts connections and never answers is a recorded poll error within seconds, not a poll hung for
+minutes.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import boto3
-from botocore.config import Config
 
 from contract.errors import SpecError
 from contract.items import InputError, load_items
 from contract.registry import ActiveListError, evaluate_registry
 from contract.spec import ModelSpec
-from contract.ssm_reader import SsmReader
+from stores.ssm import SnapshotReader
 
 
 @dataclass(frozen=True)
@@ -34,21 +31,6 @@ class Snapshot:
     not_published: str = ""  # why the registry's latest state is not what is served ("" when it is)
 
 
-# Per call: connect 3 s + read 5 s, two attempts (botocore's standard retry mode backs off in between).
-# The poller's own backoff handles longer outages; boto3's defaults (60 s + 60 s, more attempts) would
-# hold one poll for minutes with nothing in `last_error`.
-SSM_CLIENT_CONFIG = Config(
-    connect_timeout=3, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 2}
-)
-
-
-def ssm_client(config: Config | None = None, **kwargs: Any) -> Any:
-    """The boto3 SSM client a worker polls with: bounded timeouts, `config` merged over them, other
-    kwargs as for boto3.client."""
-    merged = SSM_CLIENT_CONFIG.merge(config) if config is not None else SSM_CLIENT_CONFIG
-    return boto3.client("ssm", config=merged, **kwargs)
-
-
 class SnapshotUnavailable(RuntimeError):
     """The source has nothing usable (yet): keep the live set."""
 
@@ -56,7 +38,7 @@ class SnapshotUnavailable(RuntimeError):
 class SsmSource:
     """Polls `<prefix>/model-set`; caches specs by (parameter, version) so unchanged models cost nothing."""
 
-    def __init__(self, reader: SsmReader) -> None:
+    def __init__(self, reader: SnapshotReader) -> None:
         self.reader = reader
         self._specs: dict[tuple[str, int], ModelSpec] = {}
 

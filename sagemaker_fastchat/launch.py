@@ -37,9 +37,10 @@ def build_warmup(settings: WorkerSettings) -> Any:
     """The check new or changed specs pass before taking traffic (None when turned off)."""
     if not settings.endpoint_check:
         return None
-    from contract.endpoints import Boto3EndpointChecker, CachedChecker
+    from contract.endpoints import CachedChecker
     from runtime.adapter import sagemaker_client_config
     from runtime.warmup import Warmup, adapter_probe
+    from stores.endpoints import Boto3EndpointChecker
 
     return Warmup(
         CachedChecker(Boto3EndpointChecker()),
@@ -50,12 +51,12 @@ def build_warmup(settings: WorkerSettings) -> Any:
 
 def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
-    from contract.ssm_reader import SsmReader
     from runtime import worker as runtime_worker
     from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
     from runtime.model_set import LiveModelSet
     from runtime.poller import Poller
-    from runtime.sources import FileSource, SsmSource, ssm_client
+    from runtime.sources import FileSource, SsmSource
+    from stores.ssm import SnapshotReader, SsmParameters, ssm_client
 
     fastchat_compat.set_log_settings(settings.fastchat_log_level)
     live = LiveModelSet()
@@ -73,7 +74,7 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
     if settings.models_file:
         source = FileSource(Path(settings.models_file))
     else:
-        source = SsmSource(SsmReader(ssm_client(), validate_prefix(settings.ssm_prefix)))
+        source = SsmSource(SnapshotReader(SsmParameters(ssm_client()), validate_prefix(settings.ssm_prefix)))
     worker_settings = runtime_worker.WorkerSettings(
         worker_address=settings.worker_address or f"http://{settings.host}:{settings.port}",
         controller_address=settings.controller_address,

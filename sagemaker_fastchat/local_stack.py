@@ -36,6 +36,7 @@ from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.settings import TracesSettings
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
+from stores.registry import DynamoRegistry, create_table
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from stores.votes import create_tables as create_vote_tables
 from sync.settings import DEFAULT_TABLE
@@ -217,19 +218,6 @@ def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
     }
 
 
-def ensure_table(dynamodb: Any, table: str) -> None:
-    existing = dynamodb.list_tables().get("TableNames", [])
-    if table in existing:
-        return
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": "model_name", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "model_name", "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
-
-
 def demo_items() -> list[dict[str, Any]]:
     folder = resources.files("sagemaker_fastchat.examples")
     return [json.loads(folder.joinpath(f"{name}.json").read_text()) for name in DEMO_EXAMPLES]
@@ -297,10 +285,10 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     sup.wait_ready(["moto", "standin"], timeout=args.ready_timeout)  # the sync describes endpoints
 
     dynamodb = boto3.client("dynamodb", region_name=args.region)
-    ensure_table(dynamodb, args.table)
+    create_table(dynamodb, args.table)
     create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
     if not args.no_demo_models:
-        seeded = seed_demo_models(Registry(dynamodb, args.table))
+        seeded = seed_demo_models(Registry(DynamoRegistry(dynamodb, args.table)))
         if seeded:
             print(f"seeded demo models: {', '.join(seeded)}", flush=True)
 

@@ -19,8 +19,9 @@ import httpx
 
 from contract.items import InputError, read_json
 from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
-from contract.ssm_reader import SsmReader
 from sagemaker_fastchat import registry_ops
+from stores.registry import DynamoRegistry
+from stores.ssm import SnapshotReader, SsmParameters
 from sync.settings import DEFAULT_TABLE
 
 FORCE_HELP = "allow emptying all-models (removing every live model at once)"
@@ -84,11 +85,11 @@ def register(sub: Any) -> None:
 
 
 def _registry(args: argparse.Namespace) -> registry_ops.Registry:
-    return registry_ops.Registry(boto3.client("dynamodb"), args.table)
+    return registry_ops.Registry(DynamoRegistry(boto3.client("dynamodb"), args.table))
 
 
-def _reader(args: argparse.Namespace) -> SsmReader:
-    return SsmReader(boto3.client("ssm"), validate_prefix(args.ssm_prefix))
+def _reader(args: argparse.Namespace) -> SnapshotReader:
+    return SnapshotReader(SsmParameters(boto3.client("ssm")), validate_prefix(args.ssm_prefix))
 
 
 def cmd_put(args: argparse.Namespace) -> int:

@@ -9,14 +9,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from contract.dynamo import untype_item
 from contract.errors import SpecError
 from contract.items import InputError
 from contract.registry import ActiveListError, format_active_list, parse_active_list
 from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
-from contract.ssm_reader import PublishedSet, SsmReader
+from stores.registry import ConcurrentChangeError, RegistryStore
+from stores.ssm import PublishedSet, SnapshotReader
 from sync.publisher import specs_at
 
 ITEM_CONFIG = "endpoint_req_config"
@@ -41,20 +40,16 @@ def to_typed_item(item: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Registry:
-    dynamodb: Any
-    table: str
+    """The registry's rules for operators (the active list, read-modify-write) over a RegistryStore."""
+
+    store: RegistryStore
 
     def get(self, name: str) -> dict[str, Any] | None:
-        item = self.dynamodb.get_item(
-            TableName=self.table, Key={"model_name": {"S": name}}, ConsistentRead=True
-        )
-        return untype_item(item["Item"]) if "Item" in item else None
+        item = self.store.get(name)
+        return untype_item(item) if item is not None else None
 
     def scan(self) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for page in self.dynamodb.get_paginator("scan").paginate(TableName=self.table, ConsistentRead=True):
-            items.extend(untype_item(i) for i in page.get("Items", []))
-        return items
+        return [untype_item(i) for i in self.store.scan()]
 
     def active(self) -> tuple[list[str], str | None]:
         """The listed names and the raw value (for a conditional update); empty if the item is missing."""
@@ -68,23 +63,13 @@ class Registry:
 
     def set_active(self, names: list[str], expected_raw: str | None) -> None:
         """Write all-models only if nobody changed it since we read it (raises ConcurrentChange)."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Item": {"model_name": {"S": ALL_MODELS_KEY}, "model_names": {"S": format_active_list(names)}},
-        }
-        if expected_raw is None:
-            kwargs["ConditionExpression"] = "attribute_not_exists(model_names)"
-        else:
-            kwargs["ConditionExpression"] = "model_names = :old"
-            kwargs["ExpressionAttributeValues"] = {":old": {"S": expected_raw}}
+        item = {"model_name": {"S": ALL_MODELS_KEY}, "model_names": {"S": format_active_list(names)}}
         try:
-            self.dynamodb.put_item(**kwargs)
-        except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
-                raise ConcurrentChangeError(
-                    "all-models changed while we updated it; run the command again"
-                ) from None
-            raise
+            self.store.put_if(item, "model_names", expected_raw)
+        except ConcurrentChangeError:
+            raise ConcurrentChangeError(
+                "all-models changed while we updated it; run the command again"
+            ) from None
 
     def update_active(self, change: Any, attempts: int = 5, *, force: bool = False) -> list[str]:
         """Read-modify-write of all-models with optimistic locking (retried on a concurrent change).
@@ -104,10 +89,6 @@ class Registry:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         return []
-
-
-class ConcurrentChangeError(RuntimeError):
-    pass
 
 
 class EmptySetError(InputError):
@@ -136,7 +117,7 @@ def build_item(
 
 
 def put_model(registry: Registry, item: dict[str, Any], active: bool) -> list[str]:
-    registry.dynamodb.put_item(TableName=registry.table, Item=to_typed_item(item))
+    registry.store.put(to_typed_item(item))
     name = item["model_name"]
     if active:
         return registry.update_active(lambda names: names if name in names else [*names, name])
@@ -149,12 +130,12 @@ def remove_model(registry: Registry, name: str, *, force: bool = False) -> bool:
     names, _ = registry.active()
     existed = registry.get(name) is not None or name in names
     registry.update_active(lambda current: [n for n in current if n != name], force=force)
-    registry.dynamodb.delete_item(TableName=registry.table, Key={"model_name": {"S": name}})
+    registry.store.delete(name)
     return existed
 
 
 def rollback(
-    registry: Registry, reader: SsmReader, version: int, *, force: bool = False
+    registry: Registry, reader: SnapshotReader, version: int, *, force: bool = False
 ) -> tuple[PublishedSet, list[ModelSpec]]:
     """Write manifest version N's exact specs back into the table and list exactly its models, in its
     order; the normal stream -> Lambda -> SSM path then publishes them as a new version. Rolling back to
@@ -164,7 +145,7 @@ def rollback(
     if not specs and listed and not force:
         raise EmptySetError.about(listed)
     for spec in specs:
-        registry.dynamodb.put_item(TableName=registry.table, Item=to_typed_item(dict(spec.document)))
+        registry.store.put(to_typed_item(dict(spec.document)))
     registry.update_active(lambda _: [s.name for s in specs], force=force)
     return published, specs
 

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     configure_logging()
     settings = settings_from(args, SyncSettings)
     dynamodb = boto3.client("dynamodb")
-    handler = SyncHandler(dynamodb, boto3.client("ssm"), settings, endpoint_checker(settings))
+    handler = SyncHandler.from_clients(dynamodb, boto3.client("ssm"), settings, endpoint_checker(settings))
     consumer = StreamConsumer(dynamodb, boto3.client("dynamodbstreams"), settings.table_name, handler)
     consumer.start_at_latest()  # first mark where the stream is, then publish the table as it is now
     handler.sync()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import copy
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime
 
+from botocore.exceptions import ClientError
+
 from arena.votes import Vote, counters, over_cap, voter_counter
+from stores.registry import KEY, ConcurrentChangeError, Item
+from stores.ssm import MAX_VERSIONS
 from stores.votes import CountRows, StoreUnavailable
 
 
@@ -51,3 +57,117 @@ class InMemoryVotesStore:
         self._check()
         for pair, cell in self.counts.get(bucket, {}).items():
             yield pair, dict(cell)
+
+
+# --- The SSM parameters and the registry table (stores.ssm, stores.registry) -----------------------------
+class Faults:
+    """Fault injection for the fakes below: `fail("put", nth=2)` makes the second put from now raise,
+    `fail("put")` every put, until `heal()`. The default error is what boto3 raises for a server fault
+    (a ClientError with code InternalServerError), so callers' retry paths see what they would on AWS.
+    `calls` counts every call by kind, failed ones included."""
+
+    CALLS: tuple[str, ...] = ()  # the kinds of call a fake has (its port's methods)
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self._faults: dict[str, tuple[int | None, Exception | None]] = {}
+
+    def fail(self, call: str, *, nth: int | None = None, error: Exception | None = None) -> None:
+        if call not in self.CALLS:  # a typo would otherwise inject nothing and the test pass for nothing
+            raise ValueError(f"{type(self).__name__} has no call {call!r}; it has {', '.join(self.CALLS)}")
+        self._faults[call] = (None if nth is None else self.calls[call] + nth, error)
+
+    def heal(self) -> None:
+        self._faults.clear()
+
+    def _enter(self, call: str) -> None:
+        self.calls[call] += 1
+        if call not in self._faults:
+            return
+        nth, error = self._faults[call]
+        if nth is None or nth == self.calls[call]:
+            raise error or _client_error("InternalServerError", call, "injected")
+
+
+def _client_error(code: str, operation: str, message: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+class InMemoryParameters(Faults):
+    """A ParameterStore in a dict, with SSM's versioning: versions count up from 1 per name, a deleted
+    name starts again at 1, and only the newest 100 versions are kept."""
+
+    CALLS = ("get", "put", "delete", "names_under")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.versions: dict[str, dict[int, str]] = {}
+
+    def get(self, name: str, version: int | None = None) -> tuple[str, int] | None:
+        self._enter("get")
+        held = self.versions.get(name)
+        if not held:
+            return None
+        found = max(held) if version is None else version
+        return (held[found], found) if found in held else None
+
+    def put(self, name: str, value: str) -> int:
+        self._enter("put")
+        held = self.versions.setdefault(name, {})
+        version = max(held, default=0) + 1
+        held[version] = value
+        for old in sorted(held)[:-MAX_VERSIONS]:
+            del held[old]
+        return version
+
+    def delete(self, name: str) -> None:
+        self._enter("delete")
+        if self.versions.pop(name, None) is None:
+            raise _client_error("ParameterNotFound", "DeleteParameter", f"{name} not found")
+
+    def names_under(self, path: str) -> list[str]:
+        self._enter("names_under")
+        return [n for n in self.versions if n.startswith(path.rstrip("/") + "/")]
+
+
+class InMemoryRegistry(Faults):
+    """A RegistryStore in a dict of typed items keyed by `model_name`, handed out as copies (as boto3's)."""
+
+    CALLS = ("scan", "get", "put", "put_if", "delete")
+
+    def __init__(self, items: Iterable[Item] = ()) -> None:
+        super().__init__()
+        self.items: dict[str, Item] = {}
+        for item in items:
+            self.put(item)
+        self.calls.clear()
+
+    def scan(self) -> list[Item]:
+        self._enter("scan")
+        return copy.deepcopy(list(self.items.values()))
+
+    def get(self, name: str) -> Item | None:
+        self._enter("get")
+        return copy.deepcopy(self.items.get(name))
+
+    def put(self, item: Item) -> None:
+        self._enter("put")
+        self.items[_key(item)] = copy.deepcopy(item)
+
+    def put_if(self, item: Item, attribute: str, expected: str | None) -> None:
+        self._enter("put_if")
+        stored = (self.items.get(_key(item)) or {}).get(attribute)
+        if stored != (None if expected is None else {"S": expected}):
+            raise ConcurrentChangeError(f"{attribute} changed since it was read")
+        self.items[_key(item)] = copy.deepcopy(item)
+
+    def delete(self, name: str) -> None:
+        self._enter("delete")
+        self.items.pop(name, None)
+
+
+def _key(item: Item) -> str:
+    key = item.get(KEY)
+    if not (isinstance(key, dict) and isinstance(key.get("S"), str)):
+        raise _client_error("ValidationException", "PutItem", f"the item has no string key {KEY}")
+    return str(key["S"])

@@ -25,7 +25,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 from boto3.dynamodb.types import TypeSerializer
@@ -44,6 +44,14 @@ from arena.votes import (
     voter_counter,
 )
 from contract.dynamo import untype_item
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodb.type_defs import (
+        TransactWriteItemTypeDef,
+        UniversalAttributeValueTypeDef,
+        UpdateTypeDef,
+    )
 
 log = structlog.get_logger("votes")
 
@@ -128,7 +136,7 @@ def _typed(doc: Mapping[str, Any]) -> dict[str, Any]:
 class DynamoVotesStore:
     def __init__(
         self,
-        dynamodb: Any,
+        dynamodb: DynamoDBClient,
         votes_table: str = DEFAULT_VOTES_TABLE,
         counts_table: str = DEFAULT_COUNTS_TABLE,
         max_per_voter: int = 0,  # rated votes per voter key per UTC day; 0: no cap
@@ -150,7 +158,7 @@ class DynamoVotesStore:
         """One transaction: the vote, its voter's place under the cap (when capped), its counters.
         Returns "stored", "duplicate" (the id is recorded) or "over_cap" (nothing written)."""
         item = _typed({**vote.as_json(), "day": vote.day(), "recorded": datetime.now(UTC).timestamp()})
-        actions: list[dict[str, Any]] = [
+        actions: list[TransactWriteItemTypeDef] = [
             {
                 "Put": {
                     "TableName": self.votes_table,
@@ -186,18 +194,19 @@ class DynamoVotesStore:
             raise StoreUnavailable(str(exc)) from exc
         return "stored"
 
-    def _add_one(self, counter: Counter, below: int | None = None) -> dict[str, Any]:
+    def _add_one(self, counter: Counter, below: int | None = None) -> TransactWriteItemTypeDef:
         """A transaction action adding 1 to a counter (on condition it is below `below`, when given)."""
-        update: dict[str, Any] = {
+        values: dict[str, UniversalAttributeValueTypeDef] = {":one": {"N": "1"}}
+        update: UpdateTypeDef = {
             "TableName": self.counts_table,
             "Key": {"bucket": {"S": counter.bucket}, "pair": {"S": counter.pair}},
             "UpdateExpression": "ADD #t :one",
             "ExpressionAttributeNames": {"#t": counter.type},
-            "ExpressionAttributeValues": {":one": {"N": "1"}},
+            "ExpressionAttributeValues": values,
         }
         if below is not None:
             update["ConditionExpression"] = "attribute_not_exists(#t) OR #t < :cap"
-            update["ExpressionAttributeValues"][":cap"] = {"N": str(below)}
+            values[":cap"] = {"N": str(below)}
         return {"Update": update}
 
     def votes(self, since: date | None = None) -> Iterator[Vote]:
@@ -241,7 +250,7 @@ def _reasons_from_message(message: str) -> list[str]:
     return [part.strip() for part in inner.split(",")]
 
 
-def create_tables(dynamodb: Any, votes_table: str, counts_table: str) -> None:
+def create_tables(dynamodb: DynamoDBClient, votes_table: str, counts_table: str) -> None:
     """Create the two tables when missing (the local stack; CloudFormation creates them on AWS)."""
     existing = set(dynamodb.list_tables().get("TableNames", []))
     if votes_table not in existing:

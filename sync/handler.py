@@ -16,22 +16,27 @@ Two kinds of failure, handled apart so the stream never wedges:
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
-from contract.endpoints import Boto3EndpointChecker, EndpointChecker
+from contract.endpoints import EndpointChecker
 from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
 from contract.snapshot import Manifest, SnapshotError
+from stores.endpoints import Boto3EndpointChecker
+from stores.registry import DynamoRegistry, RegistryStore
+from stores.ssm import SnapshotWriter, SsmParameters
 from sync.endpoint_gate import screen
 from sync.publisher import PublishResult, StaleManifestError, publish, report_not_published
-from sync.registry_reader import scan_registry
 from sync.settings import SyncSettings
-from sync.ssm_store import SsmStore
 from telemetry.tracing import Tracer, child_span
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ssm import SSMClient
 
 log = structlog.get_logger("sync")
 tracer = Tracer("sagemaker-fastchat-sync")
@@ -40,16 +45,32 @@ TRANSIENT = (BotoCoreError, ClientError, StaleManifestError)  # worth a retry of
 
 
 class SyncHandler:
-    """Holds the clients across invocations (Lambda reuses the process)."""
+    """Holds the stores across invocations (Lambda reuses the process)."""
 
     def __init__(
-        self, dynamodb: Any, ssm: Any, settings: SyncSettings, checker: EndpointChecker | None = None
+        self,
+        registry: RegistryStore,
+        store: SnapshotWriter,
+        settings: SyncSettings,
+        checker: EndpointChecker | None = None,
     ) -> None:
-        self.dynamodb = dynamodb
-        self.store = SsmStore(ssm, settings.ssm_prefix)
+        self.registry = registry
+        self.store = store
         self.settings = settings
         self.checker = checker  # the optional endpoint check before publishing (sync/endpoint_gate.py)
         self.attempts = 0  # attempts the last sync needed (1 unless another publisher raced it)
+
+    @classmethod
+    def from_clients(
+        cls,
+        dynamodb: DynamoDBClient,
+        ssm: SSMClient,
+        settings: SyncSettings,
+        checker: EndpointChecker | None = None,
+    ) -> SyncHandler:
+        """The handler on boto3 clients (the Lambda, the local stack): the settings' table and prefix."""
+        registry = DynamoRegistry(dynamodb, settings.table_name)
+        return cls(registry, SnapshotWriter(SsmParameters(ssm), settings.ssm_prefix), settings, checker)
 
     def sync(self) -> PublishResult | None:
         """Read the table and publish it, or report why it cannot be published (`not_published`); None
@@ -84,7 +105,7 @@ class SyncHandler:
     def _attempt(self) -> PublishResult | None:
         try:
             with child_span("DynamoDB Scan", "aws") as scan:
-                items = scan_registry(self.dynamodb, self.settings.table_name)
+                items = self.registry.scan()
                 if scan is not None:
                     scan.meta("items", len(items))
             state = evaluate_registry(items)
@@ -146,7 +167,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if _handler is None:
         configure_logging()
         settings = SyncSettings()  # the Lambda has no shell: its settings come from its environment
-        _handler = SyncHandler(
+        _handler = SyncHandler.from_clients(
             boto3.client("dynamodb"), boto3.client("ssm"), settings, endpoint_checker(settings)
         )
     return _handler(event, context)

@@ -29,8 +29,7 @@ from contract.snapshot import (
     page_name,
 )
 from contract.spec import ModelSpec, canonical_json, spec_parameter_value
-from contract.ssm_reader import PublishedSet, SsmReader
-from sync.ssm_store import SsmStore
+from stores.ssm import PublishedSet, SnapshotReader, SnapshotWriter
 
 
 class StaleManifestError(RuntimeError):
@@ -51,7 +50,7 @@ class PublishResult:
     ssm_reads: int = 0
 
 
-def _write_spec(store: SsmStore, spec: ModelSpec) -> ManifestEntry:
+def _write_spec(store: SnapshotWriter, spec: ModelSpec) -> ManifestEntry:
     """Write one model's parameter unless its latest version already holds this exact spec."""
     relative = model_parameter(spec.name)
     name = f"{store.prefix}/{relative}"
@@ -66,7 +65,7 @@ def _write_spec(store: SsmStore, spec: ModelSpec) -> ManifestEntry:
     return ManifestEntry(spec.name, relative, version, spec.hash)
 
 
-def plan_manifest(state: RegistryState, current: Manifest, store: SsmStore) -> Manifest:
+def plan_manifest(state: RegistryState, current: Manifest, store: SnapshotWriter) -> Manifest:
     """The manifest for `state`, writing the model parameters that changed."""
     entries: list[ManifestEntry] = []
     for name in state.active:
@@ -90,7 +89,7 @@ def _diff(result: PublishResult, before: Manifest, after: Manifest) -> None:
     result.removed = [n for n in old if n not in new]
 
 
-def publish(state: RegistryState, store: SsmStore) -> PublishResult:
+def publish(state: RegistryState, store: SnapshotWriter) -> PublishResult:
     """Publish `state`; returns what changed. Raises StaleManifestError when another publisher wrote the
     manifest meanwhile (the caller re-reads the table), and SSM errors (the caller retries the batch)."""
     reads0, writes0 = store.reads, store.writes
@@ -109,7 +108,7 @@ def publish(state: RegistryState, store: SsmStore) -> PublishResult:
     return result
 
 
-def report_not_published(reason: str, store: SsmStore) -> PublishResult:
+def report_not_published(reason: str, store: SnapshotWriter) -> PublishResult:
     """Republish the live set with `reason` as its `not_published` (nothing when it already says so),
     so `models list` and every worker's `/model-set` show why the registry's state is not served.
     Before any publish, this is an empty set carrying the reason. Raises SnapshotError when even that
@@ -129,7 +128,7 @@ def report_not_published(reason: str, store: SsmStore) -> PublishResult:
     return result
 
 
-def _live(store: SsmStore) -> tuple[Manifest | None, int | None]:
+def _live(store: SnapshotWriter) -> tuple[Manifest | None, int | None]:
     """The live manifest and its version (None, None: nothing published). A damaged one (not JSON, a
     page missing or not matching its hash) counts as no manifest at the same version, so the next
     publish replaces it instead of failing on it forever (parameters holding a wanted spec are reused)."""
@@ -141,7 +140,7 @@ def _live(store: SsmStore) -> tuple[Manifest | None, int | None]:
 
 
 def _write_manifest(
-    result: PublishResult, manifest: Manifest, live: Manifest | None, store: SsmStore
+    result: PublishResult, manifest: Manifest, live: Manifest | None, store: SnapshotWriter
 ) -> None:
     """Write `manifest` (pages first) unless the live one (None: nothing published) has the same body."""
     if live is not None and manifest.hash == live.hash:
@@ -156,12 +155,12 @@ def _write_manifest(
     result.published = True
 
 
-def _count(result: PublishResult, store: SsmStore, reads0: int, writes0: int) -> None:
+def _count(result: PublishResult, store: SnapshotWriter, reads0: int, writes0: int) -> None:
     result.ssm_reads = store.reads - reads0
     result.ssm_writes = store.writes - writes0
 
 
-def specs_at(store: SsmReader, version: int | None = None) -> tuple[PublishedSet, list[ModelSpec]]:
+def specs_at(store: SnapshotReader, version: int | None = None) -> tuple[PublishedSet, list[ModelSpec]]:
     """The exact specs a manifest version referenced, in display order (for rollback)."""
     published = store.load_manifest(version)
     if published is None:
@@ -170,7 +169,7 @@ def specs_at(store: SsmReader, version: int | None = None) -> tuple[PublishedSet
     return published, specs
 
 
-def prune(store: SsmStore) -> list[str]:
+def prune(store: SnapshotWriter) -> list[str]:
     """Delete model parameters no longer referenced by the live manifest (explicit, never automatic)."""
     published = store.load_manifest()
     keep = {f"{store.prefix}/{e.parameter}" for e in published.manifest.models} if published else set()

@@ -15,8 +15,8 @@ from moto.server import ThreadedMotoServer
 
 from contract.registry import evaluate_registry
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
+from stores.ssm import SnapshotWriter, SsmParameters
 from sync.publisher import PublishResult, publish
-from sync.ssm_store import SsmStore
 from tests.helpers import example_item, free_port
 
 PREFIX = "/rt-test"
@@ -36,7 +36,7 @@ class RuntimeStack:
         self.moto.start()
         self.moto_url = f"http://127.0.0.1:{self.moto_port}"
         self.ssm = boto3.client("ssm", endpoint_url=self.moto_url, region_name="us-east-1")
-        self.store = SsmStore(self.ssm, PREFIX)
+        self.store = SnapshotWriter(SsmParameters(self.ssm), PREFIX)
         self.log = io.StringIO()
         self.sup = Supervisor(output=self.log)
         self.controller_port, self.worker_port, self.api_port = free_port(), free_port(), free_port()

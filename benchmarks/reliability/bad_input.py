@@ -232,7 +232,7 @@ class RegistryRunner:
         start = self.stack.manifest()
         start_version = start.version if start else 0
         try:
-            self.registry.dynamodb.put_item(TableName=self.registry.table, Item=case.item)
+            self.registry.store.put(case.item)
         except ClientError as exc:
             problems = worker_problems(self.stack, victim) + self.baseline.differences()
             error = exc.response["Error"]
@@ -288,7 +288,7 @@ class RegistryRunner:
 
     def _restore_victim(self) -> list[str]:
         """Write the victim's good item back and check the sync publishes it (or restart a wedged sync)."""
-        self.registry.dynamodb.put_item(TableName=self.registry.table, Item=_victim())
+        self.registry.store.put(_victim())
 
         def clean() -> bool:
             published, snap = self.stack.manifest(), self.stack.model_set()
@@ -318,11 +318,9 @@ class RegistryRunner:
         victim = self.victim_hash()
         try:
             if case.item:
-                self.registry.dynamodb.put_item(TableName=self.registry.table, Item=case.item)
+                self.registry.store.put(case.item)
             else:
-                self.registry.dynamodb.delete_item(
-                    TableName=self.registry.table, Key={"model_name": {"S": "all-models"}}
-                )
+                self.registry.store.delete("all-models")
         except ClientError as exc:
             refused = f"refused by DynamoDB: {exc.response['Error']['Code']}"
             problems = worker_problems(self.stack, victim) + self.baseline.differences()
@@ -347,12 +345,9 @@ class RegistryRunner:
         # Repair, then prove the sync still publishes: a new description on the victim must be served.
         assert original is not None
         names = str(original["model_names"])
-        self.registry.dynamodb.put_item(
-            TableName=self.registry.table,
-            Item={"model_name": {"S": "all-models"}, "model_names": {"S": names}},
-        )
+        self.registry.store.put({"model_name": {"S": "all-models"}, "model_names": {"S": names}})
         probe = f"probe after {case.id}"
-        self.registry.dynamodb.put_item(TableName=self.registry.table, Item=_victim(description={"S": probe}))
+        self.registry.store.put(_victim(description={"S": probe}))
         live = lambda: (served(self.stack.model_set(), VICTIM) or {}).get("description") == probe  # noqa: E731
         if self.stack.wait_for(live, self.settings.settle_timeout) is None:
             problems.append(f"the sync stopped publishing ({self._sync_tail()}); restarted it")

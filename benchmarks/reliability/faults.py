@@ -25,7 +25,7 @@ from benchmarks.reliability.fault_proxy import FaultProxy, Mode
 from benchmarks.reliability.report import Check, Results
 from benchmarks.reliability.stack import HarnessStack
 from benchmarks.reliability.swap import served
-from runtime.sources import SSM_CLIENT_CONFIG
+from stores.ssm import SSM_CLIENT_CONFIG
 
 # A blackholed SSM call fails only when the worker's client gives up (read timeout x attempts, backoff
 # included): a shorter window ends before the outage can show in /model-set's last_error.
@@ -206,7 +206,7 @@ class FaultRunner:
                     "endpoint_req_config": {"S": json.dumps(tgi_config())},
                     "description": {"S": description},
                 }
-                registry.dynamodb.put_item(TableName=registry.table, Item=item)
+                registry.store.put(item)
                 written = True
             try:
                 chats += probe(self.stack)

@@ -19,10 +19,11 @@ from typing import IO, Any
 import boto3
 import httpx
 
-from contract.ssm_reader import PublishedSet, SsmReader
 from sagemaker_fastchat import local_stack
 from sagemaker_fastchat.registry_ops import Registry
 from sagemaker_fastchat.supervisor import Child, ReadyCheck, Supervisor
+from stores.registry import DynamoRegistry
+from stores.ssm import PublishedSet, SnapshotReader, SsmParameters
 from tests.helpers import free_port  # ports below the ephemeral range (see there)
 
 ROLES = ("api", "web", "controller", "worker", "moto", "standin", "xray")
@@ -92,10 +93,10 @@ class HarnessStack:
         )
 
     def registry(self) -> Registry:
-        return Registry(self.boto("dynamodb"), "sagemaker-fastchat-models")
+        return Registry(DynamoRegistry(self.boto("dynamodb"), "sagemaker-fastchat-models"))
 
-    def reader(self) -> SsmReader:
-        return SsmReader(self.boto("ssm"), "/sagemaker-fastchat")
+    def reader(self) -> SnapshotReader:
+        return SnapshotReader(SsmParameters(self.boto("ssm")), "/sagemaker-fastchat")
 
     def manifest(self) -> PublishedSet | None:
         return self.reader().load_manifest()

@@ -181,7 +181,7 @@ async def _run_swap(stack: HarnessStack, results: Results, settings: SwapSetting
                 return Write(i, "remove", churn, time.monotonic(), lambda s: served(s, churn) is None)
             put_model(registry, item(churn, CHURN[1], endpoint[churn], description[churn]), active=True)
             return Write(i, "re-add", churn, time.monotonic(), lambda s: served(s, churn) is not None)
-        registry.dynamodb.put_item(TableName=registry.table, Item=broken_item(name, endpoint[name]))
+        registry.store.put(broken_item(name, endpoint[name]))
         return Write(i, kind, name, time.monotonic(), lambda s: name in (s.get("rejected") or {}))
 
     watcher = asyncio.create_task(watch(stack, timeline, stop_watch))

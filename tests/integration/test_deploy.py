@@ -110,11 +110,12 @@ def test_runtime_image_copies_every_package() -> None:
 
 
 def test_sync_image_needs_only_its_packages() -> None:
-    """The Lambda image holds contract/, sync/ and telemetry/: the handler imports nothing else of ours,
-    and nothing of FastChat or gradio."""
+    """The Lambda image holds contract/, stores/, sync/ and telemetry/: the handler imports nothing else of
+    ours (not arena/, which the votes store needs), and nothing of FastChat or gradio."""
     code = (
         "import sys, sync.handler; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('runtime', 'sagemaker_fastchat', 'fastchat', 'gradio', 'torch')); print(bad); sys.exit(bool(bad))"
+        "('runtime', 'sagemaker_fastchat', 'arena', 'fastchat', 'gradio', 'torch')); print(bad); "
+        "sys.exit(bool(bad))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
@@ -128,7 +129,7 @@ def test_sync_image_needs_only_its_packages() -> None:
         for line in (ROOT / "docker" / "sync.Dockerfile").read_text().splitlines()
         if line.startswith("COPY ") and "requirements" not in line
     }
-    assert copied == {"contract", "sync", "telemetry"}
+    assert copied == {"contract", "stores", "sync", "telemetry"}
 
 
 def test_runtime_lock_pins_the_known_good_versions() -> None:

@@ -19,11 +19,12 @@ from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 from moto import mock_aws
 
 from contract.spec import ModelSpec, parse_model_item
-from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
 from runtime.model_set import LiveModelSet, ModelSet, build_model_set
 from runtime.poller import Poller
-from runtime.sources import FileSource, Snapshot, SsmSource, ssm_client
+from runtime.sources import FileSource, Snapshot, SsmSource
+from stores.ssm import SnapshotReader, SsmParameters, ssm_client
+from stores.testing import InMemoryParameters
 from tests.helpers import example_item
 
 
@@ -166,7 +167,7 @@ def test_ssm_blackhole_is_recorded_as_last_error(blackhole: str) -> None:
     )
     live = LiveModelSet()
     live.swap(ModelSet(3, order=()))
-    poller = Poller(SsmSource(SsmReader(client, "/p")), live, make_adapter)
+    poller = Poller(SsmSource(SnapshotReader(SsmParameters(client), "/p")), live, make_adapter)
     try:
         poller._try()
     finally:
@@ -180,12 +181,10 @@ def test_ssm_blackhole_is_recorded_as_last_error(blackhole: str) -> None:
 def test_timeouts_from_the_client_are_recorded(error: type[Exception]) -> None:
     """botocore's timeout errors, whichever the call raises, end up in last_error."""
 
-    class TimingOut:
-        def get_parameter(self, **kwargs: Any) -> Any:
-            raise error(endpoint_url="https://ssm.us-east-1.amazonaws.com")
-
+    timing_out = InMemoryParameters()
+    timing_out.fail("get", error=error(endpoint_url="https://ssm.us-east-1.amazonaws.com"))
     live = LiveModelSet()
-    poller = Poller(SsmSource(SsmReader(TimingOut(), "/p")), live, make_adapter)
+    poller = Poller(SsmSource(SnapshotReader(timing_out, "/p")), live, make_adapter)
     poller._try()
     assert (live.last_error or "").startswith(error.__name__)
 
@@ -200,7 +199,7 @@ def test_ssm_source_carries_warnings_and_not_published_to_model_set() -> None:
         reg.set_active("a, a")
         reg.handler.sync()
         live = LiveModelSet()
-        poller = Poller(SsmSource(SsmReader(reg.ssm, PREFIX)), live, make_adapter)
+        poller = Poller(SsmSource(SnapshotReader(SsmParameters(reg.ssm), PREFIX)), live, make_adapter)
         poller.poll_once()
         described = live.current.describe()
         assert any("'a' is listed more than once" in w for w in described["warnings"])

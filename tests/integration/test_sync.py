@@ -12,10 +12,12 @@ import pytest
 from moto import mock_aws
 
 from contract.snapshot import encode_model_name, manifest_name
+from stores.registry import DynamoRegistry, create_table
+from stores.ssm import ParameterStore, SnapshotWriter, SsmParameters
+from stores.testing import InMemoryParameters
 from sync.handler import SyncHandler
 from sync.publisher import prune, publish, specs_at
 from sync.settings import SyncSettings
-from sync.ssm_store import SsmStore
 from sync.stream_consumer import StreamConsumer
 from tests.helpers import example_item
 
@@ -24,24 +26,21 @@ PREFIX = "/sagemaker-fastchat"
 
 
 class Registry:
-    """A moto DynamoDB table with a stream, SSM, the real handler, and the stream consumer feeding it."""
+    """A moto DynamoDB table with a stream, SSM (moto's, or the given parameter store, e.g. a fake told
+    to fail), the real handler, and the stream consumer feeding it."""
 
-    def __init__(self) -> None:
+    def __init__(self, parameters: ParameterStore | None = None) -> None:
         self.ddb = boto3.client("dynamodb", region_name="us-east-1")
         self.streams = boto3.client("dynamodbstreams", region_name="us-east-1")
         self.ssm = boto3.client("ssm", region_name="us-east-1")
-        self.ddb.create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "model_name", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "model_name", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
+        create_table(self.ddb, TABLE)
         self.settings = SyncSettings(table_name=TABLE, ssm_prefix=PREFIX)
-        self.handler = SyncHandler(self.ddb, self.ssm, self.settings)
+        self.reader = SnapshotWriter(parameters or SsmParameters(self.ssm), PREFIX)
+        self.handler = SyncHandler(
+            DynamoRegistry(self.ddb, TABLE), SnapshotWriter(self.reader.store, PREFIX), self.settings
+        )
         self.now = 0.0  # the consumer's clock: tests move it past a retry delay
         self.consumer = StreamConsumer(self.ddb, self.streams, TABLE, self.handler, clock=lambda: self.now)
-        self.reader = SsmStore(self.ssm, PREFIX)
 
     def put_model(self, name: str, example: str = "tgi", **changes: Any) -> None:
         item = {**example_item(example), "model_name": name, **changes}
@@ -92,6 +91,15 @@ class Registry:
 def reg() -> Iterator[Registry]:
     with mock_aws():
         yield Registry()
+
+
+@pytest.fixture
+def faulty() -> Iterator[tuple[Registry, InMemoryParameters]]:
+    """The registry on moto, SSM in memory (tests/integration/test_store_contracts.py proves it faithful)
+    so that tests can make its calls fail."""
+    parameters = InMemoryParameters()
+    with mock_aws():
+        yield Registry(parameters), parameters
 
 
 def test_publish_put_and_manifest_shape(reg: Registry) -> None:
@@ -388,33 +396,16 @@ def test_duplicates_are_warned_in_the_manifest(reg: Registry) -> None:
     assert any("more than once" in w for w in manifest.warnings)
 
 
-class FailingSsm:
-    """SSM whose Nth put_parameter call fails (the rest is real moto)."""
-
-    def __init__(self, ssm: Any, fail_on: int) -> None:
-        self._ssm = ssm
-        self.fail_on = fail_on
-        self.puts = 0
-
-    def put_parameter(self, **kwargs: Any) -> Any:
-        self.puts += 1
-        if self.puts == self.fail_on:
-            raise self._ssm.exceptions.InternalServerError(
-                {"Error": {"Code": "InternalServerError", "Message": "injected"}}, "PutParameter"
-            )
-        return self._ssm.put_parameter(**kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._ssm, name)
-
-
-def test_ssm_failure_midway_is_not_a_partial_publish_and_retry_converges(reg: Registry) -> None:
+def test_ssm_failure_midway_is_not_a_partial_publish_and_retry_converges(
+    faulty: tuple[Registry, InMemoryParameters],
+) -> None:
     """A fault after the first model parameter: the manifest does not move, the batch fails and is retried."""
+    reg, ssm = faulty
     reg.put_model("a")
     reg.set_active("a")
     reg.deliver()
-    failing = FailingSsm(reg.ssm, fail_on=2)
-    reg.handler.store.ssm = failing
+    puts = ssm.calls["put"]
+    ssm.fail("put", nth=2)
     reg.put_model("a", endpoint_name="demo-tgi-2")
     reg.put_model("b")
     reg.set_active("a,b")
@@ -427,36 +418,24 @@ def test_ssm_failure_midway_is_not_a_partial_publish_and_retry_converges(reg: Re
     manifest = reg.manifest().manifest
     assert manifest.names == ("a", "b")
     assert reg.param_version("a") == 2  # written once, reused on retry (not rewritten)
-    assert failing.puts == 4  # a (ok), b (injected fault); retry: b, manifest. a is reused, not rewritten
+    # a (ok), b (injected fault); retry: b, manifest. a is reused, not rewritten
+    assert ssm.calls["put"] - puts == 4
     assert reg.version() == 2
 
 
-class AlwaysFailingSsm(FailingSsm):
-    """SSM whose every put_parameter fails."""
-
-    def __init__(self, ssm: Any) -> None:
-        super().__init__(ssm, fail_on=0)
-
-    def put_parameter(self, **kwargs: Any) -> Any:
-        self.puts += 1
-        raise self._ssm.exceptions.InternalServerError(
-            {"Error": {"Code": "InternalServerError", "Message": "injected"}}, "PutParameter"
-        )
-
-
-def test_failed_batches_back_off(reg: Registry) -> None:
+def test_failed_batches_back_off(faulty: tuple[Registry, InMemoryParameters]) -> None:
     """While SSM keeps failing, each redelivery waits twice as long as the one before, up to a cap."""
     from sync.stream_consumer import RETRY_BASE, RETRY_MAX
 
+    reg, ssm = faulty
     reg.put_model("a")
     reg.set_active("a")
-    failing = AlwaysFailingSsm(reg.ssm)
-    reg.handler.store.ssm = failing
+    ssm.fail("put")
     reg.deliver()
     delays = []
     for _ in range(8):
-        calls, waited = failing.puts, 0.0
-        while failing.puts == calls:
+        calls, waited = ssm.calls["put"], 0.0
+        while ssm.calls["put"] == calls:
             reg.now += RETRY_BASE
             waited += RETRY_BASE
             reg.deliver()
@@ -465,12 +444,13 @@ def test_failed_batches_back_off(reg: Registry) -> None:
     assert delays[-1] == RETRY_MAX
 
 
-def test_handler_reports_first_record_as_failed(reg: Registry) -> None:
+def test_handler_reports_first_record_as_failed(faulty: tuple[Registry, InMemoryParameters]) -> None:
     """With ReportBatchItemFailures the first record's sequence number is returned on failure."""
+    reg, ssm = faulty
     reg.put_model("a")
     reg.set_active("a")
     records = reg.records()
-    reg.handler.store.ssm = FailingSsm(reg.ssm, fail_on=1)
+    ssm.fail("put", nth=1)
     result = reg.handler({"Records": records}, None)
     assert result == {"batchItemFailures": [{"itemIdentifier": records[0]["dynamodb"]["SequenceNumber"]}]}
 
@@ -503,7 +483,7 @@ def test_interleaved_publishers_rebuild(reg: Registry) -> None:
     reg.put_model("a")
     reg.set_active("a")
     reg.deliver()
-    other = SyncHandler(reg.ddb, reg.ssm, reg.settings)
+    other = SyncHandler.from_clients(reg.ddb, reg.ssm, reg.settings)
     store = reg.handler.store
     original = store.manifest_version
     calls = {"n": 0}
@@ -575,11 +555,10 @@ def test_publish_refuses_values_over_8kb(reg: Registry) -> None:
 def test_publish_function_directly_is_idempotent(reg: Registry) -> None:
     """publish() on the same state twice: the second call is a no-op."""
     from contract.registry import evaluate_registry
-    from sync.registry_reader import scan_registry
 
     reg.put_model("a")
     reg.set_active("a")
-    state = evaluate_registry(scan_registry(reg.ddb, TABLE))
+    state = evaluate_registry(DynamoRegistry(reg.ddb, TABLE).scan())
     first = publish(state, reg.handler.store)
     second = publish(state, reg.handler.store)
     assert first.published

@@ -10,6 +10,7 @@ from moto import mock_aws
 
 from contract.endpoints import FakeEndpointChecker
 from sagemaker_fastchat import registry_ops
+from stores.registry import DynamoRegistry
 from sync.settings import SyncSettings
 from tests.integration.test_sync import TABLE, Registry
 
@@ -43,7 +44,8 @@ def test_not_ready_change_is_rejected_and_listed(reg: tuple[Registry, FakeEndpoi
     assert "endpoint gone does not exist" in published.manifest.rejected["b"]
     assert "demo-tgi" not in fake.calls[1:]  # unchanged specs are not described again
     rows = {
-        row["model"]: row for row in registry_ops.status_rows(registry_ops.Registry(r.ddb, TABLE), published)
+        row["model"]: row
+        for row in registry_ops.status_rows(registry_ops.Registry(DynamoRegistry(r.ddb, TABLE)), published)
     }
     assert rows["a"]["status"] == "rejected (last good spec live)"
     assert rows["a"]["reason"] == "a: endpoint demo-tgi-2 is Creating, not InService"

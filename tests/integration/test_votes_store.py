@@ -1,4 +1,5 @@
-"""The DynamoDB votes store against moto: the contract, and an outage (moto's server stopped) losing nothing."""
+"""The DynamoDB votes store against moto: the contract (shared with the in-memory fake), and an outage
+(moto's server stopped) losing nothing."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from moto import mock_aws
 from moto.server import ThreadedMotoServer
 
 from arena.votes import ModelRef, Vote
-from stores.votes import DynamoVotesStore, VoteRecorder, create_tables, read_totals
+from stores.testing import InMemoryVotesStore
+from stores.votes import DynamoVotesStore, VoteRecorder, VotesStore, create_tables, read_totals
 from tests.helpers import free_port
 from tests.unit.test_vote_recorder import check_voter_cap
 
@@ -28,15 +30,19 @@ def vote(n: int, vote_type: str = "leftvote", day: int = 0, **extra: Any) -> Vot
     return Vote(f"v{n}", vote_type, "battle", (A, B), T0 + day * DAY + n, **extra)
 
 
-@pytest.fixture
-def store() -> Iterator[DynamoVotesStore]:
+@pytest.fixture(params=["moto", "fake"])
+def store(request: pytest.FixtureRequest) -> Iterator[VotesStore]:
+    """The contract's two sides: the DynamoDB adapter on moto and the in-memory fake (same assertions)."""
+    if request.param == "fake":
+        yield InMemoryVotesStore()
+        return
     with mock_aws():
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_tables(client, "votes", "counts")
         yield DynamoVotesStore(client, "votes", "counts")
 
 
-def test_put_is_idempotent_and_moves_the_counters(store: DynamoVotesStore) -> None:
+def test_put_is_idempotent_and_moves_the_counters(store: VotesStore) -> None:
     """A vote is stored once per id (a repeat returns False) and its counters move once."""
     assert store.put(vote(1))
     assert not store.put(vote(1))
@@ -50,7 +56,7 @@ def test_put_is_idempotent_and_moves_the_counters(store: DynamoVotesStore) -> No
     assert next(store.votes()) == vote(1)
 
 
-def test_time_window_reads_day_buckets(store: DynamoVotesStore) -> None:
+def test_time_window_reads_day_buckets(store: VotesStore) -> None:
     """--since sums the day buckets from that day on; votes() filters by cast time."""
     store.put(vote(1, day=0))
     store.put(vote(2, "rightvote", day=2))

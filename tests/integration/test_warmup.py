@@ -15,10 +15,9 @@ import httpx
 import pytest
 from moto import mock_aws
 
-from contract.endpoints import Boto3EndpointChecker, FakeEndpointChecker
+from contract.endpoints import FakeEndpointChecker
 from contract.registry import evaluate_registry
 from contract.spec import parse_model_item
-from contract.ssm_reader import SsmReader
 from runtime.adapter import SageMakerAdapter
 from runtime.model_set import LiveModelSet
 from runtime.poller import Poller
@@ -28,8 +27,9 @@ from sagemaker_fastchat.cli import build_parser
 from sagemaker_fastchat.launch import build_warmup, build_worker, worker_settings
 from sagemaker_fastchat.settings import WorkerSettings
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
+from stores.endpoints import Boto3EndpointChecker
+from stores.ssm import SnapshotReader, SnapshotWriter, SsmParameters
 from sync.publisher import publish
-from sync.ssm_store import SsmStore
 from telemetry.tracing import Tracer
 from tests.helpers import example_item, serve_in_thread
 
@@ -215,7 +215,7 @@ def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_ver
     version being published."""
     with mock_aws():
         ssm = boto3.client("ssm", region_name="us-east-1")
-        store = SsmStore(ssm, "/warm")
+        store = SnapshotWriter(SsmParameters(ssm), "/warm")
 
         def publish_items(*items: dict[str, Any]) -> None:
             names = {"model_name": "all-models", "model_names": ",".join(i["model_name"] for i in items)}
@@ -225,7 +225,7 @@ def test_ssm_poller_checks_once_per_version_and_rechecks_refused_at_the_same_ver
         now = [0.0]
         live = LiveModelSet()
         poller = Poller(
-            SsmSource(SsmReader(ssm, "/warm")),
+            SsmSource(SnapshotReader(SsmParameters(ssm), "/warm")),
             live,
             lambda s: SageMakerAdapter(s, client=None),
             warmup=Warmup(fake, recheck=30.0, clock=lambda: now[0]),

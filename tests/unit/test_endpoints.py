@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from contract.endpoints import (
-    Boto3EndpointChecker,
     CachedChecker,
     EndpointVerdict,
     FakeEndpointChecker,
@@ -13,6 +12,7 @@ from contract.endpoints import (
     verdict_from_error,
 )
 from runtime.warmup import probe_failure
+from stores.endpoints import Boto3EndpointChecker
 
 
 @pytest.mark.parametrize("status", ["InService", "Updating", "SystemUpdating", "RollingBack"])

@@ -1,0 +1,107 @@
+"""The registry table: a port (`RegistryStore`) and its DynamoDB adapter (`DynamoRegistry`). The in-memory
+fake is `stores.testing.InMemoryRegistry`.
+
+Items cross the port in DynamoDB's typed form (`{"model_name": {"S": "a"}}`), exactly as stored: the
+contract's validators read that form (and refuse a malformed typed value by field), so nothing is
+converted on the way. Every read is strongly consistent: the sync Lambda never trusts the stream's deltas
+and reads the whole table in one scan; the CLI reads and writes `all-models` with a condition.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from botocore.exceptions import ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+Item = dict[str, Any]  # an item in DynamoDB's typed form
+KEY = "model_name"
+
+
+class ConcurrentChangeError(RuntimeError):
+    """A conditional write found the attribute changed since it was read."""
+
+
+class RegistryStore(Protocol):
+    def scan(self) -> list[Item]:
+        """Every item of the table (paginated, strongly consistent)."""
+        ...
+
+    def get(self, name: str) -> Item | None:
+        """The item keyed `name` (strongly consistent), or None."""
+        ...
+
+    def put(self, item: Item) -> None:
+        """Create or replace the item keyed by its `model_name`."""
+        ...
+
+    def put_if(self, item: Item, attribute: str, expected: str | None) -> None:
+        """Put, only if the stored item's string `attribute` still equals `expected` (None: is absent);
+        raises ConcurrentChangeError otherwise, writing nothing."""
+        ...
+
+    def delete(self, name: str) -> None:
+        """Delete the item keyed `name` (nothing when there is none)."""
+        ...
+
+
+class DynamoRegistry:
+    """The boto3 implementation of `RegistryStore`."""
+
+    def __init__(self, dynamodb: DynamoDBClient, table: str) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+
+    def scan(self) -> list[Item]:
+        items: list[Item] = []
+        for page in self.dynamodb.get_paginator("scan").paginate(TableName=self.table, ConsistentRead=True):
+            items.extend(page.get("Items", []))
+        return items
+
+    def get(self, name: str) -> Item | None:
+        got = self.dynamodb.get_item(TableName=self.table, Key={KEY: {"S": name}}, ConsistentRead=True)
+        return got.get("Item")
+
+    def put(self, item: Item) -> None:
+        self.dynamodb.put_item(TableName=self.table, Item=item)
+
+    def put_if(self, item: Item, attribute: str, expected: str | None) -> None:
+        try:
+            if expected is None:
+                self.dynamodb.put_item(
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(#a)",
+                    ExpressionAttributeNames={"#a": attribute},
+                )
+            else:
+                self.dynamodb.put_item(
+                    TableName=self.table,
+                    Item=item,
+                    ConditionExpression="#a = :old",
+                    ExpressionAttributeNames={"#a": attribute},
+                    ExpressionAttributeValues={":old": {"S": expected}},
+                )
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                raise ConcurrentChangeError(f"{attribute} changed since it was read") from None
+            raise
+
+    def delete(self, name: str) -> None:
+        self.dynamodb.delete_item(TableName=self.table, Key={KEY: {"S": name}})
+
+
+def create_table(dynamodb: DynamoDBClient, table: str) -> None:
+    """Create the registry table with its stream when missing (the local stack and tests; CloudFormation
+    creates it on AWS)."""
+    if table in dynamodb.list_tables().get("TableNames", []):
+        return
+    dynamodb.create_table(
+        TableName=table,
+        KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    )

@@ -1,0 +1,179 @@
+"""One contract per store port: the same assertions against the boto3 adapter on moto and the in-memory
+fake in `stores.testing`, so the fakes the other tests use are proven faithful."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from contract.snapshot import SnapshotError
+from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore, create_table
+from stores.ssm import MAX_VERSIONS, ParameterStore, SnapshotWriter, SsmParameters
+from stores.testing import InMemoryParameters, InMemoryRegistry
+
+TABLE = "contract-registry"
+
+
+@pytest.fixture(params=["moto", "fake"])
+def parameters(request: pytest.FixtureRequest) -> Iterator[ParameterStore]:
+    if request.param == "fake":
+        yield InMemoryParameters()
+        return
+    with mock_aws():
+        yield SsmParameters(boto3.client("ssm", region_name="us-east-1"))
+
+
+@pytest.fixture(params=["moto", "fake"])
+def registry(request: pytest.FixtureRequest) -> Iterator[RegistryStore]:
+    if request.param == "fake":
+        yield InMemoryRegistry()
+        return
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, TABLE)
+        yield DynamoRegistry(client, TABLE)
+
+
+# --- ParameterStore -------------------------------------------------------------------------------------
+def test_parameters_count_versions_and_keep_every_one(parameters: ParameterStore) -> None:
+    assert parameters.get("/p/a") is None
+    assert parameters.put("/p/a", "one") == 1
+    assert parameters.put("/p/a", "two") == 2
+    assert parameters.get("/p/a") == ("two", 2)
+    assert parameters.get("/p/a", 1) == ("one", 1)
+    assert parameters.get("/p/a", 3) is None
+    assert parameters.get("/p/b", 1) is None
+
+
+def test_parameters_keep_the_newest_100_versions(parameters: ParameterStore) -> None:
+    for i in range(MAX_VERSIONS + 1):
+        assert parameters.put("/p/a", str(i)) == i + 1
+    assert parameters.get("/p/a", 1) is None
+    assert parameters.get("/p/a", 2) == ("1", 2)
+    assert parameters.get("/p/a") == (str(MAX_VERSIONS), MAX_VERSIONS + 1)
+
+
+def test_parameters_list_recursively_under_a_path(parameters: ParameterStore) -> None:
+    for name in ("/p/models/a", "/p/models/deep/b", "/p/model-set", "/other/x", "/pp/y"):
+        parameters.put(name, "v")
+    assert sorted(parameters.names_under("/p/models")) == ["/p/models/a", "/p/models/deep/b"]
+    assert sorted(parameters.names_under("/p")) == ["/p/model-set", "/p/models/a", "/p/models/deep/b"]
+    assert parameters.names_under("/none") == []
+
+
+def test_parameters_delete_every_version(parameters: ParameterStore) -> None:
+    parameters.put("/p/a", "one")
+    parameters.put("/p/a", "two")
+    parameters.delete("/p/a")
+    assert parameters.get("/p/a") is None
+    assert parameters.get("/p/a", 1) is None
+    assert parameters.names_under("/p") == []
+    with pytest.raises(ClientError) as raised:
+        parameters.delete("/p/a")
+    assert raised.value.response["Error"]["Code"] == "ParameterNotFound"
+
+
+def test_the_writer_refuses_values_over_8kb_and_counts(parameters: ParameterStore) -> None:
+    """The writer enforces SSM's 8 KB limit that moto does not, whatever the port."""
+    writer = SnapshotWriter(parameters, "/p")
+    with pytest.raises(SnapshotError, match="8192"):
+        writer.put("/p/a", "x" * 9000)
+    assert writer.put("/p/a", "x" * 8192) == 1
+    assert writer.get("/p/a") == ("x" * 8192, 1)
+    assert (writer.reads, writer.writes) == (1, 1)
+
+
+# --- RegistryStore --------------------------------------------------------------------------------------
+def _item(name: str, **attributes: str) -> dict[str, dict[str, str]]:
+    return {"model_name": {"S": name}, **{k: {"S": v} for k, v in attributes.items()}}
+
+
+def test_registry_round_trips_typed_items(registry: RegistryStore) -> None:
+    assert registry.scan() == []
+    assert registry.get("a") is None
+    stored = {**_item("a", endpoint_name="e"), "n": {"N": "3"}, "on": {"BOOL": True}}
+    registry.put(stored)
+    registry.put(_item("b"))
+    assert registry.get("a") == stored
+    registry.put(_item("a", endpoint_name="f"))
+    assert registry.get("a") == _item("a", endpoint_name="f")
+    assert sorted(registry.scan(), key=lambda i: i["model_name"]["S"]) == [
+        _item("a", endpoint_name="f"),
+        _item("b"),
+    ]
+
+
+def test_registry_returns_copies(registry: RegistryStore) -> None:
+    registry.put(_item("a", endpoint_name="e"))
+    got = registry.get("a")
+    assert got is not None
+    got["endpoint_name"]["S"] = "changed"
+    registry.scan()[0]["model_name"]["S"] = "changed"
+    assert registry.get("a") == _item("a", endpoint_name="e")
+
+
+def test_registry_deletes(registry: RegistryStore) -> None:
+    registry.put(_item("a"))
+    registry.delete("a")
+    assert registry.get("a") is None
+    registry.delete("a")  # nothing there: not an error
+    assert registry.scan() == []
+
+
+def test_registry_refuses_an_item_without_its_key(registry: RegistryStore) -> None:
+    with pytest.raises(ClientError) as raised:
+        registry.put({"endpoint_name": {"S": "e"}})
+    assert raised.value.response["Error"]["Code"] == "ValidationException"
+
+
+def test_registry_conditional_put(registry: RegistryStore) -> None:
+    """put_if writes only while the attribute holds what was read (absent: None), else writes nothing."""
+    registry.put_if(_item("all-models", model_names="a"), "model_names", None)
+    with pytest.raises(ConcurrentChangeError):
+        registry.put_if(_item("all-models", model_names="b"), "model_names", None)
+    with pytest.raises(ConcurrentChangeError):
+        registry.put_if(_item("all-models", model_names="b"), "model_names", "stale")
+    assert registry.get("all-models") == _item("all-models", model_names="a")
+    registry.put_if(_item("all-models", model_names="a,b"), "model_names", "a")
+    assert registry.get("all-models") == _item("all-models", model_names="a,b")
+    registry.put(_item("all-models"))  # the item without the attribute counts as absent
+    registry.put_if(_item("all-models", model_names="c"), "model_names", None)
+    assert registry.get("all-models") == _item("all-models", model_names="c")
+
+
+# --- The fakes' faults ---------------------------------------------------------------------------------
+def test_a_fake_fails_the_nth_call_from_now_then_every_call_until_healed() -> None:
+    fake = InMemoryParameters()
+    fake.put("/p/a", "one")
+    fake.fail("put", nth=2)
+    assert fake.put("/p/a", "two") == 2
+    with pytest.raises(ClientError) as raised:
+        fake.put("/p/a", "three")
+    assert raised.value.response["Error"]["Code"] == "InternalServerError"
+    assert fake.put("/p/a", "three") == 3  # only the second one failed; nothing was written by it
+    assert fake.get("/p/a") == ("three", 3)
+    fake.fail("get", error=TimeoutError("read timed out"))
+    with pytest.raises(TimeoutError):
+        fake.get("/p/a")
+    with pytest.raises(TimeoutError):
+        fake.get("/p/a")
+    fake.heal()
+    assert fake.get("/p/a") == ("three", 3)
+    assert fake.calls["put"] == 4
+    assert fake.calls["get"] == 4
+    with pytest.raises(ValueError, match="has no call 'put_parameter'"):
+        fake.fail("put_parameter")
+
+
+def test_a_fake_registry_fails_on_demand() -> None:
+    fake = InMemoryRegistry([_item("a")])
+    fake.fail("scan")
+    with pytest.raises(ClientError):
+        fake.scan()
+    fake.heal()
+    assert fake.scan() == [_item("a")]
+    assert fake.calls["scan"] == 2
