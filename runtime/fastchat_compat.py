@@ -124,7 +124,7 @@ def prepare_fastchat_logging() -> None:
 
 def reclaim_logging() -> None:
     """Undo what an earlier-bound build_logger may have done to stdout/stderr, then configure ours."""
-    from contract.logs import configure_logging
+    from telemetry.logs import configure_logging
 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     configure_logging()

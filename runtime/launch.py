@@ -13,10 +13,10 @@ from typing import Any
 
 import uvicorn
 
-from contract.logs import configure_logging
 from contract.snapshot import DEFAULT_PREFIX, validate_prefix
 from runtime import fastchat_compat
 from sagemaker_fastchat.options import env_default, env_option
+from telemetry.logs import configure_logging
 from telemetry.propagation import TraceMiddleware
 from telemetry.tracing import Tracer
 

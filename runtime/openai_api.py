@@ -682,8 +682,8 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
 
 def app_from_env() -> Any:
     """The traced app built from the environment (what each uvicorn worker process imports)."""
-    from contract.logs import configure_logging
     from telemetry import propagation
+    from telemetry.logs import configure_logging
     from telemetry.propagation import TraceMiddleware
     from telemetry.tracing import Tracer
 

@@ -24,7 +24,6 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.endpoints import Boto3EndpointChecker, EndpointChecker
-from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
 from contract.snapshot import Manifest, SnapshotError
 from sync.endpoint_gate import screen
@@ -32,6 +31,7 @@ from sync.publisher import PublishResult, StaleManifestError, publish, report_no
 from sync.registry_reader import scan_registry
 from sync.settings import SyncSettings
 from sync.ssm_store import SsmStore
+from telemetry.logs import configure_logging
 from telemetry.tracing import Tracer, child_span
 
 log = structlog.get_logger("sync")

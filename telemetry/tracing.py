@@ -4,7 +4,7 @@ FastChat's servers stream through sync generators running in threadpool threads,
 in a middleware would close before a StreamingResponse finishes, so spans here are explicit objects
 (not the SDK's thread-local context): whoever begins a span ends it, in whatever thread the work ends.
 The current span is also kept in a context variable, so outgoing HTTP calls can carry its trace header
-(`telemetry.propagation`) and log lines its trace id (`contract.logs`).
+(`telemetry.propagation`) and log lines its trace id (`telemetry.logs`).
 
 Configuration (environment): XRAY_ENABLED (default true; false makes every call a cheap no-op),
 XRAY_SAMPLING_RATE (share of new traces recorded, default 0.05; the local stack uses 1),
@@ -31,7 +31,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from contract import logs
+from telemetry import logs
 
 TRACE_HEADER = "X-Amzn-Trace-Id"
 MAX_DOCUMENT_BYTES = 60_000  # under the daemon's 64 KB datagram, leaving room for the protocol header

@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from contract import logs
+from telemetry import logs
 from telemetry.collector import Collector, build_tree, parse_datagram, render
 from telemetry.propagation import TraceMiddleware, patch_httpx
 from telemetry.tracing import (
