@@ -123,9 +123,6 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     from runtime.worker import SetWorker, WorkerSettings, create_worker_app
 
     live = LiveModelSet()
-    fastchat_compat.install_live_template_adapter(
-        lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
-    )
     client = SageMakerClient(sagemaker_client_config(args.limit_concurrency + 8, args.read_timeout))
 
     def make_adapter(spec: Any) -> SageMakerAdapter:
@@ -158,11 +155,9 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from runtime.tracing import tracer
-
     configure_logging()
-    tracer.prepare()
-    _, app = build_worker(args)
+    worker, app = build_worker(args)
+    worker.tracer.prepare()
     uvicorn.run(
         app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=graceful_seconds()
     )
@@ -177,10 +172,7 @@ def add_controller_parser(sub: Any) -> None:
 
 
 def run_controller(args: argparse.Namespace) -> int:
-    fastchat_compat.prepare_fastchat_logging()
-    from fastchat.serve import controller
-
-    fastchat_compat.reclaim_logging()
+    controller = fastchat_compat.apply_for_controller()
     controller.controller = controller.Controller("shortest_queue")
     tracer = Tracer("sagemaker-fastchat-controller")
     # Only the per-chat lookups are traced; heartbeats and registrations would drown the traces.

@@ -682,12 +682,12 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
 
 def app_from_env() -> Any:
     """The traced app built from the environment (what each uvicorn worker process imports)."""
+    from runtime import fastchat_compat
     from telemetry import propagation
-    from telemetry.logs import configure_logging
     from telemetry.propagation import TraceMiddleware
     from telemetry.tracing import Tracer
 
-    configure_logging()
+    fastchat_compat.apply_for_api()
     propagation.patch_aiohttp()  # outgoing calls carry the request's trace header
     tracer = Tracer("sagemaker-fastchat-api")
     tracer.prepare()  # load the X-Ray SDK now: inside the first sampled chat it stalled every stream

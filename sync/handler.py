@@ -35,7 +35,7 @@ from telemetry.logs import configure_logging
 from telemetry.tracing import Tracer, child_span
 
 log = structlog.get_logger("sync")
-tracer = Tracer("sagemaker-fastchat-sync")
+SYNC_SERVICE = "sagemaker-fastchat-sync"
 MAX_ATTEMPTS = 3
 TRANSIENT = (BotoCoreError, ClientError, StaleManifestError)  # worth a retry of the same batch
 
@@ -44,9 +44,15 @@ class SyncHandler:
     """Holds the clients across invocations (Lambda reuses the process)."""
 
     def __init__(
-        self, dynamodb: Any, ssm: Any, settings: SyncSettings, checker: EndpointChecker | None = None
+        self,
+        dynamodb: Any,
+        ssm: Any,
+        settings: SyncSettings,
+        checker: EndpointChecker | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.dynamodb = dynamodb
+        self.tracer = tracer if tracer is not None else Tracer(SYNC_SERVICE)
         self.store = SsmStore(ssm, settings.ssm_prefix)
         self.settings = settings
         self.checker = checker  # the optional endpoint check before publishing (sync/endpoint_gate.py)
@@ -58,7 +64,7 @@ class SyncHandler:
 
         If another publisher moves the manifest meanwhile, the table is read again and the set rebuilt,
         so a stale view of the table is never published over a newer one."""
-        with tracer.span("sagemaker-fastchat-sync") as span:
+        with self.tracer.span(SYNC_SERVICE) as span:
             result = self._sync()
             if span is not None and result is not None:
                 span.annotate("model_set_version", result.version)

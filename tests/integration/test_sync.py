@@ -588,19 +588,15 @@ def test_publish_function_directly_is_idempotent(reg: Registry) -> None:
     assert second.version == first.version
 
 
-def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry) -> None:
     """A sync writing 300 models traces every SSM write in documents under the daemon's 64 KB datagram,
     and the segment still carries the totals."""
-    import sync.handler
     from telemetry.collector import build_tree
+    from telemetry.testing import recording_tracer, sent
     from telemetry.tracing import MAX_DOCUMENT_BYTES
     from tests.unit.test_telemetry import descendants
 
-    tracer = sync.handler.tracer
-    monkeypatch.setattr(tracer, "enabled", True)
-    monkeypatch.setattr(tracer, "rate", 1.0)
-    monkeypatch.setattr(tracer, "keep_sent", True)
-    monkeypatch.setattr(tracer, "sent", [])
+    tracer = reg.handler.tracer = recording_tracer("sagemaker-fastchat-sync")
     names = [f"{i:03d}-" + "n" * 60 for i in range(300)]
     for name in names:
         reg.put_model(name)
@@ -608,8 +604,8 @@ def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry, monkeypatch: p
     result = reg.handler.sync()
     assert result is not None
     assert len(result.added) == 300
-    assert max(len(json.dumps(doc).encode()) for doc in tracer.sent) <= MAX_DOCUMENT_BYTES
-    (root,) = build_tree(tracer.sent)
+    assert max(len(json.dumps(doc).encode()) for doc in sent(tracer)) <= MAX_DOCUMENT_BYTES
+    (root,) = build_tree(sent(tracer))
     assert root["annotations"]["models_added"] == 300
     writes = [d for d in descendants(root) if d["name"] == "SSM PutParameter"]
     assert len(writes) == result.ssm_writes

@@ -12,7 +12,7 @@ def test_unrecognised_names_get_the_neutral_template() -> None:
     "Assistant:" turns, never FastChat's one_shot example conversation; known names keep theirs; a
     model's conv_template wins."""
     templates = {"Llama 2 (70B)": "llama-2"}
-    fastchat_compat.install_live_template_adapter(templates.get)
+    fastchat_compat.apply_for_worker(templates.get)
     conv = fastchat_compat.conversation_template("alpha")
     assert conv.name == fastchat_compat.NEUTRAL_TEMPLATE
     conv.append_message(conv.roles[0], "hi")
