@@ -40,8 +40,12 @@ def configure_logging(level: str | None = None, json_output: bool | None = None)
         add_trace_id,
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    # The same list instance, refilled: loggers cached on first use hold it, so a second call (the worker's
+    # FastChat shims reconfigure) and structlog.testing.capture_logs reach them too.
+    processors = structlog.get_config()["processors"]
+    processors[:] = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

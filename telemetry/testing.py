@@ -3,7 +3,7 @@
 `ListEmitter` is the `telemetry.tracing.Emitter` port's fake: it keeps every document a tracer emits,
 parsed, instead of sending it to the X-Ray daemon. `recording_tracer` builds a tracer over one.
 Log lines are checked with structlog's own `structlog.testing.capture_logs`.
-See docs/design.md "Telemetry".
+See docs/design.md "Observability".
 """
 
 from __future__ import annotations

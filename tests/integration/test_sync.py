@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from structlog.testing import capture_logs
 
 from contract.snapshot import encode_model_name, manifest_name
 from sync.handler import SyncHandler
@@ -250,6 +251,33 @@ def test_deleted_item_still_listed_is_rejected_and_kept(reg: Registry) -> None:
     manifest = reg.manifest().manifest
     assert manifest.names == ("a",)
     assert "no item" in manifest.rejected["a"]
+
+
+def test_the_syncs_documented_log_events(reg: Registry) -> None:
+    """README "Observability": `model_set_not_published` (error, with the reason), `model_set_published`,
+    `model_set_unchanged` (info, with the result), `model_rejected` (warning, per rejected model)."""
+    reg.put_model("a")
+    with capture_logs() as logs:
+        reg.handler.sync()  # no all-models item yet
+    (line,) = [e for e in logs if e["event"] == "model_set_not_published"]
+    assert line["log_level"] == "error"
+    assert "'all-models' item is missing" in line["reason"]
+    assert line["table"] == TABLE
+    reg.set_active("a,b")
+    reg.put_model("b", endpoint_name="bad name")
+    with capture_logs() as logs:
+        reg.handler.sync()
+        reg.handler.sync()
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("model_set_published", "info"),
+        ("model_rejected", "warning"),
+        ("model_set_unchanged", "info"),
+        ("model_rejected", "warning"),
+    ]
+    assert (logs[0]["version"], logs[0]["added"], logs[0]["published"]) == (2, ["a"], True)
+    assert (logs[1]["model"], logs[1]["version"]) == ("b", 2)
+    assert "endpoint_name" in logs[1]["reason"]
+    assert (logs[2]["version"], logs[2]["published"]) == (2, False)
 
 
 def test_missing_all_models_is_reported_not_published(reg: Registry) -> None:
