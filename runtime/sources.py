@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -194,6 +194,10 @@ class FileSource:
             raise SnapshotUnavailable(str(exc)) from None
         specs = [state.specs[n] for n in state.active if n in state.specs]
         return Snapshot(None, specs, state.rejected, state.active, state.warnings)
+
+
+if TYPE_CHECKING:  # mypy checks that both implement the protocol the poller takes
+    _SOURCES: tuple[type[ModelSetSource], ...] = (SsmSource, FileSource)
 
 
 def _stat(path: Path) -> tuple[float, int] | None:
