@@ -7,6 +7,7 @@ subsegment, annotations, metadata, the UDP send, and the log line). Tracing off 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import time
@@ -19,7 +20,7 @@ import structlog
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime import tracing
-from telemetry.tracing import Tracer
+from telemetry.tracing import Tracer, UdpEmitter
 
 CHUNKS = [
     {"text": "x" * i, "error_code": 0, "usage": {"completion_tokens": i}, "finish_reason": None}
@@ -32,8 +33,8 @@ async def chunks() -> AsyncIterator[dict[str, Any]]:
         yield chunk
 
 
-async def one_request() -> None:
-    trace = tracing.GenerationTrace(None, "m", "e", 1)
+async def one_request(tracer: Tracer) -> None:
+    trace = tracing.GenerationTrace(tracer, None, "m", "e", 1)
     async for _ in tracing.traced_stream(chunks(), trace):
         pass
 
@@ -65,10 +66,9 @@ def main() -> None:
     results: dict[str, float] = {}
     for label, tracer in (
         ("off", Tracer("b", enabled=False)),
-        ("on", Tracer("b", rate=1.0, address="127.0.0.1:9")),
+        ("on", Tracer("b", UdpEmitter("127.0.0.1:9"), rate=1.0)),
     ):
-        tracing.tracer = tracer
-        results[label] = per_request_us(one_request, n)
+        results[label] = per_request_us(functools.partial(one_request, tracer), n)
         tracer.close()
     base = per_request_us(bare, n)
     print(

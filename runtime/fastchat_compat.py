@@ -1,7 +1,10 @@
 """Every FastChat compatibility shim, in one place (fschat 0.2.36; installed packages are never edited).
 
-Each shim says what it fixes and why; each is tested through FastChat's real code paths
-(tests/integration/test_fastchat_compat.py).
+Each shim says what it fixes and why; each is tested through FastChat's real code paths (tests/unit/
+test_fastchat_compat.py, test_arena_ui.py, tests/integration/test_arena_send.py). Callers never apply a
+shim themselves: one entry point per role applies that role's shims in the order they need
+(`apply_for_worker`, `apply_for_api`, `apply_for_controller`, `apply_for_web` then `apply_for_arena`,
+`finish_arena_page`); each is idempotent (docs/design.md "FastChat shims").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import time
 import types
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 _STUBBED_ROOTS = ("torch", "transformers", "accelerate", "peft")
@@ -120,7 +124,7 @@ def _plain_logger(logger_name: str, logger_filename: str = "") -> logging.Logger
     return logger
 
 
-def prepare_fastchat_logging() -> None:
+def _prepare_fastchat_logging() -> None:
     os.environ["LOGDIR"] = ""
     import fastchat.utils
 
@@ -132,9 +136,9 @@ def prepare_fastchat_logging() -> None:
             module.logger.setLevel(_log_level)
 
 
-def reclaim_logging() -> None:
+def _reclaim_logging() -> None:
     """Undo what an earlier-bound build_logger may have done to stdout/stderr, then configure ours."""
-    from contract.logs import configure_logging
+    from telemetry.logs import configure_logging
 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     configure_logging()
@@ -153,7 +157,7 @@ def conversation_log_path() -> str:
     return os.path.join(folder, f"{t.tm_year}-{t.tm_mon:02d}-{t.tm_mday:02d}-conv.json")
 
 
-def redirect_conversation_logs() -> None:
+def _redirect_conversation_logs() -> None:
     for name, module in list(sys.modules.items()):
         if name.startswith("fastchat.serve.") and hasattr(module, "get_conv_log_filename"):
             setattr(module, "get_conv_log_filename", conversation_log_path)  # noqa: B010
@@ -166,7 +170,7 @@ def redirect_conversation_logs() -> None:
 TemplateLookup = Callable[[str], str | None]
 
 
-def install_live_template_adapter(lookup: TemplateLookup) -> None:
+def _install_live_template_adapter(lookup: TemplateLookup) -> None:
     model_adapter = import_torch_free("fastchat.model.model_adapter")
     from fastchat.conversation import Conversation, get_conv_template
 
@@ -244,7 +248,7 @@ def known_conv_template(name: str) -> bool:
 # --- Shim 4: model output is shown as sanitized HTML ---------------------------------------------------
 # FastChat's chat UI renders model output as markdown/HTML (FastChat issue #88: an open XSS). gradio 5's
 # Chatbot sanitizes by default; this makes sure no FastChat tab turns that off, whatever it passes.
-def enforce_chatbot_sanitizing() -> None:
+def _enforce_chatbot_sanitizing() -> None:
     import gradio as gr
 
     original = gr.Chatbot.__init__
@@ -265,7 +269,7 @@ def enforce_chatbot_sanitizing() -> None:
 # "A function (add_text) returned too many output values". Once FastChat has built that tab, each
 # `add_text` event whose outputs are a prefix of the widest one's gets the widest one's outputs. The
 # builder is replaced in its own module too: the UI's `__main__` run imports it from there again.
-def complete_arena_send_outputs() -> None:
+def _complete_arena_send_outputs() -> None:
     from gradio.context import get_blocks_context
 
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
@@ -304,7 +308,7 @@ VOTE_MODULES = {
 }
 
 
-def capture_votes(on_vote: VoteCallback) -> None:
+def _capture_votes(on_vote: VoteCallback) -> None:
     for name, tab in VOTE_MODULES.items():
         module = sys.modules.get(name)
         original = getattr(module, "vote_last_response", None)
@@ -335,7 +339,7 @@ def capture_votes(on_vote: VoteCallback) -> None:
 # an outage list, all naming public models). Its `get_battle_pair` now draws two different models from
 # the live list FastChat loaded on page load, each with weight `weight(name)` (0: never), falling back to
 # FastChat's behaviour (any two live models) when fewer than two have a weight.
-def replace_battle_sampling(weight: Callable[[str], float]) -> None:
+def _replace_battle_sampling(weight: Callable[[str], float]) -> None:
     import random
 
     anony: Any = sys.modules["fastchat.serve.gradio_block_arena_anony"]
@@ -363,8 +367,8 @@ def replace_battle_sampling(weight: Callable[[str], float]) -> None:
 # About tab, sponsor logos from third-party hosts (`acknowledgment_md`), a script from a CDN in the page
 # head, and a Leaderboard tab that needs LMSYS's result files. Texts and logos are emptied before the UI
 # is built, `build_about` and `build_leaderboard_tab` are replaced by the caller's, and after the build
-# the head script and FastChat's notices are removed (`scrub_page`).
-def replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: Callable[..., Any]) -> None:
+# the head script and FastChat's notices are removed (`_scrub_page`).
+def _replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: Callable[..., Any]) -> None:
     for name in VOTE_MODULES:
         module = sys.modules.get(name)
         if module is not None and hasattr(module, "acknowledgment_md"):
@@ -374,7 +378,7 @@ def replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: Ca
     multi.build_leaderboard_tab = build_leaderboard_tab
 
 
-def scrub_page(demo: Any, title: str) -> list[Any]:
+def _scrub_page(demo: Any, title: str) -> list[Any]:
     """Remove FastChat's notices and head script; return the model-description Markdown blocks (so the
     caller can fill them from the live set on every page load)."""
     import gradio as gr
@@ -402,7 +406,7 @@ _THIRD_PARTY_TAGS = re.compile(
 )
 
 
-def local_fonts_theme() -> Any:
+def _local_fonts_theme() -> Any:
     import gradio as gr
 
     return gr.themes.Default(
@@ -412,7 +416,7 @@ def local_fonts_theme() -> Any:
     )
 
 
-def use_theme(demo: Any, theme: Any) -> None:
+def _use_theme(demo: Any, theme: Any) -> None:
     """Swap a built page's theme (FastChat builds it with gradio's default, Google-hosted fonts)."""
     demo.theme = theme
     demo.theme_css = theme._get_theme_css()
@@ -457,7 +461,7 @@ class StripThirdPartyTags:
 HIDDEN_NAME = "[name hidden]"
 
 
-def hide_names_in_battles(names: Callable[[str], list[str]]) -> None:
+def _hide_names_in_battles(names: Callable[[str], list[str]]) -> None:
     anony: Any = sys.modules["fastchat.serve.gradio_block_arena_anony"]
     original = getattr(anony.bot_response, "_unmasked", anony.bot_response)
 
@@ -476,3 +480,77 @@ def hide_names_in_battles(names: Callable[[str], list[str]]) -> None:
 
     masked._unmasked = original  # type: ignore[attr-defined]
     anony.bot_response = masked
+
+
+# --- Entry points: one per role, each applying that role's shims in the order they need -------------------
+def _import_with_our_logging(import_: Callable[[], types.ModuleType]) -> types.ModuleType:
+    """Shim 2 around an import of FastChat modules: their loggers are ours before and after."""
+    _prepare_fastchat_logging()
+    module = import_()
+    _prepare_fastchat_logging()  # loggers of the modules imported just now
+    _reclaim_logging()
+    return module
+
+
+def apply_for_worker(templates: TemplateLookup) -> None:
+    """Before a `BaseModelWorker` is built: FastChat's logging routed through ours (shim 2), and templates
+    from the live set (`templates(name)`: a model's `conv_template` or None; shim 3)."""
+    _import_with_our_logging(lambda: importlib.import_module("fastchat.serve.base_model_worker"))
+    _install_live_template_adapter(templates)
+
+
+def apply_for_controller() -> Any:
+    """FastChat's controller module, imported with its logging routed through ours (shim 2)."""
+    return _import_with_our_logging(lambda: importlib.import_module("fastchat.serve.controller"))
+
+
+def apply_for_api() -> None:
+    """Our OpenAI API uses only FastChat's conversation templates: our logging set-up (shim 2)."""
+    _import_with_our_logging(lambda: importlib.import_module("fastchat.conversation"))
+
+
+UI_MODULE = "fastchat.serve.gradio_web_server_multi"
+
+
+def apply_for_web(templates: TemplateLookup) -> Any:
+    """FastChat's multi-tab UI module, imported torch-free (shim 1) with sanitized chat output (4), its
+    logging routed through ours and no conversation files (2, 2b), the arena's Send button fixed (5) and
+    templates from the live set (3). The arena's own parts follow with `apply_for_arena`."""
+    _enforce_chatbot_sanitizing()
+    module = _import_with_our_logging(lambda: import_torch_free(UI_MODULE))
+    _complete_arena_send_outputs()
+    _redirect_conversation_logs()
+    _install_live_template_adapter(templates)
+    return module
+
+
+@dataclass(frozen=True)
+class ArenaHooks:
+    """What the arena's shims call back: votes (shim 6), battle weights (7), the operator's About and
+    Leaderboard tabs (8), each model's names to hide in battles (9)."""
+
+    on_vote: VoteCallback
+    battle_weight: Callable[[str], float]
+    build_about: Callable[[], Any]
+    build_leaderboard_tab: Callable[..., Any]
+    battle_names: Callable[[str], list[str]]
+
+
+def apply_for_arena(hooks: ArenaHooks) -> None:
+    """After `apply_for_web` and before the page is built: shims 6, 7, 8 and 9. Wrap FastChat's
+    `bot_response` (tracing, health) before this: shim 9 wraps whatever is there."""
+    web = sys.modules.get("fastchat.serve.gradio_web_server")
+    if getattr(web, "get_conv_log_filename", None) is not conversation_log_path:  # set by apply_for_web
+        raise RuntimeError("apply_for_arena needs apply_for_web first (FastChat's UI modules)")
+    _capture_votes(hooks.on_vote)
+    _replace_battle_sampling(hooks.battle_weight)
+    _replace_page_parts(hooks.build_about, hooks.build_leaderboard_tab)
+    _hide_names_in_battles(hooks.battle_names)
+
+
+def finish_arena_page(demo: Any, title: str) -> list[Any]:
+    """After the page is built (shim 8): FastChat's notices and head script removed, system fonts; returns
+    the model-description blocks for the caller to fill from the live set."""
+    descriptions = _scrub_page(demo, title)
+    _use_theme(demo, _local_fonts_theme())
+    return descriptions

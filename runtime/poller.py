@@ -5,6 +5,7 @@ version; only when it moved, read the manifest and the changed model parameters,
 swap it in. Errors (SSM outage, throttling, a damaged parameter) keep the last good set, are recorded for
 `/model-set`, and back off exponentially up to `max_backoff`.
 File: watchfiles reports changes to the registry file; each change reloads it through the same swap path.
+The poller knows neither: each source implements `runtime.sources.ModelSetSource` (docs/design.md "Workers").
 """
 
 from __future__ import annotations
@@ -12,27 +13,24 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Callable
-from pathlib import Path
 
 import structlog
 
 from contract.spec import ModelSpec
 from runtime.adapter import SageMakerAdapter
 from runtime.model_set import LiveModelSet, build_model_set
-from runtime.sources import FileSource, SnapshotUnavailable, SsmSource
+from runtime.sources import ModelSetSource, SnapshotUnavailable
 from runtime.warmup import Warmup
 from telemetry.tracing import Tracer
 
 log = structlog.get_logger("poller")
-tracer = Tracer("sagemaker-fastchat-poller")
-
-Source = SsmSource | FileSource
+POLLER_SERVICE = "sagemaker-fastchat-poller"
 
 
 class Poller:
     def __init__(
         self,
-        source: Source,
+        source: ModelSetSource,
         live: LiveModelSet,
         make_adapter: Callable[[ModelSpec], SageMakerAdapter],
         *,
@@ -40,6 +38,7 @@ class Poller:
         jitter: float = 0.1,
         max_backoff: float = 60.0,
         warmup: Warmup | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
         self.source = source
         self.live = live
@@ -49,16 +48,15 @@ class Poller:
         self.max_backoff = max_backoff
         self.failures = 0
         self.warmup = warmup  # checks new or changed specs before they take traffic (runtime.warmup)
+        self.tracer = tracer if tracer is not None else Tracer(POLLER_SERVICE)
 
     def poll_once(self) -> bool:
         """Check the source once; True when a new set was swapped in. Raises on source errors."""
         current = self.live.current
         recheck = self.recheck_due()
-        if isinstance(self.source, SsmSource) and self.live.loaded and not recheck:
-            version = self.source.current_version()
-            if version is not None and current.version is not None and version <= current.version:
-                return False
-        with tracer.span("sagemaker-fastchat-poller") as span:
+        if self.live.loaded and not recheck and self.source.unchanged_since(current.version):
+            return False
+        with self.tracer.span(POLLER_SERVICE) as span:
             snapshot = self.source.load()
             admit = self.warmup.admit if self.warmup is not None else None
             new = build_model_set(snapshot, current, self.make_adapter, self.source.description, admit)
@@ -104,40 +102,6 @@ class Poller:
         return base * (1 + random.uniform(-self.jitter, self.jitter))
 
     def run(self, stop: threading.Event) -> None:
-        """Poll until `stop` is set (files: reload on every change watchfiles reports)."""
-        if isinstance(self.source, FileSource):
-            seen = _stat(self.source.path.resolve())  # before the first load: no change can slip between
+        """Poll until `stop` is set, whenever the source says it may have changed."""
+        for _ in self.source.changes(stop, self):
             self._try()
-            self._watch_file(self.source.path, stop, seen)
-            return
-        self._try()
-        while not stop.wait(self.next_delay()):
-            self._try()
-
-    def _watch_file(self, path: Path, stop: threading.Event, seen: tuple[float, int] | None) -> None:
-        from watchfiles import watch
-
-        target = path.resolve()
-        # Watch the folder, not the file: editors often save by replacing the file, which ends a file watch.
-        # Every `interval` the file's stat is compared too, so a change the watch missed (one made before
-        # the watch was established, or on a filesystem without notifications) is still picked up.
-        for changes in watch(
-            target.parent,
-            watch_filter=lambda _change, changed: Path(changed).resolve() == target,
-            stop_event=stop,
-            debounce=200,
-            rust_timeout=int(self.interval * 1000),
-            yield_on_timeout=True,
-        ):
-            current = _stat(target)
-            if changes or current != seen or self.recheck_due():
-                seen = current
-                self._try()
-
-
-def _stat(path: Path) -> tuple[float, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_mtime, st.st_size

@@ -3,7 +3,8 @@
 A segment per generate request (child of the caller's trace header) with one SageMaker subsegment:
 annotations model_name, endpoint_name, model_set_version; metadata time_to_first_token_ms, tokens,
 finish_reason, error. One `generation_finished` log line per request with the same facts and the trace
-id. Never any prompt or completion text.
+id. Never any prompt or completion text. The worker's tracer is built with the worker (`SetWorker`) and
+handed to each trace (docs/design.md "Observability").
 """
 
 from __future__ import annotations
@@ -16,16 +17,18 @@ import structlog
 
 from telemetry.tracing import Tracer
 
-tracer = Tracer("sagemaker-fastchat-worker")
+WORKER_SERVICE = "sagemaker-fastchat-worker"
 log = structlog.get_logger("worker")
 
 
 class GenerationTrace:
     """One generate request: its spans (when sampled), time to first token, the last chunk, the log line."""
 
-    def __init__(self, header: str | None, model: str, endpoint: str, version: int | None) -> None:
+    def __init__(
+        self, tracer: Tracer, header: str | None, model: str, endpoint: str, version: int | None
+    ) -> None:
         self.model, self.endpoint, self.version = model, endpoint, version
-        self.span = tracer.begin("sagemaker-fastchat-worker", header)
+        self.span = tracer.begin(WORKER_SERVICE, header)
         self.call = self.span.child(f"SageMaker {endpoint}", "aws") if self.span is not None else None
         for s in (self.span, self.call):
             if s is not None:

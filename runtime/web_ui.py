@@ -25,7 +25,6 @@ from telemetry import propagation
 from telemetry.tracing import Tracer, current_span
 
 log = structlog.get_logger("web")
-UI_MODULE = "fastchat.serve.gradio_web_server_multi"
 
 
 class LiveModelInfo:
@@ -66,18 +65,11 @@ class LiveModelInfo:
 
 def prepare_ui(worker_url: str) -> Any:
     """Import FastChat's UI torch-free with every shim in place; returns the UI module."""
-    fastchat_compat.prepare_fastchat_logging()
-    fastchat_compat.enforce_chatbot_sanitizing()
-    module = fastchat_compat.import_torch_free(UI_MODULE)
-    fastchat_compat.complete_arena_send_outputs()
-    fastchat_compat.prepare_fastchat_logging()  # modules imported just now
-    fastchat_compat.reclaim_logging()
-    fastchat_compat.redirect_conversation_logs()
+    info = LiveModelInfo(worker_url)
+    module = fastchat_compat.apply_for_web(info.conv_template)
     propagation.patch_all()
     trace_bot_responses(Tracer("sagemaker-fastchat-web"))
-    info = LiveModelInfo(worker_url)
     info.models()  # registers the live models' descriptions before FastChat builds its model list
-    fastchat_compat.install_live_template_adapter(info.conv_template)
     return module
 
 
@@ -116,12 +108,15 @@ def build_arena_demo(
         except Exception as exc:  # a vote must never break the page
             log.error("vote_not_recorded", tab=tab, type=vote_type, error=str(exc))
 
-    fastchat_compat.capture_votes(on_vote)
-    fastchat_compat.replace_battle_sampling(arena_ui.battle_weight(info.models, health))
-    fastchat_compat.replace_page_parts(page.build_about, page.build_leaderboard_tab)
     watch_answers(lambda state: health.answered(str(state.model_name), not arena_ui.state_failed(state)))
-    fastchat_compat.hide_names_in_battles(
-        lambda name: [name, str(info.models().get(name, {}).get("endpoint_name") or "")]
+    fastchat_compat.apply_for_arena(
+        fastchat_compat.ArenaHooks(
+            on_vote=on_vote,
+            battle_weight=arena_ui.battle_weight(info.models, health),
+            build_about=page.build_about,
+            build_leaderboard_tab=page.build_leaderboard_tab,
+            battle_names=lambda name: [name, str(info.models().get(name, {}).get("endpoint_name") or "")],
+        )
     )
     # What FastChat's `__main__` sets before building (its `load_demo` reads these module globals).
     module.args = argparse.Namespace(
@@ -138,8 +133,7 @@ def build_arena_demo(
     module.models, module.all_models = module.get_model_list(controller_address, None, False)
     module.vl_models, _ = module.get_model_list(controller_address, None, True)
     demo = module.build_demo(module.models, module.vl_models, "arena", None)
-    descriptions = fastchat_compat.scrub_page(demo, texts.title)
-    fastchat_compat.use_theme(demo, fastchat_compat.local_fonts_theme())
+    descriptions = fastchat_compat.finish_arena_page(demo, texts.title)
     with demo:
         gr_intro(texts)
     page.attach(demo, descriptions)

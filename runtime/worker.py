@@ -40,8 +40,8 @@ from runtime import fastchat_compat
 from runtime.adapter import INTERNAL, INVALID_REQUEST, NOT_FOUND, SageMakerAdapter, error_chunk
 from runtime.model_set import LiveModelSet
 from runtime.params import MAX_MODEL_NAME_CHARS, check_params
-from runtime.tracing import GenerationTrace, traced_stream
-from telemetry.tracing import TRACE_HEADER
+from runtime.tracing import WORKER_SERVICE, GenerationTrace, traced_stream
+from telemetry.tracing import TRACE_HEADER, Tracer
 
 log = structlog.get_logger("worker")
 
@@ -103,9 +103,12 @@ class Slots:
 class SetWorker(BaseModelWorker):  # type: ignore[misc]
     """FastChat's BaseModelWorker (registration, heartbeats, status) over a swappable model set."""
 
-    def __init__(self, settings: WorkerSettings, live: LiveModelSet) -> None:
+    def __init__(self, settings: WorkerSettings, live: LiveModelSet, tracer: Tracer | None = None) -> None:
         self.live = live
-        fastchat_compat.prepare_fastchat_logging()
+        self.tracer = tracer if tracer is not None else Tracer(WORKER_SERVICE)
+        fastchat_compat.apply_for_worker(
+            lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
+        )
         super().__init__(
             controller_addr=settings.controller_address,
             worker_addr=settings.worker_address,
@@ -114,7 +117,6 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
             model_names=[],
             limit_worker_concurrency=settings.limit_concurrency,
         )
-        fastchat_compat.reclaim_logging()
         self.settings = settings
         self.context_len = DEFAULT_CONTEXT_LENGTH
         self.slots: Slots | None = None  # made on the serving loop (lifespan)
@@ -163,7 +165,7 @@ class SetWorker(BaseModelWorker):  # type: ignore[misc]
 
     def trace(self, adapter: SageMakerAdapter, header: str | None) -> GenerationTrace:
         spec = adapter.spec
-        return GenerationTrace(header, spec.name, spec.endpoint_name, self.live.current.version)
+        return GenerationTrace(self.tracer, header, spec.name, spec.endpoint_name, self.live.current.version)
 
     def conv_template_for(self, model: str) -> dict[str, Any]:
         conv = fastchat_compat.conversation_template(model)

@@ -14,7 +14,6 @@ from typing import Any
 
 import uvicorn
 
-from contract.logs import configure_logging
 from contract.snapshot import validate_prefix
 from runtime import fastchat_compat
 from sagemaker_fastchat.settings import (
@@ -24,6 +23,7 @@ from sagemaker_fastchat.settings import (
     add_flags,
     settings_from,
 )
+from telemetry.logs import configure_logging
 from telemetry.propagation import TraceMiddleware
 from telemetry.tracing import Tracer
 
@@ -60,9 +60,6 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
 
     fastchat_compat.set_log_settings(settings.fastchat_log_level)
     live = LiveModelSet()
-    fastchat_compat.install_live_template_adapter(
-        lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
-    )
     client = SageMakerClient(sagemaker_client_config(settings.limit_concurrency + 8, settings.read_timeout))
 
     def make_adapter(spec: Any) -> SageMakerAdapter:
@@ -96,12 +93,10 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    from runtime.tracing import tracer
-
     settings = worker_settings(args)
     configure_logging()
-    tracer.prepare()
-    _, app = build_worker(settings)
+    worker, app = build_worker(settings)
+    worker.tracer.prepare()
     uvicorn.run(
         app,
         host=settings.host,
@@ -116,10 +111,7 @@ def run_worker(args: argparse.Namespace) -> int:
 def run_controller(args: argparse.Namespace) -> int:
     settings = settings_from(args, ControllerSettings)
     fastchat_compat.set_log_settings(settings.fastchat_log_level)
-    fastchat_compat.prepare_fastchat_logging()
-    from fastchat.serve import controller
-
-    fastchat_compat.reclaim_logging()
+    controller = fastchat_compat.apply_for_controller()
     controller.controller = controller.Controller("shortest_queue")
     tracer = Tracer("sagemaker-fastchat-controller")
     # Only the per-chat lookups are traced; heartbeats and registrations would drown the traces.
@@ -153,7 +145,7 @@ def api_app() -> Any:
     from telemetry import propagation
 
     settings = ApiSettings()
-    configure_logging()
+    fastchat_compat.apply_for_api()
     propagation.patch_aiohttp()  # outgoing calls carry the request's trace header
     tracer = Tracer("sagemaker-fastchat-api")
     tracer.prepare()  # load the X-Ray SDK now: inside the first sampled chat it stalled every stream

@@ -15,11 +15,11 @@ from typing import Any
 import boto3
 import structlog
 
-from contract.logs import configure_logging
 from sagemaker_fastchat.settings import add_flags, settings_from
 from sync.handler import SyncHandler, endpoint_checker
 from sync.settings import SyncSettings
 from sync.stream_consumer import StreamConsumer
+from telemetry.logs import configure_logging
 
 log = structlog.get_logger("sync-local")
 

@@ -23,7 +23,6 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.endpoints import EndpointChecker
-from contract.logs import configure_logging
 from contract.registry import ActiveListError, evaluate_registry
 from contract.snapshot import Manifest, SnapshotError
 from stores.endpoints import Boto3EndpointChecker
@@ -32,6 +31,7 @@ from stores.ssm import SnapshotWriter, SsmParameters
 from sync.endpoint_gate import screen
 from sync.publisher import PublishResult, StaleManifestError, publish, report_not_published
 from sync.settings import SyncSettings
+from telemetry.logs import configure_logging
 from telemetry.tracing import Tracer, child_span
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from mypy_boto3_ssm import SSMClient
 
 log = structlog.get_logger("sync")
-tracer = Tracer("sagemaker-fastchat-sync")
+SYNC_SERVICE = "sagemaker-fastchat-sync"
 MAX_ATTEMPTS = 3
 TRANSIENT = (BotoCoreError, ClientError, StaleManifestError)  # worth a retry of the same batch
 
@@ -53,7 +53,9 @@ class SyncHandler:
         store: SnapshotWriter,
         settings: SyncSettings,
         checker: EndpointChecker | None = None,
+        tracer: Tracer | None = None,
     ) -> None:
+        self.tracer = tracer if tracer is not None else Tracer(SYNC_SERVICE)
         self.registry = registry
         self.store = store
         self.settings = settings
@@ -67,10 +69,13 @@ class SyncHandler:
         ssm: SSMClient,
         settings: SyncSettings,
         checker: EndpointChecker | None = None,
+        tracer: Tracer | None = None,
     ) -> SyncHandler:
         """The handler on boto3 clients (the Lambda, the local stack): the settings' table and prefix."""
         registry = DynamoRegistry(dynamodb, settings.table_name)
-        return cls(registry, SnapshotWriter(SsmParameters(ssm), settings.ssm_prefix), settings, checker)
+        return cls(
+            registry, SnapshotWriter(SsmParameters(ssm), settings.ssm_prefix), settings, checker, tracer
+        )
 
     def sync(self) -> PublishResult | None:
         """Read the table and publish it, or report why it cannot be published (`not_published`); None
@@ -78,7 +83,7 @@ class SyncHandler:
 
         If another publisher moves the manifest meanwhile, the table is read again and the set rebuilt,
         so a stale view of the table is never published over a newer one."""
-        with tracer.span("sagemaker-fastchat-sync") as span:
+        with self.tracer.span(SYNC_SERVICE) as span:
             result = self._sync()
             if span is not None and result is not None:
                 span.annotate("model_set_version", result.version)

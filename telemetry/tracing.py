@@ -4,7 +4,7 @@ FastChat's servers stream through sync generators running in threadpool threads,
 in a middleware would close before a StreamingResponse finishes, so spans here are explicit objects
 (not the SDK's thread-local context): whoever begins a span ends it, in whatever thread the work ends.
 The current span is also kept in a context variable, so outgoing HTTP calls can carry its trace header
-(`telemetry.propagation`) and log lines its trace id (`contract.logs`).
+(`telemetry.propagation`) and log lines its trace id (`telemetry.logs`).
 
 Configuration (environment): XRAY_ENABLED (default true; false makes every call a cheap no-op),
 XRAY_SAMPLING_RATE (share of new traces recorded, default 0.05; the local stack uses 1),
@@ -17,6 +17,9 @@ A segment that would not fit (a 300-model sync writes 300 subsegments) is sent a
 subsegments of their own (X-Ray joins documents by `parent_id`), and an entity still too big alone has
 its metadata, then its annotations, replaced by a note saying what was trimmed. Totals live in the
 root's annotations.
+
+Where ended segments go is the tracer's `Emitter`, given at construction (docs/design.md "Observability"):
+`UdpEmitter` (the X-Ray daemon) by default, `telemetry.testing.ListEmitter` in tests.
 """
 
 from __future__ import annotations
@@ -29,9 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
-
-from contract import logs
+from typing import Any, Protocol
 
 TRACE_HEADER = "X-Amzn-Trace-Id"
 MAX_DOCUMENT_BYTES = 60_000  # under the daemon's 64 KB datagram, leaving room for the protocol header
@@ -51,6 +52,45 @@ def parse_header(header: str | None) -> tuple[str | None, str | None, bool | Non
     parts = dict(p.split("=", 1) for p in header.replace(" ", "").split(";") if "=" in p)
     sampled = {"1": True, "0": False}.get(parts.get("Sampled", "?"))
     return parts.get("Root"), parts.get("Parent"), sampled
+
+
+class Emitter(Protocol):
+    """Where a tracer's ended segments go, as daemon documents (JSON text, each within
+    MAX_DOCUMENT_BYTES). Must never raise: tracing must never break serving."""
+
+    def send(self, documents: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class UdpEmitter:
+    """The X-Ray daemon at `address` (default $AWS_XRAY_DAEMON_ADDRESS, else 127.0.0.1:2000): one UDP
+    datagram per document. The SDK's emitter and its socket are made on the first send."""
+
+    def __init__(self, address: str | None = None) -> None:
+        self.address = address or os.environ.get("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000")
+        self._udp: Any = None
+        self._prefix = ""
+
+    def send(self, documents: list[str]) -> None:
+        if self._udp is None:
+            from aws_xray_sdk.core.emitters.udp_emitter import (
+                PROTOCOL_DELIMITER,
+                PROTOCOL_HEADER,
+                UDPEmitter,
+            )
+
+            self._udp = UDPEmitter(self.address)
+            self._prefix = PROTOCOL_HEADER + PROTOCOL_DELIMITER
+            atexit.register(self.close)
+        for doc in documents:
+            with suppress(OSError):  # tracing must never break serving
+                self._udp._send_data(self._prefix + doc)  # send_entity would serialize whole again
+
+    def close(self) -> None:
+        if self._udp is not None:
+            self._udp._socket.close()
+            self._udp = None
 
 
 @dataclass
@@ -96,22 +136,21 @@ class Span:
 
 
 class Tracer:
+    """Begins spans for `service` and hands each ended segment to `emitter` (default: the daemon over
+    UDP). `enabled` and `rate` default to $XRAY_ENABLED and $XRAY_SAMPLING_RATE."""
+
     def __init__(
         self,
         service: str,
+        emitter: Emitter | None = None,
         *,
         enabled: bool | None = None,
         rate: float | None = None,
-        address: str | None = None,
     ) -> None:
         self.service = service
         self.enabled = _truthy(os.environ.get("XRAY_ENABLED"), True) if enabled is None else enabled
         self.rate = float(os.environ.get("XRAY_SAMPLING_RATE", "0.05")) if rate is None else rate
-        self.address = address or os.environ.get("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000")
-        self._emitter: Any = None
-        self._prefix = ""
-        self.sent: list[dict[str, Any]] = []
-        self.keep_sent = False  # record segments in `sent` instead of sending them (tests)
+        self.emitter: Emitter = emitter if emitter is not None else UdpEmitter()
 
     def begin(self, name: str | None = None, header: str | None = None) -> Span | None:
         """A new segment, child of `header`'s parent when given; None when off or not sampled."""
@@ -157,28 +196,10 @@ class Tracer:
             import aws_xray_sdk.core.models.subsegment  # noqa: F401
 
     def emit(self, segment: Any) -> None:
-        docs = documents(segment)
-        if self.keep_sent:
-            self.sent.extend(json.loads(d) for d in docs)
-            return
-        if self._emitter is None:
-            from aws_xray_sdk.core.emitters.udp_emitter import (
-                PROTOCOL_DELIMITER,
-                PROTOCOL_HEADER,
-                UDPEmitter,
-            )
-
-            self._emitter = UDPEmitter(self.address)
-            self._prefix = PROTOCOL_HEADER + PROTOCOL_DELIMITER
-            atexit.register(self.close)
-        for doc in docs:
-            with suppress(OSError):  # tracing must never break serving
-                self._emitter._send_data(self._prefix + doc)  # send_entity would serialize whole again
+        self.emitter.send(documents(segment))
 
     def close(self) -> None:
-        if self._emitter is not None:
-            self._emitter._socket.close()
-            self._emitter = None
+        self.emitter.close()
 
 
 def _dumps(doc: dict[str, Any]) -> str:
@@ -263,9 +284,7 @@ def child_span(name: str, namespace: str = "remote") -> Iterator[Span | None]:
         span.end()
 
 
-def _current_trace_id() -> str | None:
+def current_trace_id() -> str | None:
+    """The current span's trace id (what log lines carry), None outside a span."""
     span = current_span.get()
     return span.trace_id if span is not None else None
-
-
-logs.trace_id_provider = _current_trace_id

@@ -173,9 +173,14 @@ def test_conv_template_applies_in_the_ui(page: Page, local_stack: LocalStack) ->
     choose_model(page, "demo-openai")
     send(page, "[[say:ui template]] check")
     expect(chatbots(page).first).to_contain_text("ui template", timeout=30_000)
-    bodies = httpx.get(
-        f"{local_stack.standin_url}/_standin/requests", params={"endpoint": "demo-openai"}
-    ).json()
+    # The chatbot shows the prompt itself at once, so the model's request may not have arrived yet.
+    for _ in range(60):
+        bodies = httpx.get(
+            f"{local_stack.standin_url}/_standin/requests", params={"endpoint": "demo-openai"}
+        ).json()
+        if bodies:
+            break
+        page.wait_for_timeout(500)
     prompt = json.loads(bodies[-1]["body"])["messages"][0]["content"]
     assert prompt == "[[say:ui template]] check"
 

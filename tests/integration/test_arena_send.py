@@ -14,13 +14,14 @@ import sys, warnings
 import gradio as gr
 from runtime import fastchat_compat
 
-fastchat_compat.prepare_fastchat_logging()
-multi = fastchat_compat.import_torch_free("fastchat.serve.gradio_web_server_multi")
-fastchat_compat.reclaim_logging()
+if "--shim" in sys.argv:  # the web role's entry point, applied twice: idempotent
+    multi = fastchat_compat.apply_for_web(lambda name: None)
+    multi = fastchat_compat.apply_for_web(lambda name: None)
+else:  # FastChat's UI imported without shim 5
+    fastchat_compat._prepare_fastchat_logging()
+    multi = fastchat_compat.import_torch_free("fastchat.serve.gradio_web_server_multi")
+    fastchat_compat._reclaim_logging()
 anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
-if "--shim" in sys.argv:
-    fastchat_compat.complete_arena_send_outputs()
-    fastchat_compat.complete_arena_send_outputs()  # idempotent
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # gradio 5's deprecation notes about FastChat 0.2.36's UI code
     with gr.Blocks() as demo:

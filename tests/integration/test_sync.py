@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 from moto import mock_aws
+from structlog.testing import capture_logs
 
 from contract.snapshot import encode_model_name, manifest_name
 from stores.registry import DynamoRegistry, create_table
@@ -258,6 +259,33 @@ def test_deleted_item_still_listed_is_rejected_and_kept(reg: Registry) -> None:
     manifest = reg.manifest().manifest
     assert manifest.names == ("a",)
     assert "no item" in manifest.rejected["a"]
+
+
+def test_the_syncs_documented_log_events(reg: Registry) -> None:
+    """README "Observability": `model_set_not_published` (error, with the reason), `model_set_published`,
+    `model_set_unchanged` (info, with the result), `model_rejected` (warning, per rejected model)."""
+    reg.put_model("a")
+    with capture_logs() as logs:
+        reg.handler.sync()  # no all-models item yet
+    (line,) = [e for e in logs if e["event"] == "model_set_not_published"]
+    assert line["log_level"] == "error"
+    assert "'all-models' item is missing" in line["reason"]
+    assert line["table"] == TABLE
+    reg.set_active("a,b")
+    reg.put_model("b", endpoint_name="bad name")
+    with capture_logs() as logs:
+        reg.handler.sync()
+        reg.handler.sync()
+    assert [(e["event"], e["log_level"]) for e in logs] == [
+        ("model_set_published", "info"),
+        ("model_rejected", "warning"),
+        ("model_set_unchanged", "info"),
+        ("model_rejected", "warning"),
+    ]
+    assert (logs[0]["version"], logs[0]["added"], logs[0]["published"]) == (2, ["a"], True)
+    assert (logs[1]["model"], logs[1]["version"]) == ("b", 2)
+    assert "endpoint_name" in logs[1]["reason"]
+    assert (logs[2]["version"], logs[2]["published"]) == (2, False)
 
 
 def test_missing_all_models_is_reported_not_published(reg: Registry) -> None:
@@ -567,19 +595,15 @@ def test_publish_function_directly_is_idempotent(reg: Registry) -> None:
     assert second.version == first.version
 
 
-def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry) -> None:
     """A sync writing 300 models traces every SSM write in documents under the daemon's 64 KB datagram,
     and the segment still carries the totals."""
-    import sync.handler
     from telemetry.collector import build_tree
+    from telemetry.testing import recording_tracer, sent
     from telemetry.tracing import MAX_DOCUMENT_BYTES
     from tests.unit.test_telemetry import descendants
 
-    tracer = sync.handler.tracer
-    monkeypatch.setattr(tracer, "enabled", True)
-    monkeypatch.setattr(tracer, "rate", 1.0)
-    monkeypatch.setattr(tracer, "keep_sent", True)
-    monkeypatch.setattr(tracer, "sent", [])
+    tracer = reg.handler.tracer = recording_tracer("sagemaker-fastchat-sync")
     names = [f"{i:03d}-" + "n" * 60 for i in range(300)]
     for name in names:
         reg.put_model(name)
@@ -587,8 +611,8 @@ def test_a_300_model_sync_trace_fits_udp_documents(reg: Registry, monkeypatch: p
     result = reg.handler.sync()
     assert result is not None
     assert len(result.added) == 300
-    assert max(len(json.dumps(doc).encode()) for doc in tracer.sent) <= MAX_DOCUMENT_BYTES
-    (root,) = build_tree(tracer.sent)
+    assert max(len(json.dumps(doc).encode()) for doc in sent(tracer)) <= MAX_DOCUMENT_BYTES
+    (root,) = build_tree(sent(tracer))
     assert root["annotations"]["models_added"] == 300
     writes = [d for d in descendants(root) if d["name"] == "SSM PutParameter"]
     assert len(writes) == result.ssm_writes

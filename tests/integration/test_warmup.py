@@ -30,7 +30,7 @@ from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from stores.endpoints import Boto3EndpointChecker
 from stores.ssm import SnapshotReader, SnapshotWriter, SsmParameters
 from sync.publisher import publish
-from telemetry.tracing import Tracer
+from telemetry.testing import recording_tracer, sent
 from tests.helpers import example_item, serve_in_thread
 
 
@@ -267,20 +267,20 @@ def test_endpoint_check_is_on_by_default_and_can_be_turned_off(monkeypatch: pyte
     assert build_warmup(parsed()) is None
 
 
-def test_refusal_is_in_the_pollers_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_refusal_is_in_the_pollers_trace(tmp_path: Path) -> None:
     """The poller's segment holds a `warm-up` subsegment with the candidates and why they were refused."""
-    from runtime import poller as poller_module
-
-    traced = Tracer("sagemaker-fastchat-poller", enabled=True, rate=1.0)
-    traced.keep_sent = True
-    monkeypatch.setattr(poller_module, "tracer", traced)
+    traced = recording_tracer("sagemaker-fastchat-poller")
     path = tmp_path / "models.json"
     path.write_text(json.dumps([model("a", "e"), model("b", "f")]))
     warmup = Warmup(FakeEndpointChecker({"e": "Creating", "f": "InService"}))
     Poller(
-        FileSource(path), LiveModelSet(), lambda s: SageMakerAdapter(s, client=None), warmup=warmup
+        FileSource(path),
+        LiveModelSet(),
+        lambda s: SageMakerAdapter(s, client=None),
+        warmup=warmup,
+        tracer=traced,
     ).poll_once()
-    segment = traced.sent[-1]
+    segment = sent(traced)[-1]
     sub = next(s for s in segment["subsegments"] if s["name"] == "warm-up")
     assert sub["metadata"]["sagemaker-fastchat"]["candidates"] == ["a", "b"]
     assert sub["metadata"]["sagemaker-fastchat"]["refused"] == {"a": "endpoint e is Creating, not InService"}

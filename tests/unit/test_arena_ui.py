@@ -56,13 +56,8 @@ LIVE = {
 
 @pytest.fixture(scope="module")
 def ui() -> Iterator[ModuleType]:
-    """FastChat's UI modules, imported as the web process does (torch-free)."""
-    fastchat_compat.prepare_fastchat_logging()  # before the import: FastChat's loggers open files
-    module = fastchat_compat.import_torch_free("fastchat.serve.gradio_web_server_multi")
-    fastchat_compat.prepare_fastchat_logging()
-    fastchat_compat.reclaim_logging()
-    fastchat_compat.redirect_conversation_logs()
-    return module
+    """FastChat's UI modules, imported as the web process does (torch-free, the web role's shims)."""
+    return fastchat_compat.apply_for_web(lambda name: None)
 
 
 def state(ui: ModuleType, model: str, answer: str = "an answer") -> Any:
@@ -122,7 +117,7 @@ def test_capture_votes_hands_each_vote_over_and_keeps_fastchats_reveal(ui: Modul
     import sys
 
     seen: list[tuple[str, str, list[str]]] = []
-    fastchat_compat.capture_votes(
+    fastchat_compat._capture_votes(
         lambda tab, t, states, sel, req: seen.append((tab, t, [s.model_name for s in states]))
     )
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
@@ -139,7 +134,7 @@ def test_capture_votes_hands_each_vote_over_and_keeps_fastchats_reveal(ui: Modul
         ("direct", "upvote", ["alpha"]),
     ]
     assert reveal[0][0] == "### Model A: alpha"
-    fastchat_compat.capture_votes(lambda *a: None)  # wrapping again replaces, never stacks
+    fastchat_compat._capture_votes(lambda *a: None)  # wrapping again replaces, never stacks
     assert anony.vote_last_response._fastchat_original.__module__ == anony.__name__
 
 
@@ -150,7 +145,7 @@ def test_battles_follow_arena_weight_and_health(ui: ModuleType) -> None:
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
     now = [0.0]
     health = arena_ui.ModelHealth(clock=lambda: now[0])
-    fastchat_compat.replace_battle_sampling(arena_ui.battle_weight(lambda: LIVE, health))
+    fastchat_compat._replace_battle_sampling(arena_ui.battle_weight(lambda: LIVE, health))
     anony.models = ["alpha", "bravo", "hidden", "gone"]
     pairs = {anony.get_battle_pair() for _ in range(200)}
     assert pairs == {("alpha", "bravo"), ("bravo", "alpha")}
@@ -174,7 +169,7 @@ def test_the_page_keeps_none_of_lmsys(ui: ModuleType) -> None:
         gr.Markdown("", elem_id="notice_markdown")
         described = gr.Markdown("old list", elem_id="model_description_markdown")
     demo.head = "<script src='https://cdn.example/x.js'></script>"  # as FastChat's build_demo sets it
-    blocks = fastchat_compat.scrub_page(demo, "My arena")
+    blocks = fastchat_compat.finish_arena_page(demo, "My arena")
     assert blocks == [described]
     assert demo.head == ""
     assert demo.title == "My arena"
@@ -182,8 +177,7 @@ def test_the_page_keeps_none_of_lmsys(ui: ModuleType) -> None:
         b for b in demo.blocks.values() if isinstance(b, gr.Markdown) and b.elem_id == "notice_markdown"
     ]
     assert [n.value for n in notices] == ["", ""]
-    fastchat_compat.use_theme(demo, fastchat_compat.local_fonts_theme())
-    assert demo.stylesheets == []
+    assert demo.stylesheets == []  # system fonts: no Google-hosted stylesheet
 
 
 def test_third_party_tags_are_stripped_from_the_page_only() -> None:
@@ -327,7 +321,7 @@ def test_battle_answers_hide_their_models_names(ui: ModuleType) -> None:
     saved = anony.bot_response
     anony.bot_response = fake_bot_response
     try:
-        fastchat_compat.hide_names_in_battles(lambda name: [name, LIVE[name]["endpoint_name"]])
+        fastchat_compat._hide_names_in_battles(lambda name: [name, LIVE[name]["endpoint_name"]])
         s = state(ui, "alpha")
         s.conv.update_last_message(None)
         items = list(anony.bot_response(s))
@@ -338,3 +332,42 @@ def test_battle_answers_hide_their_models_names(ui: ModuleType) -> None:
     assert hidden in str(items[-1][1])
     assert items[-1][2] == "button"
     assert getattr(direct.bot_response, "_unmasked", None) is None
+
+
+def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
+    """`apply_for_arena` (after `apply_for_web`, as the web process does) wires each hook: votes (6),
+    battle weights (7), the About and Leaderboard tabs (8), hidden names (9); applied twice, nothing
+    stacks."""
+    import sys
+
+    anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
+    multi = sys.modules["fastchat.serve.gradio_web_server_multi"]
+    seen: list[str] = []
+
+    def about() -> None:
+        return None
+
+    def leaderboard(*args: Any) -> None:
+        return None
+
+    hooks = fastchat_compat.ArenaHooks(
+        on_vote=lambda tab, vote_type, *_: seen.append(f"{tab}:{vote_type}"),
+        battle_weight=lambda name: 1.0 if name in ("alpha", "bravo") else 0.0,
+        build_about=about,
+        build_leaderboard_tab=leaderboard,
+        battle_names=lambda name: [name],
+    )
+    saved = anony.bot_response
+    try:
+        fastchat_compat.apply_for_arena(hooks)
+        fastchat_compat.apply_for_arena(hooks)
+        assert anony.bot_response._unmasked is saved
+        anony.models = ["alpha", "bravo", "charlie"]
+        assert {anony.get_battle_pair() for _ in range(50)} <= {("alpha", "bravo"), ("bravo", "alpha")}
+        assert multi.build_about is about
+        assert multi.build_leaderboard_tab is leaderboard
+        request = type("Request", (), {"client": type("C", (), {"host": "1.2.3.4"})(), "headers": {}})()
+        list(anony.leftvote_last_response(state(ui, "alpha"), state(ui, "bravo"), "", "", request))
+        assert seen == ["battle:leftvote"]
+    finally:
+        anony.bot_response = saved

@@ -19,24 +19,21 @@ from starlette.applications import Starlette
 from starlette.responses import StreamingResponse
 from starlette.routing import Route
 
-from contract import logs
+from telemetry import logs, testing
 from telemetry.collector import Collector, build_tree, parse_datagram, render
 from telemetry.propagation import TraceMiddleware, patch_httpx
+from telemetry.testing import recording_tracer
 from telemetry.tracing import (
     MAX_DOCUMENT_BYTES,
     TRACE_HEADER,
     Tracer,
+    UdpEmitter,
     child_span,
     current_span,
+    current_trace_id,
     parse_header,
 )
 from tests.helpers import free_port
-
-
-def recording_tracer(**kw: Any) -> Tracer:
-    tracer = Tracer("test", address="127.0.0.1:9", **kw)
-    tracer.keep_sent = True
-    return tracer
 
 
 def test_parse_header() -> None:
@@ -56,7 +53,7 @@ def test_disabled_or_unsampled_costs_nothing() -> None:
     assert Tracer("t", enabled=False).begin() is None
     tracer = recording_tracer(rate=1.0)
     assert tracer.begin(header="Root=1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa;Sampled=0") is None
-    assert tracer.sent == []
+    assert testing.sent(tracer) == []
 
 
 def test_span_tree_and_trace_ids_in_logs() -> None:
@@ -65,12 +62,14 @@ def test_span_tree_and_trace_ids_in_logs() -> None:
     header = "Root=1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa;Parent=1111111111111111;Sampled=1"
     with tracer.span("outer", header) as span:
         assert span is not None
-        assert logs.trace_id_provider() == "1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa"
+        assert current_trace_id() == "1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa"
+        assert logs.add_trace_id(None, "info", {})["trace_id"] == current_trace_id()
         with child_span("inner", "aws") as inner:
             assert inner is not None
             inner.annotate("model_name", "m")
-    assert logs.trace_id_provider() is None
-    (sent,) = tracer.sent
+    assert current_trace_id() is None
+    assert "trace_id" not in logs.add_trace_id(None, "info", {})
+    (sent,) = testing.sent(tracer)
     assert sent["trace_id"] == "1-5f84c7a1-aaaaaaaaaaaaaaaaaaaaaaaa"
     assert sent["parent_id"] == "1111111111111111"
     assert sent["subsegments"][0]["annotations"] == {"model_name": "m"}
@@ -98,7 +97,7 @@ def test_middleware_ends_segment_after_the_stream() -> None:
             return r.text
 
     assert asyncio.run(call()) == "0\n1\n2\n"
-    (sent,) = tracer.sent
+    (sent,) = testing.sent(tracer)
     assert sent["name"] == "api"
     assert sent["http"]["response"]["status"] == 200
     assert all(h and sent["id"] in h for h in seen)  # the span was current while the body streamed
@@ -132,7 +131,7 @@ def over_udp(tmp_path: Path, send: Callable[[Tracer], object], count: int) -> li
     stop = threading.Event()
     thread = threading.Thread(target=collector.serve, args=(stop,))
     thread.start()
-    tracer = Tracer("t", rate=1.0, address=f"127.0.0.1:{port}")
+    tracer = Tracer("t", UdpEmitter(f"127.0.0.1:{port}"), rate=1.0)
     send(tracer)
     tracer.close()
     for _ in range(100):
@@ -251,15 +250,15 @@ def test_a_segment_too_big_for_udp_is_split_not_dropped() -> None:
     sent once (inline or in a "(continued)" subsegment of the root), the root's totals intact."""
     tracer = recording_tracer(rate=1.0)
     root_id = _many_children(tracer, 300, 400)
-    sizes = [len(json.dumps(doc).encode()) for doc in tracer.sent]
+    sizes = [len(json.dumps(doc).encode()) for doc in testing.sent(tracer)]
     assert 1 < len(sizes) <= 5
     assert max(sizes) <= MAX_DOCUMENT_BYTES
-    (root,) = build_tree(tracer.sent)
+    (root,) = build_tree(testing.sent(tracer))
     assert root["id"] == root_id
     assert root["annotations"] == {"models_added": 300}
     names = sorted(d["name"] for d in descendants(root) if "continued" not in d["name"])
     assert names == sorted(f"SSM PutParameter {i}" for i in range(300))
-    parts = [d for d in tracer.sent if d.get("type") == "subsegment"]
+    parts = [d for d in testing.sent(tracer) if d.get("type") == "subsegment"]
     assert parts
     assert all(d["parent_id"] == root_id and d["trace_id"] == root["trace_id"] for d in parts)
 
@@ -268,8 +267,8 @@ def test_one_entity_too_big_alone_is_trimmed_with_a_note() -> None:
     """A single subsegment with 100 KB of metadata is sent with a note instead of its metadata."""
     tracer = recording_tracer(rate=1.0)
     _many_children(tracer, 1, 100_000)
-    assert all(len(json.dumps(doc).encode()) <= MAX_DOCUMENT_BYTES for doc in tracer.sent)
-    (child,) = [d for d in tracer.sent if d.get("type") == "subsegment"]
+    assert all(len(json.dumps(doc).encode()) <= MAX_DOCUMENT_BYTES for doc in testing.sent(tracer))
+    (child,) = [d for d in testing.sent(tracer) if d.get("type") == "subsegment"]
     assert child["name"] == "SSM PutParameter 0"
     note = child["metadata"]["sagemaker-fastchat"]["trimmed_metadata"]
     assert note.endswith("bytes dropped to fit one X-Ray document")

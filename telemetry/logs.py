@@ -3,6 +3,7 @@
 One JSON object per line with timestamp, level and event, plus `trace_id` when a trace is active;
 human-readable console output when stderr is a terminal. Standard-library logging (FastChat, uvicorn,
 botocore) is routed through the same processors. Our code never logs prompt or completion text.
+See docs/design.md "Observability"; tests check events with structlog's `structlog.testing.capture_logs`.
 """
 
 from __future__ import annotations
@@ -10,18 +11,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
-# Set by the tracing module: returns the active trace id or None. Kept as a hook so this module
-# does not depend on the X-Ray SDK.
-trace_id_provider: Callable[[], str | None] = lambda: None  # noqa: E731
+from telemetry.tracing import current_trace_id  # the span context only: the X-Ray SDK loads lazily
 
 
-def _add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    trace_id = trace_id_provider()
+def add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's trace id, unless the event already names one."""
+    trace_id = current_trace_id()
     if trace_id and "trace_id" not in event:
         event["trace_id"] = trace_id
     return event
@@ -37,11 +37,15 @@ def configure_logging(level: str | None = None, json_output: bool | None = None)
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        _add_trace_id,
+        add_trace_id,
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json_output else structlog.dev.ConsoleRenderer()
+    # The same list instance, refilled: loggers cached on first use hold it, so a second call (the worker's
+    # FastChat shims reconfigure) and structlog.testing.capture_logs reach them too.
+    processors = structlog.get_config()["processors"]
+    processors[:] = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
