@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from datetime import date
@@ -18,10 +17,11 @@ from typing import Any
 import boto3
 
 from arena.board import board
-from arena.ratings import DEFAULT_MIN_VOTES, DEFAULT_ROUNDS, MAX_ROUNDS
+from arena.ratings import DEFAULT_ROUNDS, MAX_ROUNDS
 from arena.votes import Vote, fastchat_vote, parse_vote
 from contract.items import InputError
-from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE, DynamoVotesStore, VotesStore, read_totals
+from sagemaker_fastchat.settings import ArenaSettings, add_flags
+from stores.votes import DynamoVotesStore, VotesStore, read_totals
 
 MAX_PROBLEMS_SHOWN = 20
 
@@ -34,16 +34,7 @@ def _date(text: str) -> date:
 
 
 def _tables(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--votes-table",
-        default=os.environ.get("VOTES_TABLE", DEFAULT_VOTES_TABLE),
-        help="votes table ($VOTES_TABLE)",
-    )
-    p.add_argument(
-        "--counts-table",
-        default=os.environ.get("VOTE_COUNTS_TABLE", DEFAULT_COUNTS_TABLE),
-        help="vote counters table ($VOTE_COUNTS_TABLE)",
-    )
+    add_flags(p, ArenaSettings, only=("votes_table", "counts_table"))  # args.votes_table: settings.resolve
 
 
 def register(sub: Any) -> None:
@@ -51,16 +42,10 @@ def register(sub: Any) -> None:
     lb.add_argument("--json", action="store_true", help="print the leaderboard as JSON")
     lb.add_argument("--by", choices=["name", "version"], default="name", help="one row per name or spec hash")
     lb.add_argument("--since", type=_date, metavar="DATE", help="only votes cast on or after DATE (UTC)")
-    lb.add_argument(
-        "--min-votes",
-        type=int,
-        default=int(os.environ.get("ARENA_MIN_VOTES", DEFAULT_MIN_VOTES)),
-        help="below this many votes a model is provisional ($ARENA_MIN_VOTES)",
-    )
+    add_flags(lb, ArenaSettings)
     lb.add_argument(
         "--rounds", type=int, default=DEFAULT_ROUNDS, help=f"bootstrap rounds (at most {MAX_ROUNDS})"
     )
-    _tables(lb)
     lb.set_defaults(handler=cmd_leaderboard)
 
     votes = sub.add_parser("votes", help="export or import arena votes")

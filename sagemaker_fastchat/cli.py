@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
+        settings.resolve(args)
         return handler(args)
     except ValidationError as exc:  # a setting's variable (flags are checked by argparse)
         for line in settings.problems(exc):

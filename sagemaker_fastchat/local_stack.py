@@ -32,9 +32,14 @@ import boto3
 from contract.snapshot import DEFAULT_PREFIX
 from sagemaker_fastchat import local_state
 from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
-from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
-from sagemaker_fastchat.settings import TracesSettings
+from sagemaker_fastchat.settings import (
+    LocalStackSettings,
+    MotoSettings,
+    TracesSettings,
+    add_flags,
+    settings_from,
+)
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
 from stores.registry import DynamoRegistry, create_table
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
@@ -58,14 +63,13 @@ class Ports:
 
 def add_moto_parser(sub: Any) -> None:
     p = sub.add_parser("moto", help="run moto in server mode on loopback, without per-request access logs")
-    env_option(p, "--port", "MOTO_PORT", 5000, "port")
+    add_flags(p, MotoSettings)
     p.add_argument(
         "--state-dir",
         type=Path,
         help="keep DynamoDB tables and SSM parameter histories in this folder (default: in memory only)",
     )
     p.add_argument("--fresh", action="store_true", help="discard the folder's saved state first")
-    env_option(p, "--region", "AWS_REGION", "us-east-1", "the region whose state is kept")
     p.set_defaults(handler=run_moto)
 
 
@@ -87,10 +91,13 @@ def _serve_moto(args: argparse.Namespace) -> int:
     )
     from werkzeug.serving import make_server
 
+    settings = settings_from(args, MotoSettings)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call drowns the stack's logs
-    endpoint = f"http://127.0.0.1:{args.port}"
+    endpoint = f"http://127.0.0.1:{settings.port}"
     keeper = (
-        StateKeeper(args.state_dir, partial(_moto_client, endpoint, args.region)) if args.state_dir else None
+        StateKeeper(args.state_dir, partial(_moto_client, endpoint, settings.region))
+        if args.state_dir
+        else None
     )
     stop = threading.Event()
     with local_state.locked(args.state_dir) if args.state_dir else contextlib.nullcontext():
@@ -102,7 +109,7 @@ def _serve_moto(args: argparse.Namespace) -> int:
         app = DomainDispatcherApplication(create_backend_app)
         server = make_server(
             "127.0.0.1",
-            args.port,
+            settings.port,
             keeper.wsgi(app) if keeper else app,
             threaded=True,
             request_handler=MotoRequestHandler,
@@ -139,37 +146,13 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "up", help="run the whole stack locally (moto, sync, stand-in, FastChat), Ctrl-C stops"
     )
-    env_option(
-        p, "--host", "BIND_HOST", "127.0.0.1", "bind host of the API and UI (the rest stays on loopback)"
-    )
-    for name, default, what in (
-        ("api-port", 8000, "OpenAI API"),
-        ("web-port", 8001, "web UI"),
-        ("controller-port", 21001, "controller"),
-        ("worker-port", 21002, "worker"),
-        ("moto-port", 5000, "moto"),
-        ("standin-port", 8080, "SageMaker stand-in"),
-        ("xray-port", 2000, "X-Ray collector (UDP)"),
-    ):
-        env_option(p, f"--{name}", name.replace("-", "_").upper(), default, f"{what} port")
-    env_option(p, "--region", "AWS_REGION", "us-east-1", "region")
-    env_option(p, "--table", "REGISTRY_TABLE", DEFAULT_TABLE, "registry table")
-    env_option(p, "--ssm-prefix", "SSM_PREFIX", DEFAULT_PREFIX, "SSM prefix")
-    env_option(p, "--poll-interval", "POLL_INTERVAL", 1.0, "seconds between the worker's SSM checks")
-    env_option(p, "--token-rate", "DEMO_TOKEN_RATE", 20.0, "demo tokens per second per stream, 0 = unlimited")
+    add_flags(p, LocalStackSettings)  # ports, names, state folder: flag, then variable, then default
     p.add_argument(
         "--forward",
         action="append",
         default=[],
         metavar="ENDPOINT=URL",
         help="serve ENDPOINT from your own local model server (TGI or OpenAI-compatible URL)",
-    )
-    p.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path(os.environ["SFC_STATE_DIR"]) if os.environ.get("SFC_STATE_DIR") else None,
-        help="where the registry and the SSM history are kept across restarts ($SFC_STATE_DIR; default "
-        "$XDG_STATE_HOME/sagemaker-fastchat, i.e. ~/.local/state/sagemaker-fastchat)",
     )
     p.add_argument(
         "--fresh", action="store_true", help="discard the saved state and start empty (demo models again)"
@@ -180,8 +163,10 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def state_dir(args: argparse.Namespace) -> Path:
-    return Path(args.state_dir or local_state.default_state_dir()).expanduser().resolve()
+def state_dir(settings: LocalStackSettings) -> Path:
+    """--state-dir, else $SFC_STATE_DIR, else the XDG default."""
+    chosen = Path(settings.state_dir) if settings.state_dir else None
+    return (chosen or local_state.default_state_dir(settings.xdg_state_home)).expanduser().resolve()
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -194,25 +179,25 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
+def stack_env(settings: LocalStackSettings, ports: Ports) -> dict[str, str]:
     """What every child gets: boto3 pointed at the local services, and the shared names."""
     return {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.moto}",
         "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": f"http://127.0.0.1:{ports.standin}",
         # DescribeEndpoint (the check before a model takes traffic) goes to the stand-in too, not moto.
         "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{ports.standin}",
-        "SYNC_ENDPOINT_CHECK": os.environ.get("SYNC_ENDPOINT_CHECK", "true"),
-        "AWS_ACCESS_KEY_ID": os.environ.get("LOCAL_AWS_ACCESS_KEY_ID", "local"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("LOCAL_AWS_SECRET_ACCESS_KEY", "local"),
-        "AWS_DEFAULT_REGION": args.region,
-        "AWS_REGION": args.region,
+        "SYNC_ENDPOINT_CHECK": str(settings.sync_endpoint_check).lower(),
+        "AWS_ACCESS_KEY_ID": settings.access_key_id,
+        "AWS_SECRET_ACCESS_KEY": settings.secret_access_key,
+        "AWS_DEFAULT_REGION": settings.region,
+        "AWS_REGION": settings.region,
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
-        "REGISTRY_TABLE": args.table,
-        "SSM_PREFIX": args.ssm_prefix,
+        "REGISTRY_TABLE": settings.table,
+        "SSM_PREFIX": settings.ssm_prefix,
         "CONTROLLER_ADDRESS": f"http://127.0.0.1:{ports.controller}",
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
-        "XRAY_SAMPLING_RATE": os.environ.get("XRAY_SAMPLING_RATE", "1"),  # locally every request is traced
+        "XRAY_SAMPLING_RATE": settings.xray_sampling_rate,  # locally every request is traced
         "XRAY_TRACES_FILE": TracesSettings().file,
         "PYTHONUNBUFFERED": "1",
     }
@@ -235,23 +220,26 @@ def seed_demo_models(registry: Registry) -> list[str]:
 
 
 def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
+    """Start every child and wait until they are ready; `args`: `up`'s command line (its settings fields,
+    given or not, and --fresh, --forward, --no-demo-models, --no-web, --ready-timeout)."""
+    settings = settings_from(args, LocalStackSettings)
     ports = Ports(
-        args.api_port,
-        args.web_port,
-        args.controller_port,
-        args.worker_port,
-        args.moto_port,
-        args.standin_port,
-        args.xray_port,
+        settings.api_port,
+        settings.web_port,
+        settings.controller_port,
+        settings.worker_port,
+        settings.moto_port,
+        settings.standin_port,
+        settings.xray_port,
     )
     busy = [
         f"{name} {port}"
         for name, port in vars(ports).items()
-        if name != "xray" and not _port_free(args.host if name in ("api", "web") else "127.0.0.1", port)
+        if name != "xray" and not _port_free(settings.host if name in ("api", "web") else "127.0.0.1", port)
     ]
     if busy:
         raise SystemExit(f"error: ports already in use: {', '.join(busy)} (choose others with --<name>-port)")
-    env = stack_env(args, ports)
+    env = stack_env(settings, ports)
     os.environ.update(env)  # our own boto3 calls below use the same configuration
     loop = "127.0.0.1"
     moto = [
@@ -260,9 +248,9 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         "--port",
         str(ports.moto),
         "--region",
-        args.region,
+        settings.region,
         "--state-dir",
-        str(state_dir(args)),
+        str(state_dir(settings)),
     ]
     # Ready once the saved state is restored: before the sync and the worker read it.
     sup.start(
@@ -272,7 +260,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         http_ready(f"http://{loop}:{ports.moto}{READY_PATH}"),
     )
     sup.start("xray", [*CLI, "xray-collector", "--port", str(ports.xray)], env)
-    standin = [*CLI, "standin", "--port", str(ports.standin), "--token-rate", str(args.token_rate)]
+    standin = [*CLI, "standin", "--port", str(ports.standin), "--token-rate", str(settings.token_rate)]
     for forward in args.forward:
         standin += ["--forward", forward]
     sup.start("standin", standin, env, http_ready(f"http://{loop}:{ports.standin}/ping"))
@@ -284,11 +272,11 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     )
     sup.wait_ready(["moto", "standin"], timeout=args.ready_timeout)  # the sync describes endpoints
 
-    dynamodb = boto3.client("dynamodb", region_name=args.region)
-    create_table(dynamodb, args.table)
+    dynamodb = boto3.client("dynamodb", region_name=settings.region)
+    create_table(dynamodb, settings.table)
     create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
     if not args.no_demo_models:
-        seeded = seed_demo_models(Registry(DynamoRegistry(dynamodb, args.table)))
+        seeded = seed_demo_models(Registry(DynamoRegistry(dynamodb, settings.table)))
         if seeded:
             print(f"seeded demo models: {', '.join(seeded)}", flush=True)
 
@@ -303,7 +291,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
             "--port",
             str(ports.worker),
             "--poll-interval",
-            str(args.poll_interval),
+            str(settings.poll_interval),
             "--heartbeat-interval",
             "5",
         ],
@@ -312,7 +300,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     )
     sup.start(
         "api",
-        [*CLI, "api", "--host", args.host, "--port", str(ports.api)],
+        [*CLI, "api", "--host", settings.host, "--port", str(ports.api)],
         env,
         http_ready(f"http://{loop}:{ports.api}/health"),
     )
@@ -321,7 +309,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         sup.wait_ready(["worker"], timeout=args.ready_timeout)
         sup.start(
             "web",
-            [*CLI, "web", "--host", args.host, "--port", str(ports.web)],
+            [*CLI, "web", "--host", settings.host, "--port", str(ports.web)],
             env,
             http_ready(f"http://{loop}:{ports.web}/"),
         )
@@ -329,7 +317,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     return ports
 
 
-def client_setup(args: argparse.Namespace, ports: Ports) -> list[str]:
+def client_setup(settings: LocalStackSettings, ports: Ports) -> list[str]:
     """Shell lines that point another terminal's `sagemaker-fastchat` at this stack, pasted as they are."""
     lines = []
     if sys.prefix != sys.base_prefix:  # running from a virtualenv (./dev's .venv): the command lives there
@@ -338,32 +326,32 @@ def client_setup(args: argparse.Namespace, ports: Ports) -> list[str]:
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.moto}",
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": args.region,
+        "AWS_DEFAULT_REGION": settings.region,
     }
-    if args.table != DEFAULT_TABLE:
-        exports["REGISTRY_TABLE"] = args.table
-    if args.ssm_prefix != DEFAULT_PREFIX:
-        exports["SSM_PREFIX"] = args.ssm_prefix
+    if settings.table != DEFAULT_TABLE:
+        exports["REGISTRY_TABLE"] = settings.table
+    if settings.ssm_prefix != DEFAULT_PREFIX:
+        exports["SSM_PREFIX"] = settings.ssm_prefix
     if ports.worker != 21002:
         exports["WORKER_URL"] = f"http://127.0.0.1:{ports.worker}"
     lines.append("export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in exports.items()))
     return lines
 
 
-def banner(args: argparse.Namespace, ports: Ports) -> str:
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+def banner(settings: LocalStackSettings, ports: Ports, web: bool) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     example = str(resources.files("sagemaker_fastchat.examples").joinpath("tgi.json"))
     lines = [
         "",
         "sagemaker-fastchat is up (local stack: no AWS account used)",
-        f"  web UI (chat + arena)   http://{host}:{ports.web}" if not args.no_web else "",
+        f"  web UI (chat + arena)   http://{host}:{ports.web}" if web else "",
         f"  OpenAI-compatible API   http://{host}:{ports.api}/v1",
         f"  worker model set        http://127.0.0.1:{ports.worker}/model-set",
-        f"  registry                DynamoDB table {args.table} at http://127.0.0.1:{ports.moto} (moto)",
-        f"  state                   {state_dir(args)} (kept across restarts; `up --fresh` starts empty)",
+        f"  registry                DynamoDB table {settings.table} at http://127.0.0.1:{ports.moto} (moto)",
+        f"  state                   {state_dir(settings)} (kept across restarts; `up --fresh` starts empty)",
         f"  traces                  sagemaker-fastchat traces --last 3   (in {TracesSettings().file})",
         "  add a model from another terminal (paste these lines):",
-        *(f"    {line}" for line in client_setup(args, ports)),
+        *(f"    {line}" for line in client_setup(settings, ports)),
         f"    sagemaker-fastchat models put my-model --endpoint demo-tgi-2 --config {shlex.quote(example)}",
         "Press Ctrl-C to stop everything.",
         "",
@@ -372,13 +360,14 @@ def banner(args: argparse.Namespace, ports: Ports) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args, LocalStackSettings)  # a variable that does not parse: before any start
     sup = Supervisor()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     code = 0
     try:
         ports = start_stack(args, sup)
-        print(banner(args, ports), flush=True)
+        print(banner(settings, ports, web=not args.no_web), flush=True)
         while not stop.wait(0.5):
             dead = sup.failed()
             if dead:

@@ -40,11 +40,10 @@ READ_ACTION_PREFIXES = ("Get", "Describe", "List", "Scan", "Query", "BatchGet")
 SERVICES = {"DynamoDB_20120810": "dynamodb", "AmazonSSM": "ssm"}
 
 
-def default_state_dir() -> Path:
-    """`$SFC_STATE_DIR`, else `$XDG_STATE_HOME/sagemaker-fastchat`, else ~/.local/state/sagemaker-fastchat."""
-    if os.environ.get("SFC_STATE_DIR"):
-        return Path(os.environ["SFC_STATE_DIR"]).expanduser()
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+def default_state_dir(xdg_state_home: str | None) -> Path:
+    """`$XDG_STATE_HOME/sagemaker-fastchat`, else ~/.local/state/sagemaker-fastchat (the shell reads the
+    variable: settings.LocalStackSettings, where `--state-dir`/`$SFC_STATE_DIR` come first)."""
+    base = xdg_state_home or str(Path.home() / ".local" / "state")
     return Path(base).expanduser() / "sagemaker-fastchat"
 
 

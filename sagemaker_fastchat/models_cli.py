@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,25 +17,18 @@ import boto3
 import httpx
 
 from contract.items import InputError, read_json
-from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
+from contract.snapshot import SnapshotError, validate_prefix
 from sagemaker_fastchat import registry_ops
+from sagemaker_fastchat.settings import ModelsSettings, add_flags
 from stores.registry import DynamoRegistry
 from stores.ssm import SnapshotReader, SsmParameters
-from sync.settings import DEFAULT_TABLE
 
 FORCE_HELP = "allow emptying all-models (removing every live model at once)"
 
 
 def register(sub: Any) -> None:
     models = sub.add_parser("models", help="add, change, remove, list and roll back models (the registry)")
-    models.add_argument(
-        "--table",
-        default=os.environ.get("REGISTRY_TABLE", DEFAULT_TABLE),
-        help="registry table ($REGISTRY_TABLE)",
-    )
-    models.add_argument(
-        "--ssm-prefix", default=os.environ.get("SSM_PREFIX", DEFAULT_PREFIX), help="($SSM_PREFIX)"
-    )
+    add_flags(models, ModelsSettings, only=("table", "ssm_prefix"))  # args.table etc.: settings.resolve
     msub = models.add_subparsers(dest="models_command", required=True)
 
     put = msub.add_parser("put", help="validate and write a model, and list it in all-models")
@@ -61,11 +53,7 @@ def register(sub: Any) -> None:
 
     listing = msub.add_parser("list", help="the registry side by side with the live published set")
     listing.add_argument("--json", action="store_true")
-    listing.add_argument(
-        "--worker-url",
-        default=os.environ.get("WORKER_URL", "http://127.0.0.1:21002"),
-        help="a worker whose refusals (endpoint check, probe) to show too, when reachable ($WORKER_URL)",
-    )
+    add_flags(listing, ModelsSettings, only=("worker_url",))
     listing.set_defaults(handler=cmd_list)
 
     back = msub.add_parser("rollback", help="write a past model-set version back into the registry")
@@ -76,11 +64,7 @@ def register(sub: Any) -> None:
     wait = msub.add_parser("wait", help="wait until model-set VERSION is published (and served locally)")
     wait.add_argument("version", type=int)
     wait.add_argument("--timeout", type=float, default=60.0)
-    wait.add_argument(
-        "--worker-url",
-        default=os.environ.get("WORKER_URL", "http://127.0.0.1:21002"),
-        help="a worker to wait for too, when reachable ($WORKER_URL)",
-    )
+    add_flags(wait, ModelsSettings, only=("worker_url",))
     wait.set_defaults(handler=cmd_wait)
 
 

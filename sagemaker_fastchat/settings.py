@@ -1,5 +1,6 @@
-"""Every process's settings: one pydantic-settings class per role, each field naming its environment
-variable; every field is also a flag of the role's command (flag > variable > default).
+"""Every command's settings: one pydantic-settings class per role, each field naming its environment
+variable; every field is also a flag of the role's command (flag > variable > default), except the few
+marked variable-only (credentials, and variables other tools define, e.g. XDG_STATE_HOME).
 
 The shell (this package) alone reads the environment: it builds these objects and hands the values to
 `runtime/`, `sync/` and `telemetry/`, which never read it (docs/design.md "Layout"). The sync Lambda has
@@ -9,6 +10,7 @@ no shell, so `sync.settings.SyncSettings` is a class of the same kind, built at 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,6 +22,7 @@ from arena.ratings import DEFAULT_MIN_VOTES
 from arena.votes import DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY
 from contract.snapshot import DEFAULT_PREFIX
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
+from sync.settings import DEFAULT_TABLE
 
 S = TypeVar("S", bound=BaseSettings)
 
@@ -29,10 +32,11 @@ DEFAULT_TRACES_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.js
 DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
 
 
-def env(name: str, default: Any, help: str, flag: str | None = None) -> Any:
+def env(name: str, default: Any, help: str, flag: str | None = None, *, variable_only: bool = False) -> Any:
     """A field read from $NAME (`validation_alias`); the help is the flag's, the flag is `--FIELD-NAME`
-    unless named."""
-    return Field(default, validation_alias=name, description=help, json_schema_extra={"flag": flag})
+    unless named (none when `variable_only`)."""
+    extra: dict[str, Any] = {"flag": flag, "variable_only": variable_only}
+    return Field(default, validation_alias=name, description=help, json_schema_extra=extra)
 
 
 def env_name(field: FieldInfo) -> str:
@@ -54,11 +58,17 @@ class RoleSettings(BaseSettings):
         return found
 
 
-def add_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
-    """`--field-name` for each field (a bool default True becomes `--no-field-name`); a flag not given
-    leaves the field to its variable, then its default."""
+def add_flags(
+    parser: argparse.ArgumentParser, cls: type[BaseSettings], only: Collection[str] | None = None
+) -> None:
+    """`--field-name` for each field (or each of `only`; a bool default True becomes `--no-field-name`);
+    a flag not given leaves the field to its variable, then its default. The command's settings are built
+    from `cls` before its handler runs (`resolve`)."""
+    parser.set_defaults(settings_class=cls)
     for name, field in cls.model_fields.items():
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if extra.get("variable_only") or (only is not None and name not in only):
+            continue
         flag, variable = str(extra.get("flag") or name.replace("_", "-")), env_name(field)
         if field.annotation in (bool, "bool"):
             on = field.default is True
@@ -82,6 +92,15 @@ def add_flags(parser: argparse.ArgumentParser, cls: type[BaseSettings]) -> None:
 def settings_from(args: argparse.Namespace, cls: type[S]) -> S:
     """The role's settings: the flags given, then the environment, then the defaults."""
     return cls(**{name: getattr(args, name) for name in cls.model_fields if hasattr(args, name)})
+
+
+def resolve(args: argparse.Namespace) -> None:
+    """Build the command's settings (flags, then variables, then defaults) and put every field on `args`,
+    so a variable that does not parse stops only the command that uses it, before it starts anything
+    (cli.main reports the ValidationError as `error: VARIABLE: why`, exit 2)."""
+    cls = getattr(args, "settings_class", None)
+    if cls is not None:
+        vars(args).update(settings_from(args, cls).model_dump())
 
 
 def problems(exc: ValidationError) -> list[str]:
@@ -154,7 +173,15 @@ class ApiSettings(RoleSettings):
         return tuple(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
 
 
-class WebSettings(RoleSettings):
+class ArenaSettings(RoleSettings):
+    """The votes store and the ratings (the web UI's arena, `leaderboard`, `votes export|import`)."""
+
+    votes_table: str = env("VOTES_TABLE", DEFAULT_VOTES_TABLE, "arena votes table")
+    counts_table: str = env("VOTE_COUNTS_TABLE", DEFAULT_COUNTS_TABLE, "arena vote counters table")
+    min_votes: int = env("ARENA_MIN_VOTES", DEFAULT_MIN_VOTES, "votes below which a rating is provisional")
+
+
+class WebSettings(ArenaSettings):
     host: str = env("WEB_HOST", "127.0.0.1", "bind host")
     port: int = env("WEB_PORT", 8001, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
@@ -162,14 +189,11 @@ class WebSettings(RoleSettings):
         "WORKER_URL", LOCAL_WORKER, "the worker whose /model-set gives templates and descriptions"
     )
     concurrency: int = env("WEB_CONCURRENCY", 64, "gradio queue concurrency")
-    votes_table: str = env("VOTES_TABLE", DEFAULT_VOTES_TABLE, "arena votes table")
-    counts_table: str = env("VOTE_COUNTS_TABLE", DEFAULT_COUNTS_TABLE, "arena vote counters table")
     vote_spool: str = env(
         "ARENA_VOTE_SPOOL",
         str(DEFAULT_VOTE_SPOOL),
         "votes wait here until the votes table has them (keep it on a persistent disk)",
     )
-    min_votes: int = env("ARENA_MIN_VOTES", DEFAULT_MIN_VOTES, "votes below which a rating is provisional")
     max_votes_per_voter: int = env(
         "ARENA_MAX_VOTES_PER_VOTER_PER_DAY",
         DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY,
@@ -195,3 +219,59 @@ class WebSettings(RoleSettings):
 
 class TracesSettings(RoleSettings):
     file: str = env("XRAY_TRACES_FILE", str(DEFAULT_TRACES_FILE), "collector file")
+
+
+class ModelsSettings(RoleSettings):
+    """`models ...`: the registry and where the sync publishes (boto3 finds AWS by its own configuration)."""
+
+    table: str = env("REGISTRY_TABLE", DEFAULT_TABLE, "registry table")
+    ssm_prefix: str = env("SSM_PREFIX", DEFAULT_PREFIX, "where the sync publishes")
+    worker_url: str = env(
+        "WORKER_URL",
+        LOCAL_WORKER,
+        "a worker to show the refusals of (list) or to wait for (wait), when reachable",
+    )
+
+
+class MotoSettings(RoleSettings):
+    port: int = env("MOTO_PORT", 5000, "port")
+    region: str = env("AWS_REGION", "us-east-1", "the region whose state is kept")
+
+
+class LocalStackSettings(RoleSettings):
+    """`up`: the whole stack on one machine (each child gets its own role's flags and variables)."""
+
+    host: str = env("BIND_HOST", "127.0.0.1", "bind host of the API and UI (the rest stays on loopback)")
+    api_port: int = env("API_PORT", 8000, "OpenAI API port")
+    web_port: int = env("WEB_PORT", 8001, "web UI port")
+    controller_port: int = env("CONTROLLER_PORT", 21001, "controller port")
+    worker_port: int = env("WORKER_PORT", 21002, "worker port")
+    moto_port: int = env("MOTO_PORT", 5000, "moto port")
+    standin_port: int = env("STANDIN_PORT", 8080, "SageMaker stand-in port")
+    xray_port: int = env("XRAY_PORT", 2000, "X-Ray collector port (UDP)")
+    region: str = env("AWS_REGION", "us-east-1", "region")
+    table: str = env("REGISTRY_TABLE", DEFAULT_TABLE, "registry table")
+    ssm_prefix: str = env("SSM_PREFIX", DEFAULT_PREFIX, "SSM prefix")
+    poll_interval: float = env("POLL_INTERVAL", 1.0, "seconds between the worker's SSM checks")
+    token_rate: float = env("DEMO_TOKEN_RATE", 20.0, "demo tokens per second per stream, 0 = unlimited")
+    state_dir: str | None = env(
+        "SFC_STATE_DIR",
+        None,
+        "where the registry and the SSM history are kept across restarts "
+        "(default $XDG_STATE_HOME/sagemaker-fastchat, i.e. ~/.local/state/sagemaker-fastchat)",
+    )
+    # Variables only: the XDG base directory, credentials (not for a command line), passed-through choices.
+    xdg_state_home: str | None = env("XDG_STATE_HOME", None, "the XDG state folder", variable_only=True)
+    access_key_id: str = env("LOCAL_AWS_ACCESS_KEY_ID", "local", "moto's access key", variable_only=True)
+    secret_access_key: str = env(
+        "LOCAL_AWS_SECRET_ACCESS_KEY", "local", "moto's secret key", variable_only=True
+    )
+    sync_endpoint_check: bool = env(
+        "SYNC_ENDPOINT_CHECK", True, "the sync's DescribeEndpoint check", variable_only=True
+    )
+    xray_sampling_rate: str = env(
+        "XRAY_SAMPLING_RATE",
+        "1",
+        "passed to every child (locally every request is traced)",
+        variable_only=True,
+    )

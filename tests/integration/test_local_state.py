@@ -222,15 +222,11 @@ def test_moto_refuses_a_folder_another_stack_uses(tmp_path: Path, capsys: pytest
 
 
 def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """$SFC_STATE_DIR, else $XDG_STATE_HOME/sagemaker-fastchat, else ~/.local/state/sagemaker-fastchat."""
-    monkeypatch.delenv("SFC_STATE_DIR", raising=False)
-    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    """$XDG_STATE_HOME/sagemaker-fastchat, else ~/.local/state/sagemaker-fastchat (--state-dir and
+    $SFC_STATE_DIR come first: tests/unit/test_options.py)."""
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert local_state.default_state_dir() == tmp_path / ".local" / "state" / "sagemaker-fastchat"
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert local_state.default_state_dir() == tmp_path / "xdg" / "sagemaker-fastchat"
-    monkeypatch.setenv("SFC_STATE_DIR", str(tmp_path / "mine"))
-    assert local_state.default_state_dir() == tmp_path / "mine"
+    assert local_state.default_state_dir(None) == tmp_path / ".local" / "state" / "sagemaker-fastchat"
+    assert local_state.default_state_dir(str(tmp_path / "xdg")) == tmp_path / "xdg" / "sagemaker-fastchat"
 
 
 def start_moto(port: int, state: Path) -> subprocess.Popen[bytes]:

@@ -50,7 +50,10 @@ _clients: list[openai.OpenAI] = []  # closed at teardown (a collected client may
 
 def client(stack: RuntimeStack, **kw: Any) -> openai.OpenAI:
     c = openai.OpenAI(
-        base_url=stack.api_url, api_key=kw.pop("api_key", KEY), max_retries=kw.pop("max_retries", 0), **kw
+        base_url=kw.pop("base_url", stack.api_url),
+        api_key=kw.pop("api_key", KEY),
+        max_retries=kw.pop("max_retries", 0),
+        **kw,
     )
     _clients.append(c)
     return c
@@ -373,19 +376,27 @@ def test_auth_on_every_route(stack: RuntimeStack) -> None:
 
 
 def test_several_api_processes(stack: RuntimeStack) -> None:
-    """`--workers 2` runs two API processes on one port; both serve (each with its own cache)."""
-    port = free_port()
+    """`--workers 2` runs two API processes on one port; both serve (each with its own cache), and each
+    builds its app from the command's settings: a flag's (`--api-keys`) and a variable's (`API_MAX_N`).
+    Every request comes on a new connection, so whichever process takes it, it must apply them."""
+    port, key = free_port(), "multi-process-key"
     argv = [*CLI, "api", "--port", str(port), "--controller-address", stack.controller_url, "--workers", "2"]
-    stack.sup.start("api2", argv, stack.env(), http_ready(f"http://127.0.0.1:{port}/health"))
+    env = {**stack.env(), "API_MAX_N": "1"}
+    stack.sup.start("api2", [*argv, "--api-keys", key], env, http_ready(f"http://127.0.0.1:{port}/health"))
+    fresh = httpx.Client(limits=httpx.Limits(max_keepalive_connections=0))  # no connection is reused
     try:
         stack.sup.wait_ready(["api2"])
-        c = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
-        _clients.append(c)
+        c = client(stack, base_url=f"http://127.0.0.1:{port}/v1", api_key=key, http_client=fresh)
+        stranger = client(stack, base_url=f"http://127.0.0.1:{port}/v1", api_key=KEY, http_client=fresh)
         stack.wait_for(lambda: "alpha" in {m.id for m in c.models.list().data}, what="api2 lists models")
-        for i in range(6):
+        for i in range(8):
             reply = c.chat.completions.create(model="alpha", messages=user(f"[[say:process {i}]]"))
             assert reply.choices[0].message.content == f"process {i}"
+            assert isinstance(status_of(stranger.models.list), openai.AuthenticationError)  # not its keys
+            capped = status_of(lambda: c.chat.completions.create(model="alpha", messages=user("x"), n=2))
+            assert (capped.status_code, error_of(capped)["param"]) == (400, "n")
         children = psutil.Process(stack.sup.children["api2"].process.pid).children(recursive=True)
         assert len([p for p in children if "python" in p.name().lower()]) >= 2
     finally:
+        fresh.close()
         stack.sup.stop("api2")

@@ -8,12 +8,19 @@ import pytest
 
 from sagemaker_fastchat import cli
 from sagemaker_fastchat.cli import build_parser
-from sagemaker_fastchat.settings import WorkerSettings, settings_from
+from sagemaker_fastchat.settings import LocalStackSettings, WorkerSettings, settings_from
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "sagemaker_fastchat" / "examples" / "tgi.json"
+
+
+def up(*argv: str) -> LocalStackSettings:
+    """`up`'s settings from its command line (as its handler builds them)."""
+    return settings_from(build_parser().parse_args(["up", *argv]), LocalStackSettings)
 
 
 def test_defaults_of_the_local_stack() -> None:
     """The documented local defaults (docs/design.md "Command line")."""
-    args = build_parser().parse_args(["up"])
+    args = up()
     assert (args.api_port, args.web_port, args.controller_port, args.worker_port) == (
         8000,
         8001,
@@ -35,10 +42,10 @@ def test_environment_then_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_PORT", "9000")
     monkeypatch.setenv("POLL_INTERVAL", "2.5")
     monkeypatch.setenv("WORKER_CONCURRENCY", "64")
-    args = build_parser().parse_args(["up"])
+    args = up()
     assert args.api_port == 9000
     assert args.poll_interval == 2.5
-    assert build_parser().parse_args(["up", "--api-port", "9100"]).api_port == 9100
+    assert up("--api-port", "9100").api_port == 9100
     worker = settings_from(build_parser().parse_args(["worker"]), WorkerSettings)
     assert worker.limit_concurrency == 64
     flagged = build_parser().parse_args(["worker", "--limit-concurrency", "8"])
@@ -54,6 +61,48 @@ def test_a_bad_variable_is_one_line_and_exit_2(
     assert cli.main(["worker"]) == cli.EXIT_USAGE
     assert "WORKER_UNREADY_AFTER: " in capsys.readouterr().err
     assert build_parser().parse_args(["api"]).handler is not None
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv"),
+    [
+        ("WORKER_PORT", "abc", ["up"]),
+        ("WORKER_PORT", "abc", ["worker"]),
+        ("DEMO_TOKEN_RATE", "fast", ["up"]),
+        ("SYNC_ENDPOINT_CHECK", "perhaps", ["up"]),
+        ("MOTO_PORT", "abc", ["moto"]),
+        ("ARENA_MIN_VOTES", "many", ["leaderboard"]),
+        ("API_PROCESSES", "two", ["api"]),
+    ],
+)
+def test_a_bad_variable_breaks_only_its_commands(
+    variable: str,
+    value: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`error: VARIABLE: why`, one line, exit 2, before the command starts anything; the parser is built
+    for every command all the same (variables are read when a command runs), and a command that does not
+    use the variable runs."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(argv) == cli.EXIT_USAGE
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [captured.err.strip()], captured.err
+    assert captured.err.startswith(f"error: {variable}: "), captured.err
+    assert captured.out == ""
+    assert cli.main(["config", "validate", str(EXAMPLE)]) == cli.EXIT_OK
+    assert "valid: 1 model(s)" in capsys.readouterr().out
+
+
+def test_the_shell_reads_variables_only_through_settings() -> None:
+    """No command module reads a variable itself: settings.py's classes do (writes for child processes
+    and libraries, e.g. GRADIO_ANALYTICS_ENABLED, are not reads)."""
+    root = Path(__file__).resolve().parents[2] / "sagemaker_fastchat"
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        for read in ("os.environ.get(", "os.environ[", "getenv(", "in os.environ"):
+            assert read not in text, (path, read)
 
 
 def test_runtime_and_sync_never_read_the_environment() -> None:
@@ -74,9 +123,8 @@ def test_state_dir_flag_then_variable_then_default(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.delenv("SFC_STATE_DIR", raising=False)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert state_dir(build_parser().parse_args(["up"])) == tmp_path / "xdg" / "sagemaker-fastchat"
+    assert state_dir(up()) == tmp_path / "xdg" / "sagemaker-fastchat"
     monkeypatch.setenv("SFC_STATE_DIR", str(tmp_path / "env"))
-    assert state_dir(build_parser().parse_args(["up"])) == tmp_path / "env"
-    flag = build_parser().parse_args(["up", "--state-dir", str(tmp_path / "flag")])
-    assert state_dir(flag) == tmp_path / "flag"
+    assert state_dir(up()) == tmp_path / "env"
+    assert state_dir(up("--state-dir", str(tmp_path / "flag"))) == tmp_path / "flag"
     assert build_parser().parse_args(["up", "--fresh"]).fresh is True
