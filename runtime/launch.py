@@ -83,6 +83,13 @@ def add_worker_parser(sub: Any) -> None:
         30.0,
         "/ready turns 503 when every concurrency slot was held this long with none given back",
     )
+    env_option(
+        p,
+        "--rollout-metrics-table",
+        "ROLLOUT_METRICS_TABLE",
+        None,
+        "DynamoDB table the worker adds per-minute outcome counts to for staged rollouts (empty: none)",
+    )
     p.add_argument("--no-register", action="store_true", help="do not register with a controller")
     p.add_argument(
         "--no-endpoint-check",
@@ -113,6 +120,21 @@ def build_warmup(args: argparse.Namespace) -> Any:
     )
 
 
+def build_outcomes(args: argparse.Namespace) -> Any:
+    """The rollout's outcome recorder (runtime/outcomes.py), or None without a table."""
+    table = getattr(args, "rollout_metrics_table", None)
+    if not table:
+        return None
+    import boto3
+    from botocore.config import Config
+
+    from runtime.outcomes import OutcomeRecorder
+    from stores.rollout_metrics import DynamoOutcomeStore
+
+    config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+    return OutcomeRecorder(DynamoOutcomeStore(table, boto3.client("dynamodb", config=config)))
+
+
 def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
     from contract.ssm_reader import SsmReader
@@ -120,6 +142,7 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     from runtime.model_set import LiveModelSet
     from runtime.poller import Poller
     from runtime.sources import FileSource, SsmSource, ssm_client
+    from runtime.variants import Breakers, assistant_role
     from runtime.worker import SetWorker, WorkerSettings, create_worker_app
 
     live = LiveModelSet()
@@ -127,11 +150,21 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
         lambda name: a.spec.conv_template if (a := live.current.get(name)) is not None else None
     )
     client = SageMakerClient(sagemaker_client_config(args.limit_concurrency + 8, args.read_timeout))
+    warmup = build_warmup(args)
+    breakers, outcomes = Breakers(), build_outcomes(args)
 
     def make_adapter(spec: Any) -> SageMakerAdapter:
         if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
             raise ValueError(f"conv_template {spec.conv_template!r} is not a FastChat conversation template")
-        return SageMakerAdapter(spec, client, args.first_token_timeout)
+        return SageMakerAdapter(
+            spec,
+            client,
+            args.first_token_timeout,
+            breakers=breakers,
+            excluded=warmup.excluded_variants(spec) if warmup is not None else None,
+            assistant_role=assistant_role(spec),
+            recorder=outcomes.record if outcomes is not None else None,
+        )
 
     source: Any
     if args.models_file:
@@ -148,9 +181,8 @@ def build_worker(args: argparse.Namespace) -> tuple[Any, Any]:
     )
     worker = SetWorker(settings, live)
     live.on_swap(lambda _new: worker.register())
-    warmup = build_warmup(args)
     poller = Poller(source, live, make_adapter, interval=args.poll_interval, warmup=warmup)
-    background = [poller.run]
+    background = [poller.run] + ([outcomes.run] if outcomes is not None else [])
     if settings.register:
         background.append(worker.heartbeat_forever)
     status = warmup.describe if warmup is not None else lambda: {"enabled": False}

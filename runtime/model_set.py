@@ -50,6 +50,8 @@ class ModelSet:
                     "context_length": self.adapters[name].spec.context_length,
                     "description": self.adapters[name].spec.description,
                     "arena_weight": self.adapters[name].spec.arena_weight,
+                    # each endpoint serving the name: weight, warm-up exclusion, circuit breaker
+                    "variants": self.adapters[name].describe(),
                 }
                 for name in self.order
             ],
