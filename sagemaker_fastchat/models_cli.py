@@ -163,6 +163,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
         if r["reason"]:
             print(f"{'':<{width}}    reason: {r['reason']}")
+        for line in registry_ops.variant_lines(r.get("variants")):
+            print(f"{'':<{width}}    {line}")
         _warn_template(r["model"], r["template_by_name"])
     return 0
 

@@ -222,13 +222,38 @@ def merge_worker_state(rows: list[dict[str, Any]], worker: dict[str, Any] | None
     if not worker:
         return rows
     refused = (worker.get("endpoint_check") or {}).get("refused") or {}
-    served = {m.get("name"): m.get("hash") for m in worker.get("models") or [] if isinstance(m, dict)}
+    models = [m for m in worker.get("models") or [] if isinstance(m, dict)]
+    served = {m.get("name"): m.get("hash") for m in models}
+    # each variant the worker serves: weight, warm-up exclusion, circuit breaker state (issue 17)
+    variants = {m.get("name"): m.get("variants") for m in models if isinstance(m.get("variants"), list)}
     merged = []
     for row in rows:
         reason = refused.get(row["model"]) if isinstance(refused, dict) else None
+        extra = {"variants": variants[row["model"]]} if row["model"] in variants else {}
         if reason and row["status"] in ("live", "pending"):
             live = " (last good spec live)" if row["model"] in served else ""
-            merged.append({**row, "status": f"refused{live}", "reason": f"worker: {reason}"})
+            merged.append({**row, **extra, "status": f"refused{live}", "reason": f"worker: {reason}"})
         else:
-            merged.append(row)
+            merged.append({**row, **extra})
     return merged
+
+
+def variant_lines(variants: object) -> list[str]:
+    """`models list` lines for a model's variants as a worker reports them (none for a lone endpoint)."""
+    if not isinstance(variants, list) or len(variants) < 2:
+        return []
+    lines = []
+    for v in variants:
+        if not isinstance(v, dict):
+            continue
+        breaker = v.get("breaker")
+        breaker = breaker if isinstance(breaker, dict) else {}
+        state = f"breaker {breaker.get('state', '?')}"
+        if breaker.get("reason"):
+            state += f" ({breaker['reason']})"
+        role = "primary" if v.get("primary") else "variant"
+        line = f"{role} {v.get('endpoint_name')}: weight {v.get('weight')}, {state}"
+        if v.get("excluded"):
+            line += f", excluded: {v['excluded']}"
+        lines.append(line)
+    return lines

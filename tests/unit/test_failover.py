@@ -176,3 +176,28 @@ def test_a_store_that_is_down_keeps_the_counts_for_the_next_flush() -> None:
     recorder.flush()
     assert sum(c.requests for c in store.read("m", 0)) == 2
     assert recorder.pending() == 0
+
+
+def test_generation_finished_names_the_variant_and_the_failovers() -> None:
+    from structlog.testing import capture_logs
+
+    from runtime.tracing import GenerationTrace, traced_stream
+
+    a = adapter(Endpoints(cand=refused("cand")))
+    trace = GenerationTrace(None, "m", "live", 3)
+
+    async def run(i: int) -> None:
+        params = {"prompt": f"USER: x{i} ASSISTANT:"}
+        async for _ in traced_stream(a.generate_stream(params, trace.attempts), trace):
+            pass
+
+    with capture_logs() as logs:
+        for i in range(10):
+            trace = GenerationTrace(None, "m", "live", 3)
+            asyncio.run(run(i))
+    finished = [e for e in logs if e["event"] == "generation_finished"]
+    assert len(finished) == 10
+    assert {e["variant"] for e in finished} == {"live"}
+    failed_over = [e for e in finished if "failovers" in e]
+    assert failed_over  # some conversations were assigned the refusing variant first
+    assert all(e["failovers"] == ["cand: unavailable"] for e in failed_over)
