@@ -40,7 +40,7 @@ from contract.spec import ModelSpec
 from contract.tokens import approx_token_count
 from contract.variants import Variant
 from rollout.assign import rank_variants
-from rollout.breaker import Breaker
+from rollout.breaker import OPEN, Breaker
 from runtime.params import check_params
 from runtime.transport import (
     AioBotocoreTransport,
@@ -152,11 +152,11 @@ class SageMakerAdapter:
             return self._routable  # no choice to make: no key, no hashing
         return rank_variants(self._routable, sticky_key(params, self.assistant_role))
 
-    def start(self, params: Mapping[str, Any], route: Route | None = None) -> Generation:
+    def start(self, params: Mapping[str, Any], route: Route | None = None, retry: bool = True) -> Generation:
         """One request's state on one variant (the primary by default); nothing is called until its
         parts are read."""
         spec = route.variant.spec if route is not None else self.spec
-        return Generation(spec, self._client, params, self.first_token_timeout)
+        return Generation(spec, self._client, params, self.first_token_timeout, retry)
 
     async def generate_stream(
         self, params: Mapping[str, Any], attempts: list[Attempt] | None = None
@@ -185,7 +185,8 @@ class SageMakerAdapter:
             attempts.append(attempt)
             try:
                 failure = None
-                async with aclosing(self._attempt(route, params, attempt)) as chunks:
+                fallback = any(r.breaker.state != OPEN for r in ranked[i:])
+                async with aclosing(self._attempt(route, params, attempt, not fallback)) as chunks:
                     async for chunk in chunks:
                         if attempt.endpoint_failure and attempt.ttft_ms is None and i < len(ranked):
                             attempt.failed_over, failure = True, chunk  # before any token: try the next
@@ -197,11 +198,11 @@ class SageMakerAdapter:
                 self._settle(route, attempt)
 
     async def _attempt(
-        self, route: Route, params: Mapping[str, Any], attempt: Attempt
+        self, route: Route, params: Mapping[str, Any], attempt: Attempt, retry: bool
     ) -> AsyncGenerator[WorkerChunk, None]:
         """One variant's chunks; `attempt` learns the first chunk's time and the failure's kind before
         the last chunk is handed over."""
-        generation = self.start(params, route)
+        generation = self.start(params, route, retry)
         async with aclosing(generation.batches()) as batches:  # closed early if our reader goes away
             async for data in batches:
                 chunk = generation.feed(data)
@@ -268,10 +269,12 @@ class Generation:
         transport: EndpointTransport | None,
         params: Mapping[str, Any],
         first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT,
+        retry: bool = True,
     ) -> None:
         self.spec = spec
         self._transport = transport
         self._first_token_timeout = first_token_timeout
+        self._retry = retry  # False: the call is not retried (another variant is there to fail over to)
         self.failure: WorkerChunk | None = None
         self.body: dict[str, Any] | None = None
         if (invalid := check_params(params)) is not None:
@@ -302,7 +305,9 @@ class Generation:
         # timeout alone would let an endpoint that never answers hold the client for minutes.
         first_read = asyncio.timeout(self._first_token_timeout)
         try:
-            async with aclosing(self._transport.open(endpoint, orjson.dumps(self.body))) as batches:
+            async with aclosing(
+                self._transport.open(endpoint, orjson.dumps(self.body), retry=self._retry)
+            ) as batches:
                 async with first_read:
                     batch = await anext(batches, None)
                 while batch is not None:

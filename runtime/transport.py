@@ -60,10 +60,16 @@ class EndpointTimeout(EndpointFailure):
 
 
 class EndpointTransport(Protocol):
-    def open(self, endpoint: str, body: bytes) -> AsyncGenerator[list[bytes], None]:
+    def open(self, endpoint: str, body: bytes, *, retry: bool = True) -> AsyncGenerator[list[bytes], None]:
         """Call `endpoint` with `body` (JSON); yields the PayloadParts' bytes, one list per network read,
-        and raises an EndpointFailure. Closing the generator hangs up on the endpoint."""
+        and raises an EndpointFailure. Closing the generator hangs up on the endpoint. `retry=False`: no
+        retries of the call itself (the caller fails over to another endpoint instead)."""
         ...
+
+
+# A call with another variant to fail over to is not retried by botocore: failing over is the faster retry
+# (botocore's backoff would add seconds to the time to first token).
+NO_RETRIES = {"total_max_attempts": 1}
 
 
 def sagemaker_client_config(max_connections: int, read_timeout: float = 120.0) -> AioConfig:
@@ -186,20 +192,20 @@ class AioBotocoreTransport:
     def __init__(self, config: AioConfig, **client_kwargs: Any) -> None:
         self._config = config
         self._kwargs = client_kwargs
-        self._client: Any = None
+        self._clients: dict[bool, Any] = {}  # retry -> client (without retries: made on first need)
         self._exit = AsyncExitStack()
         self._lock: asyncio.Lock | None = None
 
-    async def get(self) -> Any:
-        if self._client is None:
+    async def get(self, retry: bool = True) -> Any:
+        client = self._clients.get(retry)
+        if client is None:
             self._lock = self._lock or asyncio.Lock()
             async with self._lock:
-                if self._client is None:
-                    creator = get_session().create_client(
-                        "sagemaker-runtime", config=self._config, **self._kwargs
-                    )
-                    self._client = await self._exit.enter_async_context(creator)
-        return self._client
+                if (client := self._clients.get(retry)) is None:
+                    config = self._config if retry else self._config.merge(AioConfig(retries=NO_RETRIES))
+                    creator = get_session().create_client("sagemaker-runtime", config=config, **self._kwargs)
+                    client = self._clients[retry] = await self._exit.enter_async_context(creator)
+        return client
 
     async def __aenter__(self) -> AioBotocoreTransport:
         await self.get()
@@ -210,14 +216,16 @@ class AioBotocoreTransport:
 
     async def close(self) -> None:
         """Close the client; a later `get()` creates a new one (on the loop running then)."""
-        exit_stack, self._exit, self._client, self._lock = self._exit, AsyncExitStack(), None, None
+        exit_stack, self._exit, self._clients, self._lock = self._exit, AsyncExitStack(), {}, None
         await exit_stack.aclose()
 
-    async def open(self, endpoint: str, body: bytes) -> AsyncGenerator[list[bytes], None]:
+    async def open(
+        self, endpoint: str, body: bytes, *, retry: bool = True
+    ) -> AsyncGenerator[list[bytes], None]:
         stream = None
         started = False
         try:
-            client = await self.get()
+            client = await self.get(retry)
             response = await client.invoke_endpoint_with_response_stream(
                 EndpointName=endpoint, Body=body, ContentType="application/json"
             )
@@ -247,10 +255,14 @@ class MockTransport:
     def __init__(self, handler: Callable[[str, bytes], Script]) -> None:
         self.handler = handler
         self.calls: list[tuple[str, bytes]] = []
+        self.retries: list[bool] = []  # per call: whether the transport was asked to retry
         self.unfinished = 0  # streams that failed or were hung up on before their script ended
 
-    async def open(self, endpoint: str, body: bytes) -> AsyncGenerator[list[bytes], None]:
+    async def open(
+        self, endpoint: str, body: bytes, *, retry: bool = True
+    ) -> AsyncGenerator[list[bytes], None]:
         self.calls.append((endpoint, body))
+        self.retries.append(retry)
         complete = False
         try:
             for step in self.handler(endpoint, body):

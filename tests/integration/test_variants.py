@@ -17,7 +17,7 @@ import pytest
 
 from runtime.launch import build_worker
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
-from tests.helpers import example_item, serve_in_thread
+from tests.helpers import example_item, free_port, serve_in_thread
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +40,7 @@ def item(live: str, variants: list[dict[str, Any]], **extra: Any) -> dict[str, A
     return {**example_item("tgi"), "model_name": "m", "endpoint_name": live, "variants": variants, **extra}
 
 
-def worker(tmp_path: Path, items: list[dict[str, Any]]) -> Any:
+def worker(tmp_path: Path, items: list[dict[str, Any]], **overrides: Any) -> Any:
     path = tmp_path / "models.json"
     path.write_text(json.dumps(items))
     args = argparse.Namespace(
@@ -57,6 +57,7 @@ def worker(tmp_path: Path, items: list[dict[str, Any]]) -> Any:
         first_token_timeout=10.0,
         unready_after=30.0,
         no_register=True,
+        **overrides,
     )
     _, app = build_worker(args)
     return serve_in_thread(app)
@@ -170,3 +171,39 @@ def test_a_conversation_id_keeps_its_variant(tmp_path: Path, env: str) -> None:
                 }
                 answers.add(httpx.post(f"{url}/worker_generate", json=body).json()["text"].split()[2])
             assert len(answers) == 1  # "Demo model demo-tgi-va ..." names the endpoint
+
+
+def test_outcome_counts_reach_the_rollout_table(
+    tmp_path: Path, env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ROLLOUT_METRICS_TABLE set, each variant's requests, errors and first-token times reach the
+    DynamoDB table (moto), flushed off the request path (at the latest when the worker stops)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from stores.rollout_metrics import DynamoOutcomeStore, create_table
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", f"http://127.0.0.1:{port}")
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "outcomes")
+        fault(env, "demo-tgi-vx", error="unavailable", error_rate=1.0)
+        variants = [{"endpoint_name": "demo-tgi-vx", "weight": 50}]
+        with worker(tmp_path, [item("demo-tgi-vy", variants)], rollout_metrics_table="outcomes") as url:
+            wait_ready(url)
+            results = asyncio.run(chats(url, [f"USER: chat {i} ASSISTANT:" for i in range(20)]))
+            assert all(r[-1]["error_code"] == 0 for r in results)
+        store = DynamoOutcomeStore("outcomes", client)
+        deadline = time.monotonic() + 10
+        while sum(c.requests for c in store.read("m", 0) if c.variant == "demo-tgi-vy") < 20:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        counts = {c.variant: c for c in store.read("m", 0)}
+        assert counts["demo-tgi-vy"].errors == 0
+        assert sum(counts["demo-tgi-vy"].ttft_hist.values()) == 20
+        assert counts["demo-tgi-vx"].errors == counts["demo-tgi-vx"].requests > 0
+    finally:
+        server.stop()

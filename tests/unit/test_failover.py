@@ -201,3 +201,19 @@ def test_generation_finished_names_the_variant_and_the_failovers() -> None:
     failed_over = [e for e in finished if "failovers" in e]
     assert failed_over  # some conversations were assigned the refusing variant first
     assert all(e["failovers"] == ["cand: unavailable"] for e in failed_over)
+
+
+def test_only_the_last_variant_to_try_is_retried_by_the_transport() -> None:
+    """botocore's retries (with backoff: seconds) are for a call with nowhere else to go; a call with
+    another variant behind it fails over at once instead."""
+    endpoints = Endpoints(cand=refused("cand"), live=refused("live"))
+    chat(adapter(endpoints), "USER: hi ASSISTANT:")
+    assert endpoints.transport.retries == [False, True]
+    single = Endpoints()
+    asyncio.run(_drain(SageMakerAdapter(parse_model_item(example_item("tgi")), single.transport)))
+    assert single.transport.retries == [True]
+
+
+async def _drain(a: SageMakerAdapter) -> None:
+    async for _ in a.generate_stream({"prompt": "hi"}):
+        pass
