@@ -234,6 +234,10 @@ class SageMakerAdapter:
     def describe(self) -> list[dict[str, Any]]:
         return [r.describe() for r in self.routes]
 
+    def excluded(self) -> dict[str, str]:
+        """The variants warm-up left out: {endpoint: why}."""
+        return {r.endpoint_name: r.excluded for r in self.routes if r.excluded}
+
 
 async def endpoint_stream(
     spec: ModelSpec, transport: EndpointTransport, params: Mapping[str, Any], timeout: float

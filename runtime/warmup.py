@@ -100,13 +100,15 @@ class Warmup:
         self._started = False  # whether the first set (the worker's start) was admitted
         self._refused: dict[str, _Refusal] = {}
         self.excluded: dict[str, dict[str, str]] = {}  # model -> {endpoint: why} (admitted models)
+        self._excluded_at: dict[str, _Refusal] = {}  # when those were checked (rechecked like refusals)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint-check")
         self._lock = threading.Lock()
 
     def recheck_due(self) -> bool:
         """Whether a refused candidate is due for another check (the poller rebuilds then)."""
         now = self.clock()
-        return any(now - r.at >= self.recheck for r in self._refused.values())
+        waiting = [*self._refused.values(), *self._excluded_at.values()]
+        return any(now - r.at >= self.recheck for r in waiting)
 
     def admit(self, candidates: Sequence[ModelSpec]) -> dict[str, str]:
         """Check new or changed specs; returns {model name: reason} for those that must stay out."""
@@ -126,8 +128,11 @@ class Warmup:
         due: list[ModelSpec] = []
         for spec in candidates:
             old = self._refused.get(spec.name)
+            partly = self._excluded_at.get(spec.name)
             if old is not None and old.hash == spec.hash and now - old.at < self.recheck:
                 refused[spec.name] = old.reason  # refused moments ago: not checked again per poll
+            elif partly is not None and partly.hash == spec.hash and now - partly.at < self.recheck:
+                continue  # live with some variants excluded moments ago: those wait for the recheck
             else:
                 due.append(spec)
         # Every variant that may take traffic is checked (weight 0 never does); a model goes live when
@@ -157,12 +162,14 @@ class Warmup:
                 failed[spec.name, variant.endpoint_name] = reason
         for spec in due:
             self.excluded.pop(spec.name, None)
+            self._excluded_at.pop(spec.name, None)
             reasons = {e: r for (name, e), r in failed.items() if name == spec.name}
             live = [v for v in spec.variants() if v.weight > 0 and v.endpoint_name not in reasons]
             if not live:
                 refused[spec.name] = "; ".join(reasons.values()) if len(reasons) == 1 else _joined(reasons)
             elif reasons:
                 self.excluded[spec.name] = reasons
+                self._excluded_at[spec.name] = _Refusal(spec.hash, "", now)
                 log.warning("variant_refused", model=spec.name, reasons=reasons)
         due_names, hashes = {s.name for s in due}, {s.name: s.hash for s in candidates}
         self._refused = {  # only current candidates: a removed or reverted model is forgotten
@@ -180,7 +187,7 @@ class Warmup:
 
     def excluded_variants(self, spec: ModelSpec) -> dict[str, str]:
         """The variants of `spec` that the last check left out: {endpoint: why} (the adapter gives them
-        weight 0); they are checked again when the spec changes (e.g. the next rollout step)."""
+        weight 0); they are checked again every `recheck` seconds, and at once when the spec changes."""
         return dict(self.excluded.get(spec.name, {}))
 
     def _check_endpoints(self, specs: list[ModelSpec]) -> dict[str, EndpointVerdict]:

@@ -226,3 +226,36 @@ def test_models_list_shows_variants_with_weights_and_breakers() -> None:
     ]
     assert variant_lines(variants[:1]) == []
     assert variant_lines("junk") == []
+
+
+def test_an_excluded_variant_is_rechecked_and_joins_once_in_service() -> None:
+    """A candidate still Creating stays out; after `recheck` seconds the unchanged spec is checked again
+    and, once InService, a new adapter gives it its weight (before that, the same adapter is kept)."""
+    warmup, checker, _ = gate({"live": "InService", "cand": "Creating"})
+    clock = warmup.clock
+    assert isinstance(clock, Clock)
+    s = with_variants("a", "live", ("cand", 25))
+
+    def build(previous: ModelSet) -> ModelSet:
+        def make(x: ModelSpec) -> SageMakerAdapter:
+            return SageMakerAdapter(x, client=None, excluded=warmup.excluded_variants(x))
+
+        return build_model_set(Snapshot(1, [s]), previous, make, "t", warmup.admit)
+
+    first = build(ModelSet(None))
+    assert first.get("a").excluded() == {"cand": "endpoint cand is Creating, not InService"}  # type: ignore[union-attr]
+    assert not warmup.recheck_due()
+    calls = len(checker.calls)
+    assert build(first).get("a") is first.get("a")  # not due: not checked, same adapter
+    assert len(checker.calls) == calls
+    clock.now += 30
+    assert warmup.recheck_due()
+    assert build(first).get("a") is first.get("a")  # checked again, still Creating: same adapter
+    checker.statuses["cand"] = "InService"
+    clock.now += 30
+    joined = build(first).get("a")
+    assert joined is not first.get("a")
+    assert joined is not None
+    assert joined.excluded() == {}
+    assert [v["weight"] for v in joined.describe()] == [75, 25]
+    assert not warmup.recheck_due()
