@@ -4,7 +4,6 @@ exclusions, stickiness, and what /model-set shows."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from runtime.launch import build_worker
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
-from tests.helpers import example_item, free_port, serve_in_thread
+from tests.helpers import example_item, free_port, serve_in_thread, worker_args
 
 
 @pytest.fixture(scope="module")
@@ -43,22 +42,7 @@ def item(live: str, variants: list[dict[str, Any]], **extra: Any) -> dict[str, A
 def worker(tmp_path: Path, items: list[dict[str, Any]], **overrides: Any) -> Any:
     path = tmp_path / "models.json"
     path.write_text(json.dumps(items))
-    args = argparse.Namespace(
-        host="127.0.0.1",
-        port=0,
-        worker_address=None,
-        controller_address="http://127.0.0.1:9",
-        ssm_prefix="/x",
-        models_file=str(path),
-        poll_interval=0.5,
-        limit_concurrency=64,
-        heartbeat_interval=60.0,
-        read_timeout=30.0,
-        first_token_timeout=10.0,
-        unready_after=30.0,
-        no_register=True,
-        **overrides,
-    )
+    args = worker_args(str(path), limit_concurrency=64, first_token_timeout=10.0, **overrides)
     _, app = build_worker(args)
     return serve_in_thread(app)
 

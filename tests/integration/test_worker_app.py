@@ -4,7 +4,6 @@ exception inside the stream), bad input is a clear error, and /ready says when t
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -19,30 +18,14 @@ import pytest
 from runtime import fastchat_compat
 from runtime.launch import build_worker
 from runtime.worker import MAX_BODY_BYTES, Slots
-from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
+from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams, worker_args
 
 
 @contextmanager
 def running_worker(tmp_path: Path, **overrides: Any) -> Iterator[str]:
     path = tmp_path / "models.json"
     path.write_text(json.dumps([{**example_item("tgi"), "model_name": "m"}]))
-    args = argparse.Namespace(
-        host="127.0.0.1",
-        port=0,
-        worker_address=None,
-        controller_address="http://127.0.0.1:9",
-        ssm_prefix="/x",
-        models_file=str(path),
-        poll_interval=0.5,
-        limit_concurrency=4,
-        heartbeat_interval=60.0,
-        read_timeout=30.0,
-        first_token_timeout=60.0,
-        unready_after=30.0,
-        no_register=True,
-    )
-    for key, value in overrides.items():
-        setattr(args, key, value)
+    args = worker_args(str(path), **overrides)
     _, app = build_worker(args)
     with serve_in_thread(app) as url:
         deadline = time.monotonic() + 10
