@@ -64,8 +64,10 @@ class OutcomeRecorder:
 
     def record(self, attempt: Attempt) -> None:
         """One ended attempt (on the request path: no I/O)."""
-        if not attempt.known:
-            return
+        if not attempt.known or (
+            attempt.error_kind and not attempt.endpoint_failure and attempt.ttft_ms is None
+        ):
+            return  # a client gone before the first token, a request refused before the call: not counted
         key = (attempt.model, attempt.endpoint, int(self.clock() // 60))
         with self._lock:
             tally = self._pending.get(key)

@@ -92,5 +92,11 @@ class Attempt:
         """Whether the outcome is known (a client gone before the first token leaves it unknown)."""
         return self.ttft_ms is not None or self.error_kind is not None
 
+    @property
+    def counted(self) -> bool:
+        """Whether it tells something about the endpoint (rollout counts): not a client gone before the
+        first token, nor a request refused before the call (invalid) or failed by the worker itself."""
+        return self.known and (self.ttft_ms is not None or self.endpoint_failure)
+
 
 Recorder = Callable[[Attempt], None]  # told of every attempt once it ends (runtime/outcomes.py)

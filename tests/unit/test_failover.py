@@ -217,3 +217,13 @@ def test_only_the_last_variant_to_try_is_retried_by_the_transport() -> None:
 async def _drain(a: SageMakerAdapter) -> None:
     async for _ in a.generate_stream({"prompt": "hi"}):
         pass
+
+
+def test_a_request_the_config_refuses_is_not_counted_against_the_endpoint() -> None:
+    recorder = OutcomeRecorder(MemoryOutcomeStore(), clock=lambda: 120.0)
+    a = adapter(Endpoints(), recorder=recorder.record)
+    out, attempts = chat(a, "USER: hi ASSISTANT:", temperature="hot")
+    assert out[-1].get("error", {}).get("kind") == "invalid_request"
+    assert len(attempts) == 1  # not failed over
+    assert recorder.pending() == 0
+    assert all(b.state == "closed" and b.window_counts() == (0, 0) for b in (r.breaker for r in a.routes))
