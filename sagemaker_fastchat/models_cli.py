@@ -20,7 +20,7 @@ import httpx
 from contract.items import InputError, read_json
 from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
 from contract.ssm_reader import SsmReader
-from sagemaker_fastchat import registry_ops
+from sagemaker_fastchat import registry_ops, rollout_cli
 from sync.settings import DEFAULT_TABLE
 
 FORCE_HELP = "allow emptying all-models (removing every live model at once)"
@@ -81,6 +81,7 @@ def add_parser(sub: Any) -> None:
         help="a worker to wait for too, when reachable ($WORKER_URL)",
     )
     wait.set_defaults(handler=cmd_wait)
+    rollout_cli.add_models_parser(msub)  # issue 17: `models rollout NAME --endpoint NEW ...`
 
 
 def _registry(args: argparse.Namespace) -> registry_ops.Registry:
@@ -163,6 +164,11 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
         if r["reason"]:
             print(f"{'':<{width}}    reason: {r['reason']}")
+        if r.get("variants"):
+            split = ", ".join(f"{v['endpoint']} {v['weight']:g}%" for v in r["variants"])
+            print(f"{'':<{width}}    variants: {split}")
+        if r.get("rollout"):
+            print(f"{'':<{width}}    rollout: {r['rollout']}")
         _warn_template(r["model"], r["template_by_name"])
     return 0
 
