@@ -253,3 +253,12 @@ def new_state(
         started_at=now,
     )
     return state.with_event(now, "started")
+
+
+def summary(state: RolloutState) -> str:
+    """One line for `models list`: where the rollout is, and why it stopped."""
+    where = f"{state.candidate} at {state.weight:g}%"
+    if state.status in ACTIVE:
+        where += f" (step {state.step + 1} of {len(state.steps)})"
+    line = f"{state.status.replace('_', ' ')}: {where}"
+    return f"{line}: {state.reason}" if state.reason else line
