@@ -8,6 +8,7 @@ window after min-requests is reached; no rollback below min-requests (one error 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -338,3 +339,57 @@ def test_the_lambda_handler_runs_one_tick(stack: Stack, monkeypatch: pytest.Monk
     monkeypatch.setattr(rollout_step, "_runner", None)
     out = rollout_step.lambda_handler({"source": "aws.events"}, None)
     assert [(r["model"], r["action"]) for r in out["results"]] == [(MODEL, "hold")]
+
+
+def test_rollout_step_command_runs_one_tick(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["rollout", "step", "--table", TABLE]) == 0
+    assert capsys.readouterr().out.startswith(f"{MODEL}: hold (5%): baking at 5%: ")
+    assert main(["rollout", "step", "--table", TABLE, "--json"]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert (result["model"], result["action"], result["weight"]) == (MODEL, "hold", 5.0)
+
+
+def test_the_timer_ticks_until_stopped(stack: Stack) -> None:
+    """`rollout run`'s loop: one tick per interval, a failing tick logged and survived, stopped on request."""
+    stop = threading.Event()
+    calls = []
+
+    def tick() -> list[rollout_step.StepResult]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("registry unreachable for a moment")
+        if len(calls) == 3:
+            stop.set()
+        return []
+
+    stack.runner.tick = tick  # type: ignore[method-assign]
+    assert list(rollout_step.run_every(stack.runner, 0.01, stop)) == [[], []]
+    assert len(calls) == 3
+
+
+def test_models_put_writes_variants_as_the_spec_reads_them(stack: Stack, tmp_path: Path) -> None:
+    """A whole item with `variants` given to `models put` is stored (a JSON string) and published."""
+    item = {**example_item("tgi"), "variants": [{"endpoint_name": "demo-tgi-b", "weight": 30}]}
+    path = tmp_path / "item.json"
+    path.write_text(json.dumps(item))
+    assert (
+        main(
+            [
+                "models",
+                "--table",
+                TABLE,
+                "--ssm-prefix",
+                PREFIX,
+                "put",
+                MODEL,
+                "--endpoint",
+                LIVE,
+                "--config",
+                str(path),
+            ]
+        )
+        == 0
+    )
+    assert isinstance(stack.item()["variants"], str)
+    assert weights(stack.published()) == {LIVE: 70.0, "demo-tgi-b": 30.0}
