@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollout.histogram import quantile
-from rollout.state import ABORTED, ACTIVE, DONE, PAUSED, ROLLED_BACK, RUNNING, RolloutState
+from rollout.state import ABORTED, ACTIVE, DONE, MAX_REASON, PAUSED, ROLLED_BACK, RUNNING, RolloutState
 
 HOLD, ADVANCE, PROMOTE, ROLLBACK, NOTHING = "hold", "advance", "promote", "rollback", "nothing"
 TTFT_QUANTILE = 0.95
@@ -133,7 +133,7 @@ def abort(state: RolloutState, now: float, reason: str = "aborted by an operator
         return (
             f"only a running or paused rollout can be aborted; this one is {state.status.replace('_', ' ')}"
         )
-    return state.with_event(now, "aborted", reason, status=ABORTED, reason=reason)
+    return state.with_event(now, "aborted", reason, status=ABORTED, reason=reason[:MAX_REASON])
 
 
 # --- The registry attributes a state means ----------------------------------------------------------
@@ -181,4 +181,4 @@ def item_changes(item: Mapping[str, Any], state: RolloutState) -> dict[str, Any]
 
 def stopped(state: RolloutState, now: float, why: str) -> RolloutState:
     """The rollout stopped by the runner (its item no longer fits it): weight 0, the reason kept."""
-    return state.with_event(now, "aborted", why, status=ABORTED, reason=why)
+    return state.with_event(now, "aborted", why, status=ABORTED, reason=why[:MAX_REASON])

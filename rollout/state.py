@@ -35,7 +35,7 @@ MAX_TTFT_RATIO = 100.0
 MAX_MIN_REQUESTS = 1_000_000
 MAX_HISTORY = 32  # the newest events are kept
 MAX_REASON = 300
-MAX_STATE_CHARS = 16_000
+MAX_STATE_CHARS = 64_000  # what MAX_HISTORY events of MAX_REASON characters take, with room
 
 
 @dataclass(frozen=True)

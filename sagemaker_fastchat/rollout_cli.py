@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -171,6 +172,11 @@ def cmd_start(args: argparse.Namespace) -> int:
         f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x, min requests {state.min_requests})"
     )
     print(f"follow it with `sagemaker-fastchat rollout status {args.name}`")
+    if args.name not in registry.listed():
+        print(
+            f"warning: {args.name} is not listed in all-models: the step runner moves listed models only",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -393,3 +393,15 @@ def test_models_put_writes_variants_as_the_spec_reads_them(stack: Stack, tmp_pat
     )
     assert isinstance(stack.item()["variants"], str)
     assert weights(stack.published()) == {LIVE: 70.0, "demo-tgi-b": 30.0}
+
+
+def test_a_rollout_of_an_unlisted_model_warns(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    registry_ops.put_model(
+        registry_ops.Registry(stack.reg.ddb, TABLE),
+        {**example_item("tgi"), "model_name": "quiet"},
+        active=False,
+    )
+    capsys.readouterr()
+    assert main(["models", "--table", TABLE, "rollout", "quiet", "--endpoint", CAND]) == 0
+    assert "quiet is not listed in all-models" in capsys.readouterr().err
+    assert [r.model for r in stack.runner.tick()] == [MODEL]

@@ -234,7 +234,7 @@ BAD_STATES: list[tuple[Any, str]] = [
     ({**state().to_json(), "step_started_at": float("nan")}, "rollout.step_started_at"),
     ({**state().to_json(), "history": [{"at": 1}]}, "rollout.history"),
     ({**state().to_json(), "candidate": "bad name"}, "rollout.candidate"),
-    ("x" * 20_000, "longer than"),
+    ("x" * 70_000, "longer than"),
 ]
 
 
