@@ -164,9 +164,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
         if r["reason"]:
             print(f"{'':<{width}}    reason: {r['reason']}")
-        if r.get("variants"):
-            split = ", ".join(f"{v['endpoint']} {v['weight']:g}%" for v in r["variants"])
-            print(f"{'':<{width}}    variants: {split}")
+        if r.get("weights"):
+            split = ", ".join(f"{v['endpoint']} {v['weight']:g}%" for v in r["weights"])
+            print(f"{'':<{width}}    weights: {split}")
         if r.get("rollout"):
             print(f"{'':<{width}}    rollout: {r['rollout']}")
         _warn_template(r["model"], r["template_by_name"])

@@ -219,12 +219,13 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
 
 
 def rollout_columns(item: dict[str, Any] | None, spec: ModelSpec | None) -> dict[str, Any]:
-    """`models list`'s variants (when there are several) and rollout state (when there is one)."""
+    """`models list`'s weights per endpoint (when there are several) and rollout state (when there is one)."""
     variants = spec.variants() if spec else ()
     raw = (item or {}).get("rollout")
     state = parse_state(raw) if raw is not None else None
     return {
-        "variants": [{"endpoint": v.endpoint_name, "weight": v.weight} for v in variants]
+        # `weights`: the published split; a reachable worker adds its own view as `variants`
+        "weights": [{"endpoint": v.endpoint_name, "weight": v.weight} for v in variants]
         if len(variants) > 1
         else None,
         "rollout": (summary(state) if isinstance(state, RolloutState) else "unreadable: " + "; ".join(state))

@@ -246,7 +246,7 @@ def test_models_list_shows_variants_and_the_rollout(stack: Stack, capsys: pytest
         == 0
     )
     (row,) = json.loads(capsys.readouterr().out)["models"]
-    assert row["variants"] == [{"endpoint": LIVE, "weight": 95.0}, {"endpoint": CAND, "weight": 5.0}]
+    assert row["weights"] == [{"endpoint": LIVE, "weight": 95.0}, {"endpoint": CAND, "weight": 5.0}]
     assert row["rollout"] == f"running: {CAND} at 5% (step 1 of 4)"
     assert (
         main(
@@ -255,7 +255,7 @@ def test_models_list_shows_variants_and_the_rollout(stack: Stack, capsys: pytest
         == 0
     )
     out = capsys.readouterr().out
-    assert f"variants: {LIVE} 95%, {CAND} 5%" in out
+    assert f"weights: {LIVE} 95%, {CAND} 5%" in out
     assert f"rollout: running: {CAND} at 5% (step 1 of 4)" in out
 
 
