@@ -8,6 +8,9 @@ RUN pip install --no-cache-dir -r "${LAMBDA_TASK_ROOT}/requirements.lock" --targ
 COPY contract ${LAMBDA_TASK_ROOT}/contract
 COPY sync ${LAMBDA_TASK_ROOT}/sync
 COPY telemetry ${LAMBDA_TASK_ROOT}/telemetry
+# The rollout step Lambda (sync.rollout_step.lambda_handler, same image): its pure rules and its store.
+COPY rollout ${LAMBDA_TASK_ROOT}/rollout
+COPY stores/__init__.py stores/rollout_metrics.py ${LAMBDA_TASK_ROOT}/stores/
 
 # Lambda runs the function as a non-root user; the handler is the one the local stack runs too.
 CMD ["sync.handler.lambda_handler"]

@@ -147,13 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
     health.set_defaults(handler=cmd_healthcheck)
 
     from runtime import launch
-    from sagemaker_fastchat import arena_cli, local_stack, models_cli
+    from sagemaker_fastchat import arena_cli, local_stack, models_cli, rollout_cli
     from sagemaker_fastchat.standin import server as standin
     from sync import local_runner
     from telemetry import commands as telemetry_commands
 
     models_cli.add_parser(sub)
     arena_cli.add_parser(sub)
+    rollout_cli.add_parser(sub)
     local_stack.add_parser(sub)
     launch.register(sub)
     standin.register(sub)

@@ -35,6 +35,8 @@ from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
 from sagemaker_fastchat.options import env_option
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
+from stores.rollout_metrics import DEFAULT_TABLE as DEFAULT_METRICS_TABLE
+from stores.rollout_metrics import create_table as create_metrics_table
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from stores.votes import create_tables as create_vote_tables
 from sync.settings import DEFAULT_TABLE
@@ -208,6 +210,7 @@ def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
         "REGISTRY_TABLE": args.table,
         "SSM_PREFIX": args.ssm_prefix,
+        "ROLLOUT_METRICS_TABLE": DEFAULT_METRICS_TABLE,  # issue 17: workers record, the step runner reads
         "CONTROLLER_ADDRESS": f"http://127.0.0.1:{ports.controller}",
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
@@ -299,12 +302,14 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     dynamodb = boto3.client("dynamodb", region_name=args.region)
     ensure_table(dynamodb, args.table)
     create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
+    create_metrics_table(dynamodb, DEFAULT_METRICS_TABLE)  # rollout outcome counts
     if not args.no_demo_models:
         seeded = seed_demo_models(Registry(dynamodb, args.table))
         if seeded:
             print(f"seeded demo models: {', '.join(seeded)}", flush=True)
 
     sup.start("sync", [*CLI, "sync-local"], env)
+    sup.start("rollout", [*CLI, "rollout", "run", "--interval", "10"], env)  # the scheduled Lambda's part
     sup.start(
         "worker",
         [

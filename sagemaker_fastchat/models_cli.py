@@ -20,7 +20,7 @@ import httpx
 from contract.items import InputError, read_json
 from contract.snapshot import DEFAULT_PREFIX, SnapshotError, validate_prefix
 from contract.ssm_reader import SsmReader
-from sagemaker_fastchat import registry_ops
+from sagemaker_fastchat import registry_ops, rollout_cli
 from sync.settings import DEFAULT_TABLE
 
 FORCE_HELP = "allow emptying all-models (removing every live model at once)"
@@ -81,6 +81,7 @@ def add_parser(sub: Any) -> None:
         help="a worker to wait for too, when reachable ($WORKER_URL)",
     )
     wait.set_defaults(handler=cmd_wait)
+    rollout_cli.add_models_parser(msub)  # issue 17: `models rollout NAME --endpoint NEW ...`
 
 
 def _registry(args: argparse.Namespace) -> registry_ops.Registry:
@@ -163,7 +164,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
         if r["reason"]:
             print(f"{'':<{width}}    reason: {r['reason']}")
-        for line in registry_ops.variant_lines(r.get("variants")):
+        if r.get("weights"):
+            split = ", ".join(f"{v['endpoint']} {v['weight']:g}%" for v in r["weights"])
+            print(f"{'':<{width}}    weights: {split}")
+        if r.get("rollout"):
+            print(f"{'':<{width}}    rollout: {r['rollout']}")
+        for line in registry_ops.variant_lines(r.get("variants")):  # a reachable worker's own view
             print(f"{'':<{width}}    {line}")
         _warn_template(r["model"], r["template_by_name"])
     return 0

@@ -17,6 +17,7 @@ from contract.items import InputError
 from contract.registry import ActiveListError, format_active_list, parse_active_list
 from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
 from contract.ssm_reader import PublishedSet, SsmReader
+from rollout.state import RolloutState, parse_state, summary
 from sync.publisher import specs_at
 
 ITEM_CONFIG = "endpoint_req_config"
@@ -28,7 +29,7 @@ def to_typed_item(item: dict[str, Any]) -> dict[str, Any]:
     for key, value in item.items():
         if value is None:
             continue
-        if key == ITEM_CONFIG and not isinstance(value, str):
+        if isinstance(value, dict | list):  # the config, `variants`, `rollout`: JSON strings, as the seed's
             typed[key] = {"S": json.dumps(value, ensure_ascii=False)}
         elif isinstance(value, bool):
             typed[key] = {"BOOL": value}
@@ -207,6 +208,7 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
                 "endpoint": (spec.endpoint_name if spec else (item or {}).get("endpoint_name")),
                 "live_hash": entry.hash if entry else None,
                 "reason": (manifest.rejected.get(name) if manifest else None) or problem,
+                **rollout_columns(item, spec),  # issue 17: variants and rollout
                 # prompt-style config without conv_template: FastChat picks a template by name (API issue)
                 "template_by_name": bool(
                     spec and not spec.conv_template and "prompt" in spec.request_mapping
@@ -214,6 +216,22 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
             }
         )
     return rows
+
+
+def rollout_columns(item: dict[str, Any] | None, spec: ModelSpec | None) -> dict[str, Any]:
+    """`models list`'s weights per endpoint (when there are several) and rollout state (when there is one)."""
+    variants = spec.variants() if spec else ()
+    raw = (item or {}).get("rollout")
+    state = parse_state(raw) if raw is not None else None
+    return {
+        # `weights`: the published split; a reachable worker adds its own view as `variants`
+        "weights": [{"endpoint": v.endpoint_name, "weight": v.weight} for v in variants]
+        if len(variants) > 1
+        else None,
+        "rollout": (summary(state) if isinstance(state, RolloutState) else "unreadable: " + "; ".join(state))
+        if state is not None
+        else None,
+    }
 
 
 def merge_worker_state(rows: list[dict[str, Any]], worker: dict[str, Any] | None) -> list[dict[str, Any]]:
