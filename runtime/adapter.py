@@ -181,6 +181,8 @@ class SageMakerAdapter:
                     yield failure
                     return
                 route = ranked[0]  # every breaker is open: the sticky choice still gets the request
+            elif not attempts and route is not ranked[0]:
+                self._skipped(ranked[0], attempts)
             attempt = Attempt(self.name, route.endpoint_name, time.monotonic())
             attempts.append(attempt)
             try:
@@ -218,6 +220,14 @@ class SageMakerAdapter:
             attempt.ttft_ms = (time.monotonic() - attempt.started) * 1000
         yield final
 
+    def _skipped(self, route: Route, attempts: list[Attempt]) -> None:
+        """The sticky choice was skipped (its breaker is open): for the rollout's counts that is a request
+        of its share it could not serve (an error), not fed to its breaker (open already)."""
+        attempt = Attempt(self.name, route.endpoint_name, time.monotonic(), error_kind="circuit_open")
+        attempt.endpoint_failure = attempt.failed_over = True
+        attempts.append(attempt)
+        self._record(attempt)
+
     def _settle(self, route: Route, attempt: Attempt) -> None:
         """The attempt's outcome to its endpoint's breaker and the recorder (a client gone before the
         first token, or a request the spec refused, tells nothing about the endpoint)."""
@@ -225,7 +235,11 @@ class SageMakerAdapter:
             route.breaker.record(False)
         elif attempt.ttft_ms is not None:
             route.breaker.record(True)
-        if self.recorder is not None and attempt.known:
+        if attempt.known:
+            self._record(attempt)
+
+    def _record(self, attempt: Attempt) -> None:
+        if self.recorder is not None:
             try:
                 self.recorder(attempt)
             except Exception:

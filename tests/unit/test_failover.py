@@ -227,3 +227,24 @@ def test_a_request_the_config_refuses_is_not_counted_against_the_endpoint() -> N
     assert len(attempts) == 1  # not failed over
     assert recorder.pending() == 0
     assert all(b.state == "closed" and b.window_counts() == (0, 0) for b in (r.breaker for r in a.routes))
+
+
+def test_a_share_skipped_by_an_open_breaker_counts_against_its_variant() -> None:
+    """A conversation whose sticky choice is skipped (breaker open) is a request and an error of that
+    variant for the rollout's counts, so a failing candidate reaches its minimum sample (and its
+    rollback) while its breaker protects users."""
+    clock = [0.0]
+    breakers = Breakers(BreakerPolicy(consecutive=2, cooldown=1000.0), clock=lambda: clock[0])
+    recorder = OutcomeRecorder(MemoryOutcomeStore(), clock=lambda: 120.0)
+    endpoints = Endpoints(cand=refused("cand"))
+    a = adapter(endpoints, breakers=breakers, recorder=recorder.record)
+    results = [chat(a, f"USER: q{i} ASSISTANT:") for i in range(60)]
+    assert all(out[-1]["error_code"] == 0 for out, _ in results)
+    calls_to_cand = sum(e == "cand" for e, _ in endpoints.transport.calls)
+    assert calls_to_cand == 2  # then its breaker opened
+    firsts = Counter(attempts[0].endpoint for _, attempts in results)
+    recorder.flush()
+    counts = {c.variant: c for c in recorder.store.read("m", 0)}  # type: ignore[attr-defined]
+    assert counts["cand"].requests == counts["cand"].errors == firsts["cand"] > 2
+    skipped = [x for _, attempts in results for x in attempts if x.error_kind == "circuit_open"]
+    assert len(skipped) == firsts["cand"] - 2
