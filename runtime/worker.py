@@ -333,6 +333,10 @@ def create_worker_app(
                 thread.start()
             yield
             stop.set()
+            # A moment for their last act (the outcome recorder's final flush) before the process exits.
+            deadline = time.monotonic() + 5.0
+            for thread in threads:
+                await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
 
     app = FastAPI(lifespan=lifespan)
 
