@@ -188,3 +188,27 @@ def test_outcome_counts_reach_the_rollout_table(
         assert counts["demo-tgi-vx"].errors == counts["demo-tgi-vx"].requests > 0
     finally:
         server.stop()
+
+
+def test_a_conversation_keeps_its_variant_across_turns_and_regenerations(tmp_path: Path, env: str) -> None:
+    """Without a conversation id: prompts built by the model's own FastChat template (as the web UI and
+    the API build them), turn after turn and regenerated, all reach the variant of the first turn."""
+    from fastchat.conversation import get_conv_template
+
+    variants = [{"endpoint_name": "demo-tgi-vd", "weight": 50}]
+    with worker(tmp_path, [item("demo-tgi-vc", variants, conv_template="vicuna_v1.1")]) as url:
+        wait_ready(url)
+        seen = set()
+        for i in range(12):
+            conv = get_conv_template("vicuna_v1.1")
+            endpoints = set()
+            for turn in range(3):
+                conv.append_message(conv.roles[0], f"conversation {i}, question {turn}")
+                conv.append_message(conv.roles[1], None)
+                for _ in range(2):  # the answer, then a regeneration
+                    body = {"model": "m", "prompt": conv.get_prompt(), "max_new_tokens": 4}
+                    endpoints.add(httpx.post(f"{url}/worker_generate", json=body).json()["text"].split()[2])
+                conv.update_last_message("an answer")
+            assert len(endpoints) == 1, endpoints
+            seen |= endpoints
+        assert seen == {"demo-tgi-vc", "demo-tgi-vd"}
