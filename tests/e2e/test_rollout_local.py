@@ -17,6 +17,8 @@ import pytest
 
 from tests.local_stack import LocalStack
 
+# Only for the h-rctl branch on its own (a collection-time skip, which CI's skip rule does not see): delete
+# this line when merging both halves; with rollout/assign.py present the test always runs.
 pytest.importorskip("rollout.assign", reason="the worker side of issue 17 is not in this tree")
 
 TGI = Path(__file__).resolve().parents[2] / "sagemaker_fastchat" / "examples" / "tgi.json"
