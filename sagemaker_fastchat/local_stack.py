@@ -210,7 +210,8 @@ def stack_env(args: argparse.Namespace, ports: Ports) -> dict[str, str]:
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
         "REGISTRY_TABLE": args.table,
         "SSM_PREFIX": args.ssm_prefix,
-        "ROLLOUT_METRICS_TABLE": DEFAULT_METRICS_TABLE,  # issue 17: workers record, the step runner reads
+        # issue 17: workers add outcome counts, the step runner reads them
+        "ROLLOUT_METRICS_TABLE": os.environ.get("ROLLOUT_METRICS_TABLE") or DEFAULT_METRICS_TABLE,
         "CONTROLLER_ADDRESS": f"http://127.0.0.1:{ports.controller}",
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
@@ -302,7 +303,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     dynamodb = boto3.client("dynamodb", region_name=args.region)
     ensure_table(dynamodb, args.table)
     create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
-    create_metrics_table(dynamodb, DEFAULT_METRICS_TABLE)  # rollout outcome counts
+    create_metrics_table(dynamodb, env["ROLLOUT_METRICS_TABLE"])  # rollout outcome counts
     if not args.no_demo_models:
         seeded = seed_demo_models(Registry(dynamodb, args.table))
         if seeded:
