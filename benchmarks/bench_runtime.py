@@ -5,8 +5,12 @@
 (c) 200 concurrent streams through one worker: tokens/s versus 200 direct boto3 streams (after one
     warm-up round each, over five alternating rounds).
 The stand-in streams without a token-rate limit, so the numbers measure our path, not a sleep.
-Targets: p95 propagation <= poll interval + 1 s; added TTFT p50 <= 5 ms; >= 90% of direct throughput.
-Run: ./dev bench
+(d) `--variants` (short, alone): the added TTFT of variant choice + breaker bookkeeping: a model with two
+    variants against one with a single endpoint through the same worker, interleaved; and the choice's
+    own cost per request, measured in-process.
+Targets: p95 propagation <= poll interval + 1 s; added TTFT p50 <= 5 ms (with variants too); >= 90% of
+direct throughput.
+Run: ./dev bench (or python benchmarks/bench_runtime.py --variants)
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
@@ -56,12 +61,12 @@ def direct_stream(client: object, prompt: str) -> tuple[float, int]:
     return first, parts
 
 
-def worker_stream(http: httpx.Client, controller: str, prompt: str) -> tuple[float, int]:
+def worker_stream(http: httpx.Client, controller: str, prompt: str, name: str = "alpha") -> tuple[float, int]:
     """Time to first chunk through the controller lookup and the worker, and tokens streamed (the last
     chunk's completion count: the worker may coalesce cumulative chunks when the reader lags)."""
     start = time.perf_counter()
-    address = http.post(f"{controller}/get_worker_address", json={"model": "alpha"}).json()["address"]
-    params = {"model": "alpha", "prompt": prompt, "temperature": 0.7, "max_new_tokens": 1000}
+    address = http.post(f"{controller}/get_worker_address", json={"model": name}).json()["address"]
+    params = {"model": name, "prompt": prompt, "temperature": 0.7, "max_new_tokens": 1000}
     first, buffer = 0.0, b""
     with http.stream("POST", f"{address}/worker_generate_stream", json=params) as response:
         for raw in response.iter_bytes():
@@ -123,9 +128,9 @@ def throughput(client: object, controller: str, prompt: str, rounds: int = 5) ->
     return totals["direct"][0] / totals["direct"][1], totals["worker"][0] / totals["worker"][1]
 
 
-def standin_stack() -> RuntimeStack:
-    """A runtime stack (stand-in in its own process, 1 s poll interval) serving model `alpha` through
-    the controller and the worker."""
+def standin_stack(models: list[dict[str, Any]] | None = None) -> RuntimeStack:
+    """A runtime stack (stand-in in its own process, 1 s poll interval) serving model `alpha` (or
+    `models`) through the controller and the worker."""
     standin_port = free_port()
     stack = RuntimeStack(f"http://127.0.0.1:{standin_port}", poll_interval=1.0)
     stack.sup.start(
@@ -136,7 +141,7 @@ def standin_stack() -> RuntimeStack:
     )
     try:
         stack.sup.wait_ready(["standin"])
-        stack.publish([model("alpha")])
+        stack.publish(models or [model("alpha")])
         stack.start_controller()
         stack.start_worker()
     except BaseException:
@@ -196,5 +201,48 @@ def main() -> None:
         stack.close()
 
 
+DUO_VARIANTS = [{"endpoint_name": "demo-tgi-b", "weight": 50}]
+
+
+def choice_cost(rounds: int = 20_000) -> float:
+    """Microseconds per request of what variants add in-process: ranking for the sticky key, the breaker's
+    allow and record, the attempt record."""
+    from contract.spec import parse_model_item
+    from runtime.adapter import SageMakerAdapter
+    from runtime.variants import Attempt
+
+    adapter = SageMakerAdapter(parse_model_item(model("duo", variants=DUO_VARIANTS)), None)
+    adapter.assistant_role = "ASSISTANT:"
+    start = time.perf_counter()
+    for i in range(rounds):
+        params = {"prompt": f"USER: question {i} ASSISTANT:"}
+        route = adapter.ranked(params)[0]
+        route.breaker.allow()
+        Attempt("duo", route.endpoint_name, time.monotonic())
+        route.breaker.record(True)
+    return (time.perf_counter() - start) / rounds * 1e6
+
+
+def variants_main() -> None:
+    print(f"(d) variant choice + breaker bookkeeping in-process: {choice_cost():.1f} us per request")
+    stack = standin_stack([model("alpha"), model("duo", variants=DUO_VARIANTS)])
+    try:
+        stack.wait_version(1)
+        stack.wait_for(lambda: {"alpha", "duo"} <= set(stack.controller_models()))
+        http = httpx.Client(timeout=60)
+        one, two = [], []
+        for i in range(60):
+            prompt = f"[[tokens:5]] USER: ttft {i} ASSISTANT:"
+            one.append(worker_stream(http, stack.controller_url, prompt, "alpha")[0])
+            two.append(worker_stream(http, stack.controller_url, prompt, "duo")[0])
+        o50, t50 = statistics.median(one[10:]), statistics.median(two[10:])
+        print(
+            f"(d) TTFT p50 via controller+worker: one endpoint {o50 * 1e3:.2f} ms, two variants "
+            f"{t50 * 1e3:.2f} ms (ratio {t50 / o50:.2f}, added {(t50 - o50) * 1e3:+.2f} ms; budget <= 5 ms)"
+        )
+    finally:
+        stack.close()
+
+
 if __name__ == "__main__":
-    main()
+    variants_main() if "--variants" in sys.argv else main()

@@ -13,12 +13,13 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 import structlog
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from contract.chunk import WorkerChunk
 from runtime import tracing
 from telemetry.tracing import Tracer, UdpEmitter
 
@@ -28,9 +29,9 @@ CHUNKS = [
 ]
 
 
-async def chunks() -> AsyncIterator[dict[str, Any]]:
+async def chunks() -> AsyncIterator[WorkerChunk]:
     for chunk in CHUNKS:
-        yield chunk
+        yield cast(WorkerChunk, chunk)
 
 
 async def one_request(tracer: Tracer) -> None:

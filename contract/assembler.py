@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from contract.chunk import WorkerChunk
 from contract.decoder import StreamEvent
 
 # Container finish reasons (TGI, LMI, OpenAI, vLLM) -> FastChat's "stop" / "length".
@@ -54,11 +55,11 @@ class OutputAssembler:
         """A stop string was reached: no further events matter (close the stream)."""
         return self.finish_reason is not None
 
-    def push(self, event: StreamEvent) -> dict[str, Any] | None:
+    def push(self, event: StreamEvent) -> WorkerChunk | None:
         """Take one event; return a chunk when the visible text grew, else None."""
         return self.push_all((event,))
 
-    def push_all(self, events: Iterable[StreamEvent]) -> dict[str, Any] | None:
+    def push_all(self, events: Iterable[StreamEvent]) -> WorkerChunk | None:
         """Take a batch of events (all that arrived since the last chunk was sent); one chunk for the
         whole batch when the visible text grew, else None."""
         if self.stopped:
@@ -81,7 +82,7 @@ class OutputAssembler:
             self.text += "".join(texts)
         return self._advance(final=False)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> WorkerChunk:
         """The last chunk, after the stream ended: held-back text is released, finish_reason set."""
         if not self.stopped:
             if not self.text and self.generated_text:
@@ -90,9 +91,9 @@ class OutputAssembler:
             self.finish_reason = self.container_finish or "stop"
         return self.chunk()
 
-    def chunk(self) -> dict[str, Any]:
+    def chunk(self) -> WorkerChunk:
         completion = self.reported_tokens if self.reported_tokens is not None else self.completion_tokens
-        return {
+        chunk: WorkerChunk = {
             "text": self.visible,
             "error_code": 0,
             "usage": {
@@ -101,10 +102,12 @@ class OutputAssembler:
                 "total_tokens": self.prompt_tokens + completion,
             },
             "finish_reason": self.finish_reason,
-            **({"logprobs": self._logprobs_doc()} if self.logprobs else {}),
         }
+        if self.logprobs:
+            chunk["logprobs"] = self._logprobs_doc()
+        return chunk
 
-    def _logprobs_doc(self) -> dict[str, Any]:
+    def _logprobs_doc(self) -> dict[str, list[object]]:
         """FastChat's (cumulative) logprobs object: tokens, token_logprobs, top_logprobs."""
         items = self.logprobs or []
         return {
@@ -113,7 +116,7 @@ class OutputAssembler:
             "top_logprobs": [top for _, _, top in items],
         }
 
-    def _advance(self, final: bool) -> dict[str, Any] | None:
+    def _advance(self, final: bool) -> WorkerChunk | None:
         text = self.text
         cut = len(text)
         if self.stop:

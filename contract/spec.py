@@ -3,7 +3,8 @@
 The item schema is the seed's, fixed by existing users (docs/design.md "Registry"):
 `model_name`, `endpoint_name`, `endpoint_req_config` (a JSON string or a map), optional `model_family`
 (the seed's, accepted and kept), and optional extras that go beyond the seed: `conv_template`,
-`context_length`, `description`, `probe`.
+`context_length`, `description`, `probe`, `variants` (contract/variants.py). `rollout` (a staged rollout's
+state, rollout/state.py) is control-plane state: accepted, ignored here and not part of the spec or its hash.
 
 The validator is total: any value gives a ModelSpec or a SpecError naming model, field and why, never
 another exception, and every size an operator controls is bounded (the MAX_* constants here, in
@@ -27,6 +28,7 @@ from contract.errors import Problem, SpecError, describe_model
 from contract.json_shape import depth_exceeds, join_path, key_label, shape_problem, short_repr
 from contract.jsonpaths import JsonPath, MultiReader, PathSyntaxError, write_problem
 from contract.line_regex import LineRegex, RegexError
+from contract.variants import Variant, VariantEntry, check_entries, load_list, primary_weight
 
 ALL_MODELS_KEY = "all-models"
 MAX_MODEL_NAME = 64
@@ -101,6 +103,8 @@ class ModelSpec:
     probe: bool = False  # [warm] stream a one-token probe request before this spec takes traffic
 
     arena_weight: float = 1.0  # arena (issue 16): relative chance to be drawn into battles; 0 = never
+    # Issue 17: the other endpoints serving this name (not the primary; see variants()).
+    other_variants: tuple[Variant, ...] = field(default=(), repr=False)
 
     @cached_property
     def response_reader(self) -> MultiReader:
@@ -111,18 +115,32 @@ class ModelSpec:
         """A private deep copy of the request defaults, safe to fill in for one request."""
         return copy.deepcopy(dict(self.request_defaults))
 
+    @cached_property
+    def _variants(self) -> tuple[Variant, ...]:
+        weight = primary_weight([v.weight for v in self.other_variants])
+        return (Variant(self.endpoint_name, weight, self, True), *self.other_variants)
+
+    def variants(self) -> tuple[Variant, ...]:
+        """Every endpoint serving this name, primary first; exactly one (weight 100) without `variants`."""
+        return self._variants
+
 
 class _Collector:
     """Gathers every problem of one item, so operators fix all of them in one go."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, prefix: str = "", problems: list[Problem] | None = None) -> None:
         self.model = model
-        self.problems: list[Problem] = []
+        self.prefix = prefix  # e.g. "variants[1]." while a variant's config override is parsed
+        self.problems: list[Problem] = [] if problems is None else problems
         self.broken: set[str] = set()  # attributes already refused as a whole (e.g. a malformed typed value)
 
     def add(self, path: str, reason: str) -> None:
         if path.partition(".")[0] not in self.broken:
-            self.problems.append(Problem(self.model, path, reason))
+            self.problems.append(Problem(self.model, self.prefix + path, reason))
+
+    def nested(self, prefix: str) -> _Collector:
+        """A collector whose problems land here, under `prefix` (a variant's own config)."""
+        return _Collector(self.model, self.prefix + prefix, self.problems)
 
     def refuse_attribute(self, attribute: str, reason: str) -> None:
         """Refuse a whole attribute; later problems inside it would only repeat this one."""
@@ -396,54 +414,104 @@ def parse_model_item(item: Mapping[str, Any]) -> ModelSpec:
     endpoint = plain_item.get("endpoint_name")
     if endpoint is None:
         c.add("endpoint_name", "is missing")
-    elif (
-        not isinstance(endpoint, str)
-        or len(endpoint) > MAX_ENDPOINT_NAME
-        or not ENDPOINT_NAME_RE.fullmatch(endpoint)
-    ):
-        c.add(
-            "endpoint_name",
-            f"{short_repr(endpoint, 80)} is not a SageMaker endpoint name "
-            f"(1-{MAX_ENDPOINT_NAME} letters, digits or hyphens, starting and ending with a letter or digit)",
-        )
+    else:
+        problem = endpoint_name_problem(endpoint)
+        if problem:
+            c.add("endpoint_name", problem)
 
     extras = _optional_attributes(plain_item, c)
     config = _load_config(plain_item.get(_CFG), c)
     parsed = _parse_config(config, c) if config is not None else _ParsedConfig()
+    variants = _parse_variants(plain_item, c)
 
     if c.problems:
         raise SpecError(c.problems)
     assert isinstance(name, str)
     assert isinstance(endpoint, str)
-    document: dict[str, Any] = {
-        "model_name": name,
-        "endpoint_name": endpoint,
-        _CFG: parsed.document(),
-        **extras,
-    }
+    base: dict[str, Any] = {"model_name": name, "endpoint_name": endpoint, _CFG: parsed.document(), **extras}
+    others = tuple(_variant(entry, own or parsed, base, extras) for entry, own in variants)
+    document = dict(base)
+    if others:  # absent when there are none: such specs hash exactly as before issue 17
+        document["variants"] = [_variant_document(entry, own) for entry, own in variants]
     size = len(canonical_json(spec_parameter_value(document, content_hash(document))).encode())
     if size > MAX_SPEC_PARAMETER_BYTES:
         raise SpecError(
             [
                 Problem(
                     name,
-                    _CFG,
+                    "variants" if others else _CFG,
                     f"the spec is {size} bytes as an SSM parameter; "
                     f"the SSM Advanced tier holds at most {MAX_SPEC_PARAMETER_BYTES}",
                 )
             ]
         )
+    return _spec(document, parsed, extras, others)
+
+
+def _spec(
+    document: dict[str, Any], parsed: _ParsedConfig, extras: dict[str, Any], others: tuple[Variant, ...]
+) -> ModelSpec:
     return ModelSpec(
-        name=name,
-        endpoint_name=endpoint,
+        name=document["model_name"],
+        endpoint_name=document["endpoint_name"],
         request_defaults=parsed.defaults,
         request_mapping=parsed.request_mapping,
         response_mapping=parsed.response_mapping,
         regex_sub=parsed.regex_sub,
         document=document,
         hash=content_hash(document),
+        other_variants=others,
         **extras,
     )
+
+
+def endpoint_name_problem(endpoint: object) -> str | None:
+    """Why `endpoint` cannot be a SageMaker endpoint name, or None."""
+    if (
+        isinstance(endpoint, str)
+        and len(endpoint) <= MAX_ENDPOINT_NAME
+        and ENDPOINT_NAME_RE.fullmatch(endpoint)
+    ):
+        return None
+    return (
+        f"{short_repr(endpoint, 80)} is not a SageMaker endpoint name "
+        f"(1-{MAX_ENDPOINT_NAME} letters, digits or hyphens, starting and ending with a letter or digit)"
+    )
+
+
+def _parse_variants(item: dict[str, Any], c: _Collector) -> list[tuple[VariantEntry, _ParsedConfig | None]]:
+    """Each valid entry of `variants` with its parsed config override (None: the item's own)."""
+    raw = item.get("variants")
+    if raw is None or "variants" in c.broken:
+        return []
+    entries = load_list(raw, c.add)
+    if entries is None:
+        return []
+    out: list[tuple[VariantEntry, _ParsedConfig | None]] = []
+    for entry in check_entries(entries, item.get("endpoint_name"), endpoint_name_problem, c.add):
+        own: _ParsedConfig | None = None
+        if entry.config is not None:
+            sub = c.nested(f"variants[{entry.index}].")
+            config = _load_config(entry.config, sub)
+            own = _parse_config(config, sub) if config is not None else None
+        out.append((entry, own))
+    return out
+
+
+def _variant_document(entry: VariantEntry, own: _ParsedConfig | None) -> dict[str, Any]:
+    doc: dict[str, Any] = {"endpoint_name": entry.endpoint_name, "weight": entry.weight}
+    if own is not None:
+        doc[_CFG] = own.document()
+    return doc
+
+
+def _variant(
+    entry: VariantEntry, parsed: _ParsedConfig, base: dict[str, Any], extras: dict[str, Any]
+) -> Variant:
+    """A variant as a full spec of its own: the model's name and attributes, its endpoint, its config
+    (the override or the item's own)."""
+    document = {**base, "endpoint_name": entry.endpoint_name, _CFG: parsed.document()}
+    return Variant(entry.endpoint_name, float(entry.weight), _spec(document, parsed, extras, ()), False)
 
 
 SPEC_SCHEMA = 1

@@ -23,6 +23,7 @@ COPY telemetry /app/telemetry
 COPY sagemaker_fastchat /app/sagemaker_fastchat
 COPY arena /app/arena
 COPY stores /app/stores
+COPY rollout /app/rollout
 RUN pip install --no-cache-dir --no-deps /app \
     && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin app \
     && install -d -o 10001 -g 10001 /var/spool/sagemaker-fastchat  # the arena's vote spool (a task volume)

@@ -1,8 +1,8 @@
 """One SageMaker streaming endpoint as FastChat generation: request building, the call, decoding.
 
-The endpoint is called with aiobotocore (botocore's request signing, retries and event-stream decoding,
-over aiohttp) on the worker's event loop: no thread per stream, and one slow endpoint never stalls
-the others because nothing blocks the loop. An adapter is built once per model spec and shared by every
+The endpoint is called through a transport (runtime/transport.py: aiobotocore on the worker's event loop,
+mapping botocore's failures to domain errors), so one slow endpoint never stalls the others because
+nothing blocks the loop. An adapter is built once per model spec and shared by every
 concurrent request to that model: all per-request state (decoder buffer, assembled text) lives in that
 request's `Generation`. Every failure becomes a FastChat error chunk; nothing raises into the worker.
 """
@@ -10,254 +10,290 @@ request's `Generation`. Every failure becomes a FastChat error chunk; nothing ra
 from __future__ import annotations
 
 import asyncio
-import functools
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from contextlib import AsyncExitStack, aclosing
+from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
-import botocore.exceptions
 import orjson
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.eventstream import EventStreamBuffer, EventStreamHeaderParser
-
-# FastChat's error codes (fastchat.constants; imported lazily-free: it has no heavy imports).
+import structlog
 from fastchat.constants import ErrorCode
 
 from contract.assembler import OutputAssembler
+from contract.chunk import (
+    ENDPOINT_ERROR,
+    ENDPOINT_KINDS,
+    INTERNAL,
+    INVALID_REQUEST,
+    NOT_FOUND,
+    THROTTLED,
+    TIMEOUT,
+    UNAVAILABLE,
+    WorkerChunk,
+    error_chunk,
+    error_kind,
+)
 from contract.decoder import StreamDecodeError, StreamDecoder, StreamEvent
 from contract.request import RequestError, build_request, normalize_stop
 from contract.spec import ModelSpec
 from contract.tokens import approx_token_count
+from contract.variants import Variant
+from rollout.assign import rank_variants
+from rollout.breaker import OPEN, Breaker
 from runtime.params import check_params
+from runtime.transport import (
+    AioBotocoreTransport,
+    EndpointFailure,
+    EndpointTransport,
+    FrameBuffer,
+    SageMakerClient,
+    payload_batches,
+    sagemaker_client_config,
+)
+from runtime.variants import Attempt, Breakers, Recorder, sticky_key
+
+# Re-exported: callers knew them here.
+__all__ = [
+    "ENDPOINT_ERROR",
+    "INTERNAL",
+    "INVALID_REQUEST",
+    "NOT_FOUND",
+    "THROTTLED",
+    "TIMEOUT",
+    "UNAVAILABLE",
+    "AioBotocoreTransport",
+    "FrameBuffer",
+    "Generation",
+    "SageMakerAdapter",
+    "SageMakerClient",
+    "error_chunk",
+    "payload_batches",
+    "sagemaker_client_config",
+]
 
 DEFAULT_FIRST_TOKEN_TIMEOUT = 60.0
+log = structlog.get_logger("worker")
 
 
-def sagemaker_client_config(max_connections: int, read_timeout: float = 120.0) -> AioConfig:
-    """One client is shared by all streams: its connection pool must hold one connection per stream."""
-    return AioConfig(
-        max_pool_connections=max_connections,
-        connect_timeout=5,
-        read_timeout=read_timeout,
-        retries={"max_attempts": 3, "mode": "standard"},
-    )
+@dataclass(frozen=True)
+class Route:
+    """One variant of a model on this worker: its endpoint's spec and breaker, and why warm-up left it
+    out (then its weight is 0: never chosen, never failed over to)."""
 
+    variant: Variant
+    breaker: Breaker
+    excluded: str | None = None
 
-class SageMakerClient:
-    """The one `sagemaker-runtime` client all adapters share. aiohttp's connection pool belongs to an
-    event loop, so the client is created on the loop that serves requests: on entering `async with`
-    (the worker does so at start-up: loading botocore's service model takes a while) or else at first
-    use (adapters are built in the model-set poller's thread), and closed on leaving it or by `close()`.
-    Region, credentials and endpoint URL come from botocore's usual sources (AWS_REGION,
-    AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME, the ECS task role, ...) unless given here."""
+    @property
+    def endpoint_name(self) -> str:
+        return self.variant.endpoint_name
 
-    def __init__(self, config: AioConfig, **client_kwargs: Any) -> None:
-        self._config = config
-        self._kwargs = client_kwargs
-        self._client: Any = None
-        self._exit = AsyncExitStack()
-        self._lock: asyncio.Lock | None = None
+    @property
+    def weight(self) -> float:
+        return 0.0 if self.excluded else float(self.variant.weight)
 
-    async def get(self) -> Any:
-        if self._client is None:
-            self._lock = self._lock or asyncio.Lock()
-            async with self._lock:
-                if self._client is None:
-                    creator = get_session().create_client(
-                        "sagemaker-runtime", config=self._config, **self._kwargs
-                    )
-                    self._client = await self._exit.enter_async_context(creator)
-        return self._client
-
-    async def __aenter__(self) -> SageMakerClient:
-        await self.get()
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        """Close the client; a later `get()` creates a new one (on the loop running then)."""
-        exit_stack, self._exit, self._client, self._lock = self._exit, AsyncExitStack(), None, None
-        await exit_stack.aclose()
-
-
-# What went wrong, for an API in front of the worker (README "Worker failure domains and errors"):
-# FastChat's error_code says which HTTP status, `error.kind` says the same without parsing the text.
-THROTTLED = "throttled"  # RATE_LIMIT: 429
-TIMEOUT = "timeout"  # CONTROLLER_WORKER_TIMEOUT: 504
-UNAVAILABLE = "unavailable"  # ENGINE_OVERLOADED: 503
-ENDPOINT_ERROR = "endpoint_error"  # INTERNAL_ERROR: 502
-NOT_FOUND = "not_found"  # INVALID_MODEL: 404
-INVALID_REQUEST = "invalid_request"  # VALIDATION_TYPE_ERROR, PARAM_OUT_OF_RANGE: 400
-INTERNAL = "internal"  # INTERNAL_ERROR: 502 (500 by kind)
-
-
-def error_chunk(
-    model: str,
-    message: str,
-    code: int = ErrorCode.INTERNAL_ERROR,
-    kind: str = ENDPOINT_ERROR,
-    *,
-    endpoint: str | None = None,
-    param: str | None = None,
-) -> dict[str, Any]:
-    """A FastChat error frame: `text` is what users see (FastChat's UI and API show it as is), and the
-    extra `error` object carries the same facts for machines."""
-    error: dict[str, Any] = {"kind": kind, "model": model, "endpoint": endpoint}
-    if param is not None:
-        error["param"] = param
-    text = f"model {model}: {message}" if model else message
-    return {"text": text, "error_code": int(code), "error": error}
-
-
-def _client_error(exc: botocore.exceptions.ClientError, endpoint: str) -> tuple[str, int, str]:
-    """The message, FastChat error code and kind for an error SageMaker returned."""
-    err = exc.response.get("Error", {})
-    code = str(err.get("Code", "Unknown"))
-    message = str(err.get("Message", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if code in ("ThrottlingException", "TooManyRequestsException") or "throttl" in message.lower():
-        return (
-            f"endpoint {endpoint} is throttling requests; try again shortly",
-            ErrorCode.RATE_LIMIT,
-            THROTTLED,
-        )
-    if code == "ValidationError" and "not found" in message:
-        return f"endpoint {endpoint} does not exist ({message})", ErrorCode.ENGINE_OVERLOADED, UNAVAILABLE
-    if code in ("ModelNotReadyException", "ServiceUnavailable") or status == 503:
-        return (
-            f"endpoint {endpoint} is not available ({code}: {message})",
-            ErrorCode.ENGINE_OVERLOADED,
-            UNAVAILABLE,
-        )
-    if code == "ModelStreamError":
-        return (
-            f"endpoint {endpoint} failed mid-stream (ModelStreamError: {message})",
-            ErrorCode.INTERNAL_ERROR,
-            ENDPOINT_ERROR,
-        )
-    if code == "InternalStreamFailure":
-        return (
-            f"endpoint {endpoint} stream failed (InternalStreamFailure: {message})",
-            ErrorCode.INTERNAL_ERROR,
-            ENDPOINT_ERROR,
-        )
-    return f"endpoint {endpoint} returned {code}: {message}", ErrorCode.INTERNAL_ERROR, ENDPOINT_ERROR
-
-
-PRELUDE_LENGTH = 12  # event-stream wire format: total length, headers length, prelude CRC (4 bytes each)
-
-
-@functools.lru_cache(maxsize=64)
-def _parsed_header_block(header_bytes: bytes) -> dict[str, Any]:
-    return EventStreamHeaderParser().parse(header_bytes)
-
-
-class FrameBuffer(EventStreamBuffer):
-    """botocore's event-stream frame decoder (prelude, both CRCs, size limits), with the parse of each
-    frame's header block memoized by its bytes: every PayloadPart carries the same few headers, and
-    botocore's generic header parser is ~60% of the decoder's time per frame (6.5 -> 2.6 us; the pin that
-    aiobotocore puts on botocore keeps these internals fixed for a release)."""
-
-    def _parse_headers(self) -> dict[str, Any]:
-        header_bytes = self._data[PRELUDE_LENGTH : self._prelude.headers_end]  # type: ignore[attr-defined]
-        return dict(_parsed_header_block(header_bytes))  # a copy: a consumer may change its own
-
-
-async def payload_batches(stream: Any) -> AsyncGenerator[list[bytes], None]:
-    """The bytes of the PayloadParts of an `InvokeEndpointWithResponseStream` body, one list per read
-    from the network: whatever arrived since the last read (one part when the reader keeps up).
-
-    Frames are decoded and CRC-checked by botocore's own EventStreamBuffer (`FrameBuffer`), fed straight
-    from aiohttp's buffer (aiobotocore's own iteration wakes the loop once per HTTP chunk, i.e. per token). A
-    PayloadPart's payload *is* its Bytes blob, so it is taken as is: botocore's generic shape parser would
-    cost ~40% of the per-token time. Every other message (ModelStreamError, InternalStreamFailure, unknown
-    events) goes through botocore's parser, which raises EventStreamError exactly as iterating the stream
-    does, after the parts before it were yielded. Without these internals: the public iteration.
-    """
-    content = getattr(getattr(stream, "_raw_stream", None), "content", None)
-    parse = getattr(stream, "_parse_event", None)
-    if content is None or parse is None or not hasattr(content, "iter_any"):
-        async for event in stream:
-            if "PayloadPart" in event:
-                yield [event["PayloadPart"].get("Bytes", b"")]
-        return
-    frames: Any = FrameBuffer()  # (botocore's stubs type the messages it yields wrongly)
-    async for data in content.iter_any():
-        frames.add_data(data)
-        batch: list[bytes] = []
-        for message in frames:
-            headers = message.headers
-            if headers.get(":event-type") == "PayloadPart" and headers.get(":message-type") == "event":
-                batch.append(message.payload)
-                continue
-            if batch:
-                yield batch
-                batch = []
-            event = await parse(message)
-            if event and "PayloadPart" in event:
-                batch.append(event["PayloadPart"].get("Bytes", b""))
-        if batch:
-            yield batch
+    def describe(self) -> dict[str, Any]:
+        return {
+            "endpoint_name": self.endpoint_name,
+            "weight": self.weight,
+            "configured_weight": self.variant.weight,
+            "primary": self.variant.primary,
+            "excluded": self.excluded,
+            "breaker": self.breaker.describe(),
+        }
 
 
 class SageMakerAdapter:
-    """Serves one model spec through `InvokeEndpointWithResponseStream`."""
+    """Serves one model name: its variants (one endpoint each; a model without `variants` has one),
+    through a transport (runtime/transport.py: aiobotocore in production, a scripted one in unit tests).
+
+    Per request: the variants ranked for the conversation's sticky key (rollout/assign.py; skipped when
+    only one can serve), the first whose breaker lets it through is called; when it fails on the
+    endpoint's side BEFORE any chunk was sent (refused, dropped, throttled, 5xx, not ready, no first
+    token in time), the next one in rank order is tried; once a chunk was sent, a failure is the
+    answer (never a second, spliced one). When every breaker is open, the sticky choice is tried anyway.
+    """
 
     def __init__(
         self,
         spec: ModelSpec,
-        client: SageMakerClient,
+        client: EndpointTransport | None,
         first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT,
+        *,
+        breakers: Breakers | None = None,
+        excluded: Mapping[str, str] | None = None,
+        assistant_role: str | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.spec = spec
         self._client = client
         self.first_token_timeout = first_token_timeout
+        breakers = breakers or Breakers()
+        excluded = excluded or {}
+        self.routes = tuple(
+            Route(v, breakers.get(v.endpoint_name), excluded.get(v.endpoint_name)) for v in spec.variants()
+        )
+        self._routable = [r for r in self.routes if r.weight > 0]
+        self.assistant_role = assistant_role
+        self.recorder = recorder
 
     @property
     def name(self) -> str:
         return self.spec.name
 
-    def start(self, params: Mapping[str, Any]) -> Generation:
-        """One request's state; nothing is called until its parts are read."""
-        return Generation(self.spec, self._client, params, self.first_token_timeout)
+    @property
+    def transport(self) -> EndpointTransport | None:
+        return self._client
 
-    async def generate_stream(self, params: Mapping[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def ranked(self, params: Mapping[str, Any]) -> list[Route]:
+        """The routes that may take this request, the sticky choice first."""
+        if len(self._routable) <= 1:
+            return self._routable  # no choice to make: no key, no hashing
+        return rank_variants(self._routable, sticky_key(params, self.assistant_role))
+
+    def start(self, params: Mapping[str, Any], route: Route | None = None, retry: bool = True) -> Generation:
+        """One request's state on one variant (the primary by default); nothing is called until its
+        parts are read."""
+        spec = route.variant.spec if route is not None else self.spec
+        return Generation(spec, self._client, params, self.first_token_timeout, retry)
+
+    async def generate_stream(
+        self, params: Mapping[str, Any], attempts: list[Attempt] | None = None
+    ) -> AsyncIterator[WorkerChunk]:
         """FastChat chunks (cumulative text), one per network read that grew the text; the last one
-        carries finish_reason or an error_code."""
-        generation = self.start(params)
+        carries finish_reason or an error_code. Each variant tried is appended to `attempts`."""
+        attempts = [] if attempts is None else attempts
+        ranked = self.ranked(params)
+        if not ranked:
+            reasons = "; ".join(f"{r.endpoint_name}: {r.excluded or 'weight 0'}" for r in self.routes)
+            yield error_chunk(self.name, f"no variant can take requests ({reasons})", *_NO_VARIANT)
+            return
+        failure: WorkerChunk | None = None
+        i = 0
+        while True:
+            route = None
+            while route is None and i < len(ranked):
+                route = ranked[i] if ranked[i].breaker.allow() else None
+                i += 1
+            if route is None:
+                if failure is not None:  # failed over as far as the breakers allow
+                    yield failure
+                    return
+                route = ranked[0]  # every breaker is open: the sticky choice still gets the request
+            elif not attempts and route is not ranked[0]:
+                self._skipped(ranked[0], attempts)
+            attempt = Attempt(self.name, route.endpoint_name, time.monotonic())
+            attempts.append(attempt)
+            try:
+                failure = None
+                fallback = any(r.breaker.state != OPEN for r in ranked[i:])
+                async with aclosing(self._attempt(route, params, attempt, not fallback)) as chunks:
+                    async for chunk in chunks:
+                        if attempt.endpoint_failure and attempt.ttft_ms is None and i < len(ranked):
+                            attempt.failed_over, failure = True, chunk  # before any token: try the next
+                        else:
+                            yield chunk
+                if failure is None:
+                    return
+            finally:
+                self._settle(route, attempt)
+
+    async def _attempt(
+        self, route: Route, params: Mapping[str, Any], attempt: Attempt, retry: bool
+    ) -> AsyncGenerator[WorkerChunk, None]:
+        """One variant's chunks; `attempt` learns the first chunk's time and the failure's kind before
+        the last chunk is handed over."""
+        generation = self.start(params, route, retry)
         async with aclosing(generation.batches()) as batches:  # closed early if our reader goes away
             async for data in batches:
                 chunk = generation.feed(data)
                 if chunk is not None:
+                    if attempt.ttft_ms is None:
+                        attempt.ttft_ms = (time.monotonic() - attempt.started) * 1000
                     yield chunk
-        yield generation.finish()
+        final = generation.finish()
+        kind = error_kind(final)
+        if kind is not None:
+            attempt.error_kind, attempt.endpoint_failure = kind, kind in ENDPOINT_KINDS
+        elif attempt.ttft_ms is None:
+            attempt.ttft_ms = (time.monotonic() - attempt.started) * 1000
+        yield final
+
+    def _skipped(self, route: Route, attempts: list[Attempt]) -> None:
+        """The sticky choice was skipped (its breaker is open): for the rollout's counts that is a request
+        of its share it could not serve (an error), not fed to its breaker (open already)."""
+        attempt = Attempt(self.name, route.endpoint_name, time.monotonic(), error_kind="circuit_open")
+        attempt.endpoint_failure = attempt.failed_over = True
+        attempts.append(attempt)
+        self._record(attempt)
+
+    def _settle(self, route: Route, attempt: Attempt) -> None:
+        """The attempt's outcome to its endpoint's breaker and the recorder (a client gone before the
+        first token, or a request the spec refused, tells nothing about the endpoint)."""
+        if attempt.endpoint_failure:
+            route.breaker.record(False)
+        elif attempt.ttft_ms is not None:
+            route.breaker.record(True)
+        if attempt.known:
+            self._record(attempt)
+
+    def _record(self, attempt: Attempt) -> None:
+        if self.recorder is not None:
+            try:
+                self.recorder(attempt)
+            except Exception:
+                log.exception("outcome_record_failed", model=self.name, endpoint=attempt.endpoint)
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [r.describe() for r in self.routes]
+
+    def excluded(self) -> dict[str, str]:
+        """The variants warm-up left out: {endpoint: why}."""
+        return {r.endpoint_name: r.excluded for r in self.routes if r.excluded}
+
+
+async def endpoint_stream(
+    spec: ModelSpec, transport: EndpointTransport, params: Mapping[str, Any], timeout: float
+) -> AsyncIterator[WorkerChunk]:
+    """One endpoint's chunks for one request, without variants (the warm-up's probe of one variant)."""
+    generation = Generation(spec, transport, params, timeout)
+    async with aclosing(generation.batches()) as batches:
+        async for data in batches:
+            chunk = generation.feed(data)
+            if chunk is not None:
+                yield chunk
+    yield generation.finish()
+
+
+_NO_VARIANT = (ErrorCode.ENGINE_OVERLOADED, UNAVAILABLE)
 
 
 class Generation:
     """One request to the endpoint, in two halves.
 
-    `batches()` is the I/O: it calls the endpoint and yields, per network read, the bytes of the
-    PayloadParts that arrived (a failure ends it and is kept as an error chunk). `feed()` is pure: it
-    decodes any number of parts at once into one FastChat chunk. A reader that lags gets fewer, larger
-    updates for less CPU (one decode pass and one chunk per read instead of per token), and a reader that
-    keeps up gets every token at once. Setting `done` (stop string reached, error) ends `batches()` and
-    closes the endpoint's stream. Without a client there is only the pure half (`batches()` is empty).
+    `batches()` is the I/O: it calls the endpoint through the transport and yields, per network read, the
+    bytes of the PayloadParts that arrived (a failure ends it and is kept as an error chunk). `feed()` is
+    pure: it decodes any number of parts at once into one FastChat chunk. A reader that lags gets fewer,
+    larger updates for less CPU (one decode pass and one chunk per read instead of per token), and a
+    reader that keeps up gets every token at once. Setting `done` (stop string reached, error) ends
+    `batches()` and closes the endpoint's stream. Without a transport there is only the pure half
+    (`batches()` is empty).
     """
 
     def __init__(
         self,
         spec: ModelSpec,
-        client: SageMakerClient | None,
+        transport: EndpointTransport | None,
         params: Mapping[str, Any],
         first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT,
+        retry: bool = True,
     ) -> None:
         self.spec = spec
-        self._client = client
+        self._transport = transport
         self._first_token_timeout = first_token_timeout
-        self.failure: dict[str, Any] | None = None
+        self._retry = retry  # False: the call is not retried (another variant is there to fail over to)
+        self.failure: WorkerChunk | None = None
         self.body: dict[str, Any] | None = None
         if (invalid := check_params(params)) is not None:
             self._fail(invalid.message, invalid.code, INVALID_REQUEST, invalid.param)
@@ -280,22 +316,16 @@ class Generation:
         return self.failure is not None or self._assembler.stopped
 
     async def batches(self) -> AsyncGenerator[bytes, None]:
-        if self.body is None or self._client is None:
+        if self.body is None or self._transport is None:
             return
         endpoint = self.spec.endpoint_name
-        stream = None
         # The call (with botocore's retries) and the first payload share one deadline: botocore's read
         # timeout alone would let an endpoint that never answers hold the client for minutes.
-        deadline = asyncio.get_running_loop().time() + self._first_token_timeout
-        calling, first_read = asyncio.timeout_at(deadline), asyncio.timeout_at(deadline)
+        first_read = asyncio.timeout(self._first_token_timeout)
         try:
-            async with calling:
-                client = await self._client.get()
-                response = await client.invoke_endpoint_with_response_stream(
-                    EndpointName=endpoint, Body=orjson.dumps(self.body), ContentType="application/json"
-                )
-                stream = response["Body"]
-            async with aclosing(payload_batches(stream)) as batches:
+            async with aclosing(
+                self._transport.open(endpoint, orjson.dumps(self.body), retry=self._retry)
+            ) as batches:
                 async with first_read:
                     batch = await anext(batches, None)
                 while batch is not None:
@@ -303,28 +333,15 @@ class Generation:
                     if self.done:
                         break
                     batch = await anext(batches, None)
-        except botocore.exceptions.ClientError as exc:  # includes EventStreamError (mid-stream errors)
-            message, code, kind = _client_error(exc, endpoint)
-            self._fail(message, code, kind)
-        except (botocore.exceptions.ReadTimeoutError, botocore.exceptions.ConnectTimeoutError, TimeoutError):
-            if calling.expired() or first_read.expired():
-                message = f"endpoint {endpoint} sent no token within {self._first_token_timeout:g} s"
-            else:
-                message = f"endpoint {endpoint} timed out (no data within the read timeout)"
+        except EndpointFailure as exc:
+            self._fail(exc.message, exc.code, exc.kind)
+        except TimeoutError:
+            if not first_read.expired():
+                raise
+            message = f"endpoint {endpoint} sent no token within {self._first_token_timeout:g} s"
             self._fail(message, ErrorCode.CONTROLLER_WORKER_TIMEOUT, TIMEOUT)
-        except botocore.exceptions.EndpointConnectionError as exc:
-            self._fail(
-                f"endpoint {endpoint} cannot be reached ({exc})", ErrorCode.ENGINE_OVERLOADED, UNAVAILABLE
-            )
-        except botocore.exceptions.BotoCoreError as exc:
-            self._fail(f"calling endpoint {endpoint} failed: {exc}")
-        except Exception as exc:  # a corrupt frame, a dropped connection: never crash the worker
-            self._fail(f"calling endpoint {endpoint} failed: {type(exc).__name__}: {exc}")
-        finally:
-            if stream is not None:
-                stream.close()  # stop generation early (stop string reached, client gone)
 
-    def feed(self, data: bytes) -> dict[str, Any] | None:
+    def feed(self, data: bytes) -> WorkerChunk | None:
         """Decode `data` (one or more parts, joined); a chunk when the visible text grew."""
         if self.done:
             return None
@@ -335,7 +352,7 @@ class Generation:
             return None
         return self._push(events)
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> WorkerChunk:
         """The last chunk: the error, or the full text with finish_reason and usage."""
         if not self.done:
             try:
@@ -346,7 +363,7 @@ class Generation:
             return self.failure
         return self._assembler.finish()
 
-    def _push(self, events: list[StreamEvent]) -> dict[str, Any] | None:
+    def _push(self, events: list[StreamEvent]) -> WorkerChunk | None:
         for i, event in enumerate(events):
             if event.error is not None:  # the text before it is still shown, then the error
                 chunk = self._assembler.push_all(events[:i])

@@ -50,6 +50,8 @@ class ModelSet:
                     "context_length": self.adapters[name].spec.context_length,
                     "description": self.adapters[name].spec.description,
                     "arena_weight": self.adapters[name].spec.arena_weight,
+                    # each endpoint serving the name: weight, warm-up exclusion, circuit breaker
+                    "variants": self.adapters[name].describe(),
                 }
                 for name in self.order
             ],
@@ -71,13 +73,25 @@ def build_model_set(
     `admit` (runtime.warmup) sees only new or changed specs and names those that must stay out."""
     specs = {s.name: s for s in snapshot.specs}
     rejected = dict(snapshot.rejected)
-    changed = [s for s in snapshot.specs if (old := previous.get(s.name)) is None or old.spec.hash != s.hash]
+    # New or changed specs, and live ones with variants the warm-up left out (rechecked: runtime.warmup).
+    changed = [
+        s
+        for s in snapshot.specs
+        if (old := previous.get(s.name)) is None or old.spec.hash != s.hash or old.excluded()
+    ]
     refused = admit(changed) if admit is not None and changed else {}
     adapters: dict[str, SageMakerAdapter] = {}
     for name in snapshot.order or tuple(specs):
         spec, old = specs.get(name), previous.get(name)
         if spec is not None and old is not None and old.spec.hash == spec.hash:
             adapters[name] = old
+            if old.excluded() and name not in refused:
+                try:
+                    fresh = make_adapter(spec)  # the same adapter unless the exclusions changed
+                except ValueError:
+                    continue
+                if fresh.excluded() != old.excluded():
+                    adapters[name] = fresh
         elif spec is not None:
             try:
                 if name in refused:

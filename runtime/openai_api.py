@@ -401,6 +401,12 @@ class Api:
         target = await self.directory.resolve(req.model)
         template = await self.directory.template(target) if chat else None
         params = p.worker_params(req, template, target.context_length)
+        # The sticky key for a model's variants (issue 17): X-Conversation-Id, else OpenAI's `user` field.
+        sticky = request.headers.get("x-conversation-id") or (
+            body.get("user") if isinstance(body, dict) else None
+        )
+        if isinstance(sticky, str) and sticky:
+            params["conversation_id"] = sticky[:256]
         prefix = "chatcmpl" if chat else "cmpl"
         reply = p.Reply(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), req.model, chat)
         streams = await self.start(target, params, req.n)

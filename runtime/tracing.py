@@ -1,8 +1,9 @@
 """Worker-side tracing and the per-generation log line.
 
 A segment per generate request (child of the caller's trace header) with one SageMaker subsegment:
-annotations model_name, endpoint_name, model_set_version; metadata time_to_first_token_ms, tokens,
-finish_reason, error. One `generation_finished` log line per request with the same facts and the trace
+annotations model_name, endpoint_name, model_set_version, variant (the endpoint that answered); metadata
+time_to_first_token_ms, tokens, finish_reason, error, failovers (variants that failed before their first
+token, with why). One `generation_finished` log line per request with the same facts and the trace
 id. Never any prompt or completion text. The worker's tracer is built with the worker (`SetWorker`) and
 handed to each trace (docs/design.md "Observability").
 """
@@ -15,6 +16,8 @@ from typing import Any
 
 import structlog
 
+from contract.chunk import WorkerChunk
+from runtime.variants import Attempt
 from telemetry.tracing import Tracer
 
 WORKER_SERVICE = "sagemaker-fastchat-worker"
@@ -37,9 +40,10 @@ class GenerationTrace:
                 s.annotate("model_set_version", version)
         self.start = time.monotonic()
         self.ttft: float | None = None
-        self.last: dict[str, Any] | None = None
+        self.last: WorkerChunk | None = None
+        self.attempts: list[Attempt] = []  # the variants tried, in order (the adapter appends)
 
-    def saw(self, chunk: dict[str, Any]) -> None:
+    def saw(self, chunk: WorkerChunk) -> None:
         if self.ttft is None:
             self.ttft = round((time.monotonic() - self.start) * 1000, 2)
         self.last = chunk
@@ -48,10 +52,16 @@ class GenerationTrace:
         """Writes the log line and ends the spans (once the stream has ended, whatever the reason)."""
         last = self.last
         facts: dict[str, Any] = {"time_to_first_token_ms": self.ttft}
+        if self.attempts:
+            facts["variant"] = self.attempts[-1].endpoint
+            failovers = [f"{a.endpoint}: {a.error_kind}" for a in self.attempts if a.failed_over]
+            if failovers:
+                facts["failovers"] = failovers
         if last is not None and last.get("error_code"):
             facts["error"] = str(last.get("text", ""))[-300:]
         elif last is not None:
-            facts["tokens"] = (last.get("usage") or {}).get("completion_tokens")
+            usage = last.get("usage")
+            facts["tokens"] = usage.get("completion_tokens") if usage else None
             facts["finish_reason"] = last.get("finish_reason")
         trace_id = {"trace_id": self.span.trace_id} if self.span is not None else {}
         log.info(
@@ -64,6 +74,8 @@ class GenerationTrace:
             **trace_id,
         )
         if self.call is not None and self.span is not None:
+            if "variant" in facts:
+                self.span.annotate("variant", facts["variant"])
             for key, value in facts.items():
                 if key == "error":
                     self.call.error(value)
@@ -74,8 +86,8 @@ class GenerationTrace:
 
 
 async def traced_stream(
-    chunks: AsyncIterator[dict[str, Any]], trace: GenerationTrace
-) -> AsyncIterator[dict[str, Any]]:
+    chunks: AsyncIterator[WorkerChunk], trace: GenerationTrace
+) -> AsyncIterator[WorkerChunk]:
     """Pass chunks through; the trace ends when the stream does, however it ends (finished, failed,
     or the reader went away)."""
     try:

@@ -58,12 +58,14 @@ def adapter_probe(config: Any) -> Probe:
     """A probe through the real adapter code path (request building, the streaming call, decoding), on a
     client of its own (`config`: an AioConfig), opened and closed around each probe: probes are rare
     (new or changed specs with `probe: true`), and the serving client belongs to the serving loop."""
-    from runtime.adapter import SageMakerAdapter, SageMakerClient
+    from runtime.adapter import DEFAULT_FIRST_TOKEN_TIMEOUT, endpoint_stream
+    from runtime.transport import AioBotocoreTransport
 
     async def probe(spec: ModelSpec) -> str | None:
-        last: dict[str, Any] | None = None
-        async with SageMakerClient(config) as client:
-            async for last in SageMakerAdapter(spec, client).generate_stream(PROBE_PARAMS):  # noqa: B007
+        last: Mapping[str, Any] | None = None
+        async with AioBotocoreTransport(config) as client:
+            stream = endpoint_stream(spec, client, PROBE_PARAMS, DEFAULT_FIRST_TOKEN_TIMEOUT)
+            async for last in stream:  # noqa: B007
                 pass
         return probe_failure(last)
 
@@ -97,13 +99,16 @@ class Warmup:
         self.warnings: dict[str, str] = {}  # model -> e.g. "cannot check ... (AccessDenied)"
         self._started = False  # whether the first set (the worker's start) was admitted
         self._refused: dict[str, _Refusal] = {}
+        self.excluded: dict[str, dict[str, str]] = {}  # model -> {endpoint: why} (admitted models)
+        self._excluded_at: dict[str, _Refusal] = {}  # when those were checked (rechecked like refusals)
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="endpoint-check")
         self._lock = threading.Lock()
 
     def recheck_due(self) -> bool:
         """Whether a refused candidate is due for another check (the poller rebuilds then)."""
         now = self.clock()
-        return any(now - r.at >= self.recheck for r in self._refused.values())
+        waiting = [*self._refused.values(), *self._excluded_at.values()]
+        return any(now - r.at >= self.recheck for r in waiting)
 
     def admit(self, candidates: Sequence[ModelSpec]) -> dict[str, str]:
         """Check new or changed specs; returns {model name: reason} for those that must stay out."""
@@ -123,28 +128,49 @@ class Warmup:
         due: list[ModelSpec] = []
         for spec in candidates:
             old = self._refused.get(spec.name)
+            partly = self._excluded_at.get(spec.name)
             if old is not None and old.hash == spec.hash and now - old.at < self.recheck:
                 refused[spec.name] = old.reason  # refused moments ago: not checked again per poll
+            elif partly is not None and partly.hash == spec.hash and now - partly.at < self.recheck:
+                continue  # live with some variants excluded moments ago: those wait for the recheck
             else:
                 due.append(spec)
-        verdicts = self._check_endpoints(due)
+        # Every variant that may take traffic is checked (weight 0 never does); a model goes live when
+        # at least one of them passes, the others stay out with weight 0 and their reason.
+        variants = [(spec, v) for spec in due for v in spec.variants() if v.weight > 0]
+        verdicts = self._check_endpoints([v.spec for _, v in variants])
         starting, self._started = not self._started, True
+        failed: dict[tuple[str, str], str] = {}
         passed = []
-        for spec in due:
-            verdict = verdicts[spec.endpoint_name]
+        for spec, variant in variants:
+            verdict = verdicts[variant.endpoint_name]
             if starting and verdict.transient:
                 # A starting worker has no last good spec of its own: refusing the published spec because
                 # the check itself failed (throttled, timed out) would leave it serving nothing.
                 verdict = EndpointVerdict(True, f"{verdict.reason}; let through at start-up")
             self.warnings.pop(spec.name, None)
             if not verdict.ok:
-                refused[spec.name] = verdict.reason or "the endpoint is not ready"
+                failed[spec.name, variant.endpoint_name] = verdict.reason or "the endpoint is not ready"
                 continue
             if verdict.warning:
                 self.warnings[spec.name] = verdict.warning
                 log.warning("endpoint_check_skipped", model=spec.name, reason=verdict.warning)
-            passed.append(spec)
-        refused.update(self._probe_all([s for s in passed if s.probe]))
+            passed.append((spec, variant))
+        probed = [(spec, v) for spec, v in passed if v.spec.probe]
+        for (spec, variant), reason in zip(probed, self._probe_all([v.spec for _, v in probed]), strict=True):
+            if reason is not None:
+                failed[spec.name, variant.endpoint_name] = reason
+        for spec in due:
+            self.excluded.pop(spec.name, None)
+            self._excluded_at.pop(spec.name, None)
+            reasons = {e: r for (name, e), r in failed.items() if name == spec.name}
+            live = [v for v in spec.variants() if v.weight > 0 and v.endpoint_name not in reasons]
+            if not live:
+                refused[spec.name] = "; ".join(reasons.values()) if len(reasons) == 1 else _joined(reasons)
+            elif reasons:
+                self.excluded[spec.name] = reasons
+                self._excluded_at[spec.name] = _Refusal(spec.hash, "", now)
+                log.warning("variant_refused", model=spec.name, reasons=reasons)
         due_names, hashes = {s.name for s in due}, {s.name: s.hash for s in candidates}
         self._refused = {  # only current candidates: a removed or reverted model is forgotten
             name: _Refusal(hashes[name], reason, now) if name in due_names else self._refused[name]
@@ -158,6 +184,11 @@ class Warmup:
             else:
                 log.info("model_admitted", model=spec.name, endpoint=spec.endpoint_name, probed=spec.probe)
         return refused
+
+    def excluded_variants(self, spec: ModelSpec) -> dict[str, str]:
+        """The variants of `spec` that the last check left out: {endpoint: why} (the adapter gives them
+        weight 0); they are checked again every `recheck` seconds, and at once when the spec changes."""
+        return dict(self.excluded.get(spec.name, {}))
 
     def _check_endpoints(self, specs: list[ModelSpec]) -> dict[str, EndpointVerdict]:
         endpoints = list(dict.fromkeys(s.endpoint_name for s in specs))
@@ -180,9 +211,10 @@ class Warmup:
                 )
         return verdicts
 
-    def _probe_all(self, specs: list[ModelSpec]) -> dict[str, str]:
+    def _probe_all(self, specs: list[ModelSpec]) -> list[str | None]:
+        """Why each spec's probe failed (None: passed), in order."""
         if not specs or self.probe is None:
-            return {}
+            return [None] * len(specs)
         probe = self.probe
 
         async def one(spec: ModelSpec) -> str | None:
@@ -196,8 +228,7 @@ class Warmup:
         async def run() -> list[str | None]:
             return await asyncio.gather(*(one(s) for s in specs))
 
-        results = asyncio.run(run())  # the poller's thread has no loop of its own
-        return {s.name: reason for s, reason in zip(specs, results, strict=True) if reason is not None}
+        return asyncio.run(run())  # the poller's thread has no loop of its own
 
     def describe(self) -> dict[str, Any]:
         """What `/model-set` shows under `endpoint_check`."""
@@ -205,5 +236,10 @@ class Warmup:
             "enabled": True,
             "warnings": dict(self.warnings),
             "refused": {name: r.reason for name, r in self._refused.items()},
+            "variants_excluded": {name: dict(reasons) for name, reasons in self.excluded.items()},
             "recheck_seconds": self.recheck,
         }
+
+
+def _joined(reasons: Mapping[str, str]) -> str:
+    return "no variant passed: " + "; ".join(f"{endpoint}: {why}" for endpoint, why in reasons.items())

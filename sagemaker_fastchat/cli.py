@@ -147,11 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("--timeout", type=float, default=3.0)
     health.set_defaults(handler=cmd_healthcheck)
 
-    from sagemaker_fastchat import arena_cli, launch, local_stack, models_cli, sync_local, traces_cli, web
+    from sagemaker_fastchat import (
+        arena_cli,
+        launch,
+        local_stack,
+        models_cli,
+        rollout_cli,
+        sync_local,
+        traces_cli,
+        web,
+    )
     from sagemaker_fastchat.standin import server as standin
 
     # Each command module has one `register(sub)` adding its subcommands.
-    for module in (models_cli, arena_cli, local_stack, launch, web, standin, sync_local, traces_cli):
+    for module in (
+        models_cli,
+        arena_cli,
+        rollout_cli,
+        local_stack,
+        launch,
+        web,
+        standin,
+        sync_local,
+        traces_cli,
+    ):
         module.register(sub)
     return parser
 

@@ -49,6 +49,21 @@ def build_warmup(settings: WorkerSettings) -> Any:
     )
 
 
+def build_outcomes(settings: WorkerSettings) -> Any:
+    """The rollout's outcome recorder (runtime/outcomes.py), or None without a table."""
+    if not settings.rollout_metrics_table:
+        return None
+    import boto3
+    from botocore.config import Config
+
+    from runtime.outcomes import OutcomeRecorder
+    from stores.rollout_metrics import DynamoOutcomeStore
+
+    config = Config(connect_timeout=3, read_timeout=5, retries={"max_attempts": 2, "mode": "standard"})
+    table = settings.rollout_metrics_table
+    return OutcomeRecorder(DynamoOutcomeStore(table, boto3.client("dynamodb", config=config)))
+
+
 def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
     from runtime import worker as runtime_worker
@@ -56,16 +71,27 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
     from runtime.model_set import LiveModelSet
     from runtime.poller import Poller
     from runtime.sources import FileSource, SsmSource
+    from runtime.variants import Breakers, assistant_role
     from stores.ssm import SnapshotReader, SsmParameters, ssm_client
 
     fastchat_compat.set_log_settings(settings.fastchat_log_level)
     live = LiveModelSet()
     client = SageMakerClient(sagemaker_client_config(settings.limit_concurrency + 8, settings.read_timeout))
+    warmup = build_warmup(settings)
+    breakers, outcomes = Breakers(), build_outcomes(settings)
 
     def make_adapter(spec: Any) -> SageMakerAdapter:
         if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
             raise ValueError(f"conv_template {spec.conv_template!r} is not a FastChat conversation template")
-        return SageMakerAdapter(spec, client, settings.first_token_timeout)
+        return SageMakerAdapter(
+            spec,
+            client,
+            settings.first_token_timeout,
+            breakers=breakers,
+            excluded=warmup.excluded_variants(spec) if warmup is not None else None,
+            assistant_role=assistant_role(spec),
+            recorder=outcomes.record if outcomes is not None else None,
+        )
 
     source: Any
     if settings.models_file:
@@ -82,9 +108,8 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
     )
     worker = runtime_worker.SetWorker(worker_settings, live)
     live.on_swap(lambda _new: worker.register())
-    warmup = build_warmup(settings)
     poller = Poller(source, live, make_adapter, interval=settings.poll_interval, warmup=warmup)
-    background = [poller.run]
+    background = [poller.run] + ([outcomes.run] if outcomes is not None else [])
     if worker_settings.register:
         background.append(worker.heartbeat_forever)
     status = warmup.describe if warmup is not None else lambda: {"enabled": False}

@@ -42,6 +42,7 @@ from sagemaker_fastchat.settings import (
 )
 from sagemaker_fastchat.supervisor import Supervisor, http_ready
 from stores.registry import DynamoRegistry, create_table
+from stores.rollout_metrics import create_table as create_metrics_table
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from stores.votes import create_tables as create_vote_tables
 from sync.settings import DEFAULT_TABLE
@@ -194,6 +195,8 @@ def stack_env(settings: LocalStackSettings, ports: Ports) -> dict[str, str]:
         "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
         "REGISTRY_TABLE": settings.table,
         "SSM_PREFIX": settings.ssm_prefix,
+        # issue 17: workers add outcome counts, the step runner reads them
+        "ROLLOUT_METRICS_TABLE": settings.rollout_metrics_table,
         "CONTROLLER_ADDRESS": f"http://127.0.0.1:{ports.controller}",
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
@@ -275,12 +278,14 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
     dynamodb = boto3.client("dynamodb", region_name=settings.region)
     create_table(dynamodb, settings.table)
     create_vote_tables(dynamodb, DEFAULT_VOTES_TABLE, DEFAULT_COUNTS_TABLE)  # the arena's votes
+    create_metrics_table(dynamodb, env["ROLLOUT_METRICS_TABLE"])  # rollout outcome counts
     if not args.no_demo_models:
         seeded = seed_demo_models(Registry(DynamoRegistry(dynamodb, settings.table)))
         if seeded:
             print(f"seeded demo models: {', '.join(seeded)}", flush=True)
 
     sup.start("sync", [*CLI, "sync-local"], env)
+    sup.start("rollout", [*CLI, "rollout", "run", "--interval", "10"], env)  # the scheduled Lambda's part
     sup.start(
         "worker",
         [

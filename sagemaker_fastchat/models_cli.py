@@ -18,7 +18,7 @@ import httpx
 
 from contract.items import InputError, read_json
 from contract.snapshot import SnapshotError, validate_prefix
-from sagemaker_fastchat import registry_ops
+from sagemaker_fastchat import registry_ops, rollout_cli
 from sagemaker_fastchat.settings import ModelsSettings, add_flags
 from stores.registry import DynamoRegistry
 from stores.ssm import SnapshotReader, SsmParameters
@@ -66,6 +66,7 @@ def register(sub: Any) -> None:
     wait.add_argument("--timeout", type=float, default=60.0)
     add_flags(wait, ModelsSettings, only=("worker_url",))
     wait.set_defaults(handler=cmd_wait)
+    rollout_cli.add_models_parser(msub)  # issue 17: `models rollout NAME --endpoint NEW ...`
 
 
 def _registry(args: argparse.Namespace) -> registry_ops.Registry:
@@ -148,6 +149,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"{r['model']:<{width}}  {r['status']:<31}  {r['endpoint'] or '-'}")
         if r["reason"]:
             print(f"{'':<{width}}    reason: {r['reason']}")
+        if r.get("weights"):
+            split = ", ".join(f"{v['endpoint']} {v['weight']:g}%" for v in r["weights"])
+            print(f"{'':<{width}}    weights: {split}")
+        if r.get("rollout"):
+            print(f"{'':<{width}}    rollout: {r['rollout']}")
+        for line in registry_ops.variant_lines(r.get("variants")):  # a reachable worker's own view
+            print(f"{'':<{width}}    {line}")
         _warn_template(r["model"], r["template_by_name"])
     return 0
 

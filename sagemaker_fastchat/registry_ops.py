@@ -14,6 +14,7 @@ from contract.errors import SpecError
 from contract.items import InputError
 from contract.registry import ActiveListError, format_active_list, parse_active_list
 from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
+from rollout.state import RolloutState, parse_state, summary
 from stores.registry import ConcurrentChangeError, RegistryStore
 from stores.ssm import PublishedSet, SnapshotReader
 from sync.publisher import specs_at
@@ -27,7 +28,7 @@ def to_typed_item(item: dict[str, Any]) -> dict[str, Any]:
     for key, value in item.items():
         if value is None:
             continue
-        if key == ITEM_CONFIG and not isinstance(value, str):
+        if isinstance(value, dict | list):  # the config, `variants`, `rollout`: JSON strings, as the seed's
             typed[key] = {"S": json.dumps(value, ensure_ascii=False)}
         elif isinstance(value, bool):
             typed[key] = {"BOOL": value}
@@ -188,6 +189,7 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
                 "endpoint": (spec.endpoint_name if spec else (item or {}).get("endpoint_name")),
                 "live_hash": entry.hash if entry else None,
                 "reason": (manifest.rejected.get(name) if manifest else None) or problem,
+                **rollout_columns(item, spec),  # issue 17: variants and rollout
                 # prompt-style config without conv_template: FastChat picks a template by name (API issue)
                 "template_by_name": bool(
                     spec and not spec.conv_template and "prompt" in spec.request_mapping
@@ -197,19 +199,60 @@ def status_rows(registry: Registry, published: PublishedSet | None) -> list[dict
     return rows
 
 
+def rollout_columns(item: dict[str, Any] | None, spec: ModelSpec | None) -> dict[str, Any]:
+    """`models list`'s weights per endpoint (when there are several) and rollout state (when there is one)."""
+    variants = spec.variants() if spec else ()
+    raw = (item or {}).get("rollout")
+    state = parse_state(raw) if raw is not None else None
+    return {
+        # `weights`: the published split; a reachable worker adds its own view as `variants`
+        "weights": [{"endpoint": v.endpoint_name, "weight": v.weight} for v in variants]
+        if len(variants) > 1
+        else None,
+        "rollout": (summary(state) if isinstance(state, RolloutState) else "unreadable: " + "; ".join(state))
+        if state is not None
+        else None,
+    }
+
+
 def merge_worker_state(rows: list[dict[str, Any]], worker: dict[str, Any] | None) -> list[dict[str, Any]]:
     """Rows with what a worker refused on its side (its endpoint check or probe; runtime.warmup): a model
     published as live but refused by the worker is `refused`, with the worker's reason (pure)."""
     if not worker:
         return rows
     refused = (worker.get("endpoint_check") or {}).get("refused") or {}
-    served = {m.get("name"): m.get("hash") for m in worker.get("models") or [] if isinstance(m, dict)}
+    models = [m for m in worker.get("models") or [] if isinstance(m, dict)]
+    served = {m.get("name"): m.get("hash") for m in models}
+    # each variant the worker serves: weight, warm-up exclusion, circuit breaker state (issue 17)
+    variants = {m.get("name"): m.get("variants") for m in models if isinstance(m.get("variants"), list)}
     merged = []
     for row in rows:
         reason = refused.get(row["model"]) if isinstance(refused, dict) else None
+        extra = {"variants": variants[row["model"]]} if row["model"] in variants else {}
         if reason and row["status"] in ("live", "pending"):
             live = " (last good spec live)" if row["model"] in served else ""
-            merged.append({**row, "status": f"refused{live}", "reason": f"worker: {reason}"})
+            merged.append({**row, **extra, "status": f"refused{live}", "reason": f"worker: {reason}"})
         else:
-            merged.append(row)
+            merged.append({**row, **extra})
     return merged
+
+
+def variant_lines(variants: object) -> list[str]:
+    """`models list` lines for a model's variants as a worker reports them (none for a lone endpoint)."""
+    if not isinstance(variants, list) or len(variants) < 2:
+        return []
+    lines = []
+    for v in variants:
+        if not isinstance(v, dict):
+            continue
+        breaker = v.get("breaker")
+        breaker = breaker if isinstance(breaker, dict) else {}
+        state = f"breaker {breaker.get('state', '?')}"
+        if breaker.get("reason"):
+            state += f" ({breaker['reason']})"
+        role = "primary" if v.get("primary") else "variant"
+        line = f"{role} {v.get('endpoint_name')}: weight {v.get('weight')}, {state}"
+        if v.get("excluded"):
+            line += f", excluded: {v['excluded']}"
+        lines.append(line)
+    return lines

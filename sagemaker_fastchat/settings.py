@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from arena.ratings import DEFAULT_MIN_VOTES
 from arena.votes import DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY
 from contract.snapshot import DEFAULT_PREFIX
+from stores.rollout_metrics import DEFAULT_TABLE as DEFAULT_METRICS_TABLE
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from sync.settings import DEFAULT_TABLE
 
@@ -154,6 +155,11 @@ class WorkerSettings(RoleSettings):
         "(DescribeEndpoint, and the probe of models with `probe: true`)",
     )
     endpoint_recheck: float = env("ENDPOINT_RECHECK", 30.0, "seconds between checks of a refused candidate")
+    rollout_metrics_table: str | None = env(
+        "ROLLOUT_METRICS_TABLE",
+        None,
+        "DynamoDB table the worker adds per-minute outcome counts to for staged rollouts (empty: none)",
+    )
     graceful_shutdown_seconds: int = env("GRACEFUL_SHUTDOWN_SECONDS", 110, _GRACEFUL)
     fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
 
@@ -231,6 +237,9 @@ class ModelsSettings(RoleSettings):
         LOCAL_WORKER,
         "a worker to show the refusals of (list) or to wait for (wait), when reachable",
     )
+    metrics_table: str = env(
+        "ROLLOUT_METRICS_TABLE", DEFAULT_METRICS_TABLE, "the rollout's outcome counts table"
+    )
 
 
 class MotoSettings(RoleSettings):
@@ -268,6 +277,12 @@ class LocalStackSettings(RoleSettings):
     )
     sync_endpoint_check: bool = env(
         "SYNC_ENDPOINT_CHECK", True, "the sync's DescribeEndpoint check", variable_only=True
+    )
+    rollout_metrics_table: str = env(
+        "ROLLOUT_METRICS_TABLE",
+        DEFAULT_METRICS_TABLE,
+        "the rollout's outcome-counts table (workers add, the step runner reads)",
+        variable_only=True,
     )
     xray_sampling_rate: str = env(
         "XRAY_SAMPLING_RATE",

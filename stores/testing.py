@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 
 from botocore.exceptions import ClientError
 
 from arena.votes import Vote, counters, over_cap, voter_counter
+from rollout.histogram import BUCKETS
 from stores.registry import KEY, ConcurrentChangeError, Item
+from stores.rollout_metrics import OutcomeCounts, OutcomesUnavailable, merge, slot
 from stores.ssm import MAX_VERSIONS
 from stores.votes import CountRows, StoreUnavailable
 
@@ -171,3 +173,40 @@ def _key(item: Item) -> str:
     if not (isinstance(key, dict) and isinstance(key.get("S"), str)):
         raise _client_error("ValidationException", "PutItem", f"the item has no string key {KEY}")
     return str(key["S"])
+
+
+# --- Issue 17: outcome counts (stores/rollout_metrics.py) ---------------------------------------------------
+class MemoryOutcomeStore:
+    """An OutcomeStore in a dict. Set `available = False` to make every call raise OutcomesUnavailable."""
+
+    def __init__(self) -> None:
+        self.items: dict[tuple[str, str], OutcomeCounts] = {}  # (model, slot) -> totals
+        self.available = True
+        self.adds = 0
+
+    def _check(self, applied: int = 0) -> None:
+        if not self.available:
+            raise OutcomesUnavailable("the in-memory outcome store is switched off", applied)
+
+    def add(self, counts: Sequence[OutcomeCounts]) -> None:
+        for applied, c in enumerate(counts):
+            self._check(applied)
+            if c.requests <= 0 and c.errors <= 0 and not c.ttft_hist:
+                continue
+            self.adds += 1
+            key = (c.model, slot(c.minute, c.variant))
+            clean = OutcomeCounts(
+                c.model,
+                c.variant,
+                c.minute,
+                max(0, c.requests),
+                max(0, c.errors),
+                {b: n for b, n in c.ttft_hist.items() if 0 <= b < BUCKETS and n > 0},
+            )
+            prev = self.items.get(key)
+            self.items[key] = clean if prev is None else merge([prev, clean])[c.variant]
+
+    def read(self, model: str, since_minute: int) -> list[OutcomeCounts]:
+        self._check()
+        since = slot(max(0, since_minute), "")
+        return [self.items[k] for k in sorted(self.items) if k[0] == model and k[1] >= since]

@@ -11,6 +11,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from contract.snapshot import DEFAULT_PREFIX, validate_prefix
+from stores.rollout_metrics import DEFAULT_TABLE as DEFAULT_METRICS_TABLE
 
 DEFAULT_TABLE = "sagemaker-fastchat-models"
 
@@ -23,6 +24,11 @@ class SyncSettings(BaseSettings):
     )
     ssm_prefix: str = Field(
         default=DEFAULT_PREFIX, validation_alias="SSM_PREFIX", description="where the sync publishes"
+    )
+    rollout_metrics_table: str = Field(
+        default=DEFAULT_METRICS_TABLE,
+        validation_alias="ROLLOUT_METRICS_TABLE",
+        description="the rollout's outcome counts (sync/rollout_step.py)",
     )
     endpoint_check: bool = Field(
         default=False,

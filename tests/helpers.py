@@ -86,3 +86,24 @@ def wait_for_streams(url: str, expected: tuple[int, int]) -> None:
     while standin_streams(url) != expected:
         assert time.monotonic() < deadline, f"stand-in streams {standin_streams(url)}, expected {expected}"
         time.sleep(0.05)
+
+
+def worker_args(models_file: str, **overrides: Any) -> Any:
+    """`sagemaker-fastchat worker` settings for an in-process worker on a registry file, unregistered."""
+    from sagemaker_fastchat.settings import WorkerSettings
+
+    settings: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "controller_address": "http://127.0.0.1:9",
+        "ssm_prefix": "/x",
+        "models_file": models_file,
+        "poll_interval": 0.5,
+        "limit_concurrency": 4,
+        "heartbeat_interval": 60.0,
+        "read_timeout": 30.0,
+        "first_token_timeout": 60.0,
+        "unready_after": 30.0,
+        "register_worker": False,
+    }
+    return WorkerSettings(**{**settings, **overrides})

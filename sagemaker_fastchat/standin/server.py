@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import uuid
 from collections import deque
@@ -35,6 +36,7 @@ from starlette.routing import Route
 
 from sagemaker_fastchat.standin import demo
 from sagemaker_fastchat.standin.eventstream import corrupt, payload_part, stream_error
+from sagemaker_fastchat.standin.faults import Fault, parse_fault
 
 EVENTSTREAM = "application/vnd.amazon.eventstream"
 _DEMO_NAME = re.compile(r"^demo-(tgi|openai|lmi)(-[A-Za-z0-9-]+)?$")
@@ -52,6 +54,7 @@ class StandinConfig:
     describes: int = 0  # DescribeEndpoint calls answered (GET /ping)
     # The last requests' bodies, for debugging and tests (GET /_standin/requests). In memory only.
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=100))
+    faults: dict[str, Fault] = field(default_factory=dict)  # endpoint -> fault on demand (faults.py)
 
 
 def _aws_error(status: int, code: str, message: str) -> Response:
@@ -131,6 +134,8 @@ def control_plane(cfg: StandinConfig) -> Callable[[Request], Awaitable[Response]
         if name not in cfg.forwards and not _DEMO_NAME.match(name):
             return _json_error("ValidationException", f'Could not find endpoint "{arn}".')
         status = "InService" if name in cfg.forwards else demo_status(name)
+        if (fault := cfg.faults.get(name)) is not None and fault.status:
+            status = fault.status
         answer: dict[str, Any] = {
             "EndpointName": name,
             "EndpointArn": arn,
@@ -146,7 +151,34 @@ def control_plane(cfg: StandinConfig) -> Callable[[Request], Awaitable[Response]
     return describe_endpoint
 
 
-def create_app(config: StandinConfig | None = None) -> Starlette:
+def fault_routes(cfg: StandinConfig) -> list[Route]:
+    """The control routes that set, clear and list faults (faults.py)."""
+
+    async def set_fault(request: Request) -> Response:
+        name = request.path_params["name"]
+        if request.method == "DELETE":
+            cfg.faults.pop(name, None)
+            return JSONResponse({"endpoint": name, "fault": None})
+        try:
+            doc = await request.json()
+        except ValueError:
+            doc = None
+        fault = parse_fault(doc)
+        if isinstance(fault, str):
+            return JSONResponse({"error": fault}, status_code=400)
+        cfg.faults[name] = fault
+        return JSONResponse({"endpoint": name, "fault": fault.describe()})
+
+    async def list_faults(_: Request) -> Response:
+        return JSONResponse({name: f.describe() for name, f in cfg.faults.items()})
+
+    return [
+        Route("/_standin/faults", list_faults, methods=["GET"]),
+        Route("/_standin/faults/{name}", set_fault, methods=["POST", "DELETE"]),
+    ]
+
+
+def create_app(config: StandinConfig | None = None) -> Any:
     cfg = config or StandinConfig()
 
     async def demo_frames(fmt: str, name: str, body: dict[str, object]) -> AsyncIterator[bytes]:
@@ -193,9 +225,11 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         raw = await request.body()
         cfg.requests_served += 1
         cfg.recent.append({"endpoint": name, "body": raw.decode(errors="replace")})
+        if (injected := _fault_response(name, fault := cfg.faults.get(name))) is not None:
+            return injected
         if name in cfg.forwards:
             return StreamingResponse(
-                forward_frames(cfg.forwards[name], raw),
+                _faulty(fault, forward_frames(cfg.forwards[name], raw)),
                 media_type=EVENTSTREAM,
                 headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
             )
@@ -208,7 +242,9 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         except json.JSONDecodeError:
             return _aws_error(424, "ModelError", "Received client error (422) from primary: body is not JSON")
         return StreamingResponse(
-            _counted(cfg, demo_frames(name.split("-")[1], name, body)),  # demo-<format>[-suffix]
+            _counted(
+                cfg, _faulty(fault, demo_frames(name.split("-")[1], name, body))
+            ),  # demo-<format>[-suffix]
             media_type=EVENTSTREAM,
             headers={"X-Amzn-Invoked-Production-Variant": "AllTraffic"},
         )
@@ -224,24 +260,106 @@ def create_app(config: StandinConfig | None = None) -> Starlette:
         return JSONResponse(demo.full_response(fmt, name, demo.plan(fmt, name, body)))
 
     async def health(_: Request) -> Response:
-        counts = {"requests_served": cfg.requests_served, "streams_open": cfg.streams_open}
         return JSONResponse(
-            {"ok": True, **counts, "streams_abandoned": cfg.streams_abandoned, "describes": cfg.describes}
+            {
+                "ok": True,
+                "requests_served": cfg.requests_served,
+                "streams_open": cfg.streams_open,
+                "streams_abandoned": cfg.streams_abandoned,
+                "describes": cfg.describes,
+            }
         )
 
     async def recent(request: Request) -> Response:
         endpoint = request.query_params.get("endpoint")
         return JSONResponse([r for r in cfg.recent if endpoint in (None, r["endpoint"])])
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/endpoints/{name}/invocations-response-stream", invoke_stream, methods=["POST"]),
             Route("/endpoints/{name}/invocations", invoke, methods=["POST"]),
             Route("/ping", health, methods=["GET"]),
             Route("/", control_plane(cfg), methods=["POST"]),
             Route("/_standin/requests", recent, methods=["GET"]),
+            *fault_routes(cfg),
         ]
     )
+    return _Refusing(app, cfg)
+
+
+class _Refused:
+    """What the ASGI app returns to have uvicorn close the connection without any answer (a refused or
+    dropped connection, as the client sees it; uvicorn logs it, which _QuietFaults filters)."""
+
+    def __repr__(self) -> str:
+        return "stand-in fault: connection refused"
+
+
+class _InjectedDrop(Exception):
+    """Raised inside a response body: uvicorn closes the connection mid-response."""
+
+
+class _QuietFaults(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], _InjectedDrop):
+            return False
+        return not any(isinstance(arg, _Refused) for arg in (record.args or ()))
+
+
+logging.getLogger("uvicorn.error").addFilter(_QuietFaults())
+
+
+class _Refusing:
+    """ASGI wrapper: an invocation of an endpoint whose fault says `refuse` gets no answer at all."""
+
+    def __init__(self, app: Starlette, cfg: StandinConfig) -> None:
+        self.app, self.cfg = app, cfg
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> Any:
+        if scope["type"] == "http" and self.cfg.faults:
+            parts = str(scope.get("path", "")).split("/")
+            fault = self.cfg.faults.get(parts[2]) if len(parts) > 3 and parts[1] == "endpoints" else None
+            if fault is not None and fault.refuse:
+                fault.invocations += 1
+                fault.injected += 1
+                return _Refused()
+        await self.app(scope, receive, send)
+        return None
+
+
+def _fault_response(name: str, fault: Fault | None) -> Response | None:
+    """The error a fault injects before the stream starts, or None (the stream runs, maybe slowed or cut)."""
+    if fault is None:
+        return None
+    if fault.status not in (None, "InService"):
+        return _aws_error(400, "ValidationError", f"Endpoint {name} is {fault.status}, not InService.")
+    if not fault.take_error():
+        return None
+    if fault.error == "throttle":
+        return _aws_error(429, "ThrottlingException", "Rate exceeded (stand-in fault)")
+    if fault.error == "model":
+        return _aws_error(424, "ModelError", "Received server error (500) from primary (stand-in fault)")
+    if fault.error == "stream":
+
+        async def failing() -> AsyncIterator[bytes]:
+            yield stream_error("ModelStreamError", "stand-in fault before the first token", "ModelError")
+
+        return StreamingResponse(failing(), media_type=EVENTSTREAM)
+    return _aws_error(503, "ServiceUnavailable", "The endpoint is not available (stand-in fault)")
+
+
+async def _faulty(fault: Fault | None, frames: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The frames, delayed before the first one and cut off after `drop_after` as the fault says."""
+    if fault is not None and fault.first_token_delay:
+        await asyncio.sleep(fault.first_token_delay)
+    sent = 0
+    async for frame in frames:
+        if fault is not None and fault.drop_after is not None and sent >= fault.drop_after:
+            raise _InjectedDrop(f"stand-in fault: connection dropped after {sent} parts")
+        yield frame
+        sent += 1
+    if fault is not None and fault.drop_after is not None and sent >= fault.drop_after:
+        raise _InjectedDrop(f"stand-in fault: connection dropped after {sent} parts")
 
 
 def parse_forward(values: list[str]) -> dict[str, str]:

@@ -110,12 +110,12 @@ def test_runtime_image_copies_every_package() -> None:
 
 
 def test_sync_image_needs_only_its_packages() -> None:
-    """The Lambda image holds contract/, stores/, sync/ and telemetry/: the handler imports nothing else of
-    ours (not arena/, which the votes store needs), and nothing of FastChat or gradio."""
+    """The Lambda image holds contract/, sync/, telemetry/, rollout/ and the outcome store: the handlers
+    (sync and rollout step) import nothing else of ours, and nothing of FastChat or gradio."""
     code = (
-        "import sys, sync.handler; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('runtime', 'sagemaker_fastchat', 'arena', 'fastchat', 'gradio', 'torch')); print(bad); "
-        "sys.exit(bool(bad))"
+        "import sys, sync.handler, sync.rollout_step; bad = sorted(m for m in sys.modules if m.split('.')[0] "
+        "in ('runtime', 'sagemaker_fastchat', 'fastchat', 'gradio', 'torch', 'arena') or m in "
+        "('stores.votes', 'stores.testing')); print(bad); sys.exit(bool(bad))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
@@ -129,7 +129,7 @@ def test_sync_image_needs_only_its_packages() -> None:
         for line in (ROOT / "docker" / "sync.Dockerfile").read_text().splitlines()
         if line.startswith("COPY ") and "requirements" not in line
     }
-    assert copied == {"contract", "stores", "sync", "telemetry"}
+    assert copied == {"contract", "stores", "sync", "telemetry", "rollout"}
 
 
 def test_runtime_lock_pins_the_known_good_versions() -> None:
@@ -182,7 +182,14 @@ def test_service_template_matches_the_code() -> None:
     assert t["Parameters"]["SsmPrefix"]["Default"] == DEFAULT_PREFIX
     worker = next(c for c in containers() if c["Name"] == "worker")
     env = {e["Name"] for e in worker["Environment"]}
-    assert env <= {"SSM_PREFIX", "POLL_INTERVAL", "AWS_XRAY_DAEMON_ADDRESS", "XRAY_SAMPLING_RATE"}
+    # ROLLOUT_METRICS_TABLE: stores.rollout_metrics.ENV_TABLE, read by the worker's outcome recording.
+    assert env <= {
+        "SSM_PREFIX",
+        "POLL_INTERVAL",
+        "AWS_XRAY_DAEMON_ADDRESS",
+        "XRAY_SAMPLING_RATE",
+        "ROLLOUT_METRICS_TABLE",
+    }
     settings = (ROOT / "sagemaker_fastchat" / "settings.py").read_text()
     for name in ("SSM_PREFIX", "POLL_INTERVAL"):
         assert f'"{name}"' in settings
@@ -304,3 +311,55 @@ def test_api_keys_come_from_one_secret() -> None:
     assert "ApiKeysSecretArn" in template("root-template.yaml")["Parameters"]
     parses(["api", "--api-keys", "a,b", "--workers", "2"])
     assert '"API_KEYS"' in (ROOT / "sagemaker_fastchat" / "settings.py").read_text()
+
+
+def test_rollout_wiring_matches_the_code() -> None:
+    """Issue 17: the outcome table's keys and TTL are the store's; workers may only add counts to it and get
+    its name; the step Lambda runs the runner's handler every minute, may read model items and the counts
+    and update model items but never the all-models list; operators may start and read rollouts."""
+    from stores import rollout_metrics
+    from sync import rollout_step
+
+    registry = template("registry-template.yaml")
+    res = registry["Resources"]
+    assert registry["Parameters"]["RolloutMetricsTableName"]["Default"] == rollout_metrics.DEFAULT_TABLE
+    table = res["RolloutMetricsTable"]["Properties"]
+    assert table["KeySchema"] == [
+        {"AttributeName": "model", "KeyType": "HASH"},
+        {"AttributeName": "slot", "KeyType": "RANGE"},
+    ]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires", "Enabled": True}
+    fn = res["RolloutStepFunction"]["Properties"]
+    module, _, function = fn["ImageConfig"]["Command"][0].rpartition(".")
+    assert module == "sync.rollout_step"
+    assert callable(getattr(rollout_step, function))
+    assert fn["Code"]["ImageUri"] == {"Ref": "SyncImageUri"}
+    assert set(fn["Environment"]["Variables"]) >= {"REGISTRY_TABLE", rollout_metrics.ENV_TABLE}
+    assert res["RolloutStepSchedule"]["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+    statements = res["RolloutStepRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    by_sid = {s["Sid"]: s for s in statements}
+    assert sorted(actions(statements)) == [
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:UpdateItem",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    ]
+    assert by_sid["WriteRolloutSteps"]["Condition"] == {
+        "ForAllValues:StringNotEquals": {"dynamodb:LeadingKeys": ["all-models"]}
+    }
+    assert by_sid["ReadOutcomeCounts"]["Resource"] == {"Fn::GetAtt": ["RolloutMetricsTable", "Arn"]}
+    operator = res["OperatorPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert {"dynamodb:UpdateItem", "dynamodb:Query"} <= set(actions(operator))
+
+    role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
+    rollout = [p for p in role["Policies"] if p["PolicyName"] == "rollout"]
+    assert actions(rollout) == ["dynamodb:UpdateItem"]
+    (statement,) = rollout[0]["PolicyDocument"]["Statement"]
+    assert statement["Resource"]["Fn::Sub"].endswith(":table/${RolloutMetricsTableName}")
+    worker = next(c for c in containers() if c["Name"] == "worker")
+    env = {e["Name"]: e["Value"] for e in worker["Environment"]}
+    assert env[rollout_metrics.ENV_TABLE] == {"Ref": "RolloutMetricsTableName"}
+    root = template("root-template.yaml")["Resources"]["FastChat"]["Properties"]["Parameters"]
+    assert root["RolloutMetricsTableName"] == {"Fn::GetAtt": ["Registry", "Outputs.RolloutMetricsTableName"]}
+    parses(["rollout", "run", "--interval", "10"])  # what the local stack starts

@@ -18,29 +18,14 @@ import pytest
 from runtime import fastchat_compat
 from runtime.worker import MAX_BODY_BYTES, Slots
 from sagemaker_fastchat.launch import build_worker
-from sagemaker_fastchat.settings import WorkerSettings
-from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
+from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams, worker_args
 
 
 @contextmanager
 def running_worker(tmp_path: Path, **overrides: Any) -> Iterator[str]:
     path = tmp_path / "models.json"
     path.write_text(json.dumps([{**example_item("tgi"), "model_name": "m"}]))
-    settings = {
-        "host": "127.0.0.1",
-        "port": 0,
-        "controller_address": "http://127.0.0.1:9",
-        "ssm_prefix": "/x",
-        "models_file": str(path),
-        "poll_interval": 0.5,
-        "limit_concurrency": 4,
-        "heartbeat_interval": 60.0,
-        "read_timeout": 30.0,
-        "first_token_timeout": 60.0,
-        "unready_after": 30.0,
-        "register_worker": False,
-    }
-    _, app = build_worker(WorkerSettings(**{**settings, **overrides}))
+    _, app = build_worker(worker_args(str(path), **overrides))
     with serve_in_thread(app) as url:
         deadline = time.monotonic() + 10
         while httpx.get(f"{url}/ready").status_code != 200:

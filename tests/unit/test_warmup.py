@@ -154,3 +154,108 @@ def test_a_failed_check_refuses_except_in_the_first_set() -> None:
     assert "let through at start-up" in warmup.describe()["warnings"]["a"]
     refused = warmup.admit([spec("b", "e")])
     assert "ThrottlingException" in refused["b"]
+
+
+def with_variants(name: str, endpoint: str, *others: tuple[str, int], **extra: Any) -> ModelSpec:
+    variants = [{"endpoint_name": e, "weight": w} for e, w in others]
+    return spec(name, endpoint, variants=variants, **extra)
+
+
+def test_a_failing_variant_stays_out_with_weight_0_and_the_model_goes_live() -> None:
+    """Each variant that may take traffic is checked; one that is not InService or fails its probe is
+    excluded (weight 0, reason kept) while the others serve; the model is refused only when none passes."""
+    warmup, checker, _ = gate({"live": "InService", "cand": "Creating"})
+    s = with_variants("a", "live", ("cand", 20), ("off", 0))
+    assert warmup.admit([s]) == {}
+    assert sorted(checker.calls) == ["cand", "live"]  # weight 0 is never checked
+    assert warmup.excluded_variants(s) == {"cand": "endpoint cand is Creating, not InService"}
+    adapter = SageMakerAdapter(s, client=None, excluded=warmup.excluded_variants(s))
+    assert [(v["endpoint_name"], v["weight"]) for v in adapter.describe()] == [
+        ("live", 80),
+        ("cand", 0),
+        ("off", 0),
+    ]
+    assert warmup.describe()["variants_excluded"] == {
+        "a": {"cand": "endpoint cand is Creating, not InService"}
+    }
+
+    warmup, _, _ = gate({"x": "Creating", "y": "Failed"})
+    refused = warmup.admit([with_variants("b", "x", ("y", 50))])
+    assert refused["b"].startswith("no variant passed: x: endpoint x is Creating")
+
+
+def test_each_variant_is_probed_through_its_own_endpoint() -> None:
+    probed: list[str] = []
+
+    async def probe(s: ModelSpec) -> str | None:
+        probed.append(s.endpoint_name)
+        return "the probe failed: boom" if s.endpoint_name == "cand" else None
+
+    warmup = Warmup(FakeEndpointChecker({"live": "InService", "cand": "InService"}), probe, clock=Clock())
+    s = with_variants("a", "live", ("cand", 50), probe=True)
+    assert warmup.admit([s]) == {}
+    assert sorted(probed) == ["cand", "live"]
+    assert warmup.excluded_variants(s) == {"cand": "the probe failed: boom"}
+
+
+def test_models_list_shows_variants_with_weights_and_breakers() -> None:
+    from sagemaker_fastchat.registry_ops import variant_lines
+
+    variants = [
+        {
+            "endpoint_name": "live",
+            "weight": 80,
+            "primary": True,
+            "excluded": None,
+            "breaker": {"state": "closed"},
+        },
+        {
+            "endpoint_name": "cand",
+            "weight": 20,
+            "primary": False,
+            "excluded": None,
+            "breaker": {"state": "open", "reason": "5 failures in a row"},
+        },
+    ]
+    rows = merge_worker_state(
+        [{"model": "a", "status": "live", "reason": None}], {"models": [{"name": "a", "variants": variants}]}
+    )
+    assert variant_lines(rows[0]["variants"]) == [
+        "primary live: weight 80, breaker closed",
+        "variant cand: weight 20, breaker open (5 failures in a row)",
+    ]
+    assert variant_lines(variants[:1]) == []
+    assert variant_lines("junk") == []
+
+
+def test_an_excluded_variant_is_rechecked_and_joins_once_in_service() -> None:
+    """A candidate still Creating stays out; after `recheck` seconds the unchanged spec is checked again
+    and, once InService, a new adapter gives it its weight (before that, the same adapter is kept)."""
+    warmup, checker, _ = gate({"live": "InService", "cand": "Creating"})
+    clock = warmup.clock
+    assert isinstance(clock, Clock)
+    s = with_variants("a", "live", ("cand", 25))
+
+    def build(previous: ModelSet) -> ModelSet:
+        def make(x: ModelSpec) -> SageMakerAdapter:
+            return SageMakerAdapter(x, client=None, excluded=warmup.excluded_variants(x))
+
+        return build_model_set(Snapshot(1, [s]), previous, make, "t", warmup.admit)
+
+    first = build(ModelSet(None))
+    assert first.get("a").excluded() == {"cand": "endpoint cand is Creating, not InService"}  # type: ignore[union-attr]
+    assert not warmup.recheck_due()
+    calls = len(checker.calls)
+    assert build(first).get("a") is first.get("a")  # not due: not checked, same adapter
+    assert len(checker.calls) == calls
+    clock.now += 30
+    assert warmup.recheck_due()
+    assert build(first).get("a") is first.get("a")  # checked again, still Creating: same adapter
+    checker.statuses["cand"] = "InService"
+    clock.now += 30
+    joined = build(first).get("a")
+    assert joined is not first.get("a")
+    assert joined is not None
+    assert joined.excluded() == {}
+    assert [v["weight"] for v in joined.describe()] == [75, 25]
+    assert not warmup.recheck_due()

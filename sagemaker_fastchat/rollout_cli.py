@@ -1,0 +1,297 @@
+"""`sagemaker-fastchat models rollout NAME --endpoint NEW ...` and `sagemaker-fastchat rollout
+status|pause|resume|abort|step|run`: staged rollouts with automatic rollback (README "Rollout").
+
+Every command reads and writes the registry item (the source of truth); a write is conditional on the
+item's `rollout` being what was read, so a command racing the step runner fails cleanly ("run it again")
+instead of overwriting a step. Exit codes as every command's (sagemaker_fastchat/cli.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import structlog
+
+from contract.dynamo import untype_item
+from contract.errors import Problem, SpecError
+from contract.items import InputError, read_json
+from rollout import decide as decisions
+from rollout.start import Plan, parse_duration, parse_steps, start_changes, steps_sequence
+from rollout.state import (
+    DEFAULT_BAKE_SECONDS,
+    DEFAULT_MAX_ERROR_RATE,
+    DEFAULT_MAX_TTFT_P95_RATIO,
+    DEFAULT_MIN_REQUESTS,
+    DEFAULT_STEPS,
+    RolloutState,
+    parse_state,
+)
+from sagemaker_fastchat.settings import ModelsSettings, add_flags
+from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
+from sync import rollout_step
+from sync.rollout_step import ConcurrentChange, RolloutRegistry, RolloutRunner, variant_stats, write_state
+from telemetry.logs import configure_logging
+
+log = structlog.get_logger("rollout")
+CONCURRENT = "changed while this command ran (the step runner or another operator); run it again"
+
+
+def _tables(parser: argparse.ArgumentParser, registry: bool = True) -> None:
+    # `models rollout` takes `models --table` (a second one would override it)
+    add_flags(parser, ModelsSettings, only=("table", "metrics_table") if registry else ("metrics_table",))
+
+
+def add_models_parser(msub: Any) -> None:
+    """`models rollout` (registered by models_cli)."""
+    p = msub.add_parser(
+        "rollout", help="move a model's traffic to a new endpoint step by step, rolling back on errors"
+    )
+    p.add_argument("name")
+    p.add_argument("--endpoint", required=True, help="the candidate SageMaker endpoint")
+    p.add_argument(
+        "--config", help="the candidate's endpoint_req_config JSON file (default: the model's own)"
+    )
+    p.add_argument(
+        "--steps", default=steps_sequence(DEFAULT_STEPS), help="candidate weights in %% (last 100)"
+    )
+    p.add_argument(
+        "--bake", default=f"{DEFAULT_BAKE_SECONDS / 60:g}m", help="time at each step (10m, 90s, 1h)"
+    )
+    p.add_argument("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, help="0.02 is 2%%")
+    p.add_argument("--max-ttft-p95-ratio", type=float, default=DEFAULT_MAX_TTFT_P95_RATIO)
+    p.add_argument("--min-requests", type=int, default=DEFAULT_MIN_REQUESTS)
+    _tables(p, registry=False)
+    p.set_defaults(handler=cmd_start)
+
+
+def register(sub: Any) -> None:
+    rollout = sub.add_parser("rollout", help="follow, pause, resume or abort a model's staged rollout")
+    rsub = rollout.add_subparsers(dest="rollout_command", required=True)
+    status = rsub.add_parser("status", help="the rollout's state, its outcome counts and what happens next")
+    status.add_argument("name")
+    status.add_argument("--json", action="store_true")
+    _tables(status)
+    status.set_defaults(handler=cmd_status)
+    for action, what in (
+        ("pause", "hold the candidate at its weight until resumed"),
+        ("resume", "resume a paused rollout (its step's bake time starts afresh)"),
+        ("abort", "set the candidate's weight to 0 and stop the rollout"),
+    ):
+        p = rsub.add_parser(action, help=what)
+        p.add_argument("name")
+        _tables(p)
+        p.set_defaults(handler=cmd_operate, action=action)
+    step = rsub.add_parser("step", help="run the step runner once now (what the schedule runs every minute)")
+    step.add_argument("--json", action="store_true")
+    _tables(step)
+    step.set_defaults(handler=cmd_step)
+    run = rsub.add_parser(
+        "run", help="run the step runner every --interval seconds (the local stack's timer)"
+    )
+    run.add_argument("--interval", type=float, default=60.0)
+    _tables(run)
+    run.set_defaults(handler=cmd_run)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`sagemaker-fastchat rollout run`: the step runner on a timer (what the local stack starts)."""
+    configure_logging()
+    runner = RolloutRunner(_registry(args), _outcomes(args))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    log.info("rollout_runner_started", interval=args.interval)
+    with contextlib.suppress(KeyboardInterrupt):
+        for _ in rollout_step.run_every(runner, args.interval, stop):
+            pass
+    return 0
+
+
+def _registry(args: argparse.Namespace) -> RolloutRegistry:
+    return RolloutRegistry(boto3.client("dynamodb"), args.table)
+
+
+def _outcomes(args: argparse.Namespace) -> DynamoOutcomeStore:
+    return DynamoOutcomeStore(args.metrics_table, boto3.client("dynamodb"))
+
+
+def _item(registry: RolloutRegistry, name: str) -> dict[str, Any]:
+    typed = registry.get(name)
+    if typed is None:
+        raise InputError(f"{name}: no such model in the registry")
+    return typed
+
+
+def _state(name: str, typed: dict[str, Any]) -> RolloutState:
+    raw = untype_item(typed).get("rollout")
+    if raw is None:
+        raise InputError(f"{name}: has no rollout (start one with `sagemaker-fastchat models rollout`)")
+    state = parse_state(raw)
+    if not isinstance(state, RolloutState):
+        raise SpecError([Problem(name, p.partition(": ")[0], p.partition(": ")[2]) for p in state])
+    return state
+
+
+def _config(path: str | None) -> Any:
+    if path is None:
+        return None
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    config = read_json(text, path)
+    if isinstance(config, dict) and isinstance(config.get("endpoint_req_config"), dict | str):
+        config = config["endpoint_req_config"]  # a whole item was given: take its config
+    return config
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    steps, bake = parse_steps(args.steps), parse_duration(args.bake)
+    if isinstance(steps, str):
+        raise InputError(f"--steps: {steps}")
+    if isinstance(bake, str):
+        raise InputError(f"--bake: {bake}")
+    return Plan(steps, bake, args.max_error_rate, args.max_ttft_p95_ratio, args.min_requests)
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    plan, config = _plan(args), _config(args.config)
+    registry = _registry(args)
+    typed = _item(registry, args.name)
+    changes, state = start_changes(untype_item(typed), args.endpoint, config, plan, time.time())
+    try:
+        registry.update(args.name, typed.get("rollout"), changes)
+    except ConcurrentChange:
+        raise InputError(f"{args.name}: {CONCURRENT}") from None
+    print(
+        f"{args.name}: rollout to {state.candidate} started at {state.weight:g}% "
+        f"(steps {steps_sequence(state.steps)}, bake {state.bake_seconds:g} s, "
+        f"max error rate {decisions.percent(state.max_error_rate)}, "
+        f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x, min requests {state.min_requests})"
+    )
+    print(f"follow it with `sagemaker-fastchat rollout status {args.name}`")
+    if args.name not in registry.listed():
+        print(
+            f"warning: {args.name} is not listed in all-models: the step runner moves listed models only",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_operate(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    typed = _item(registry, args.name)
+    state = _state(args.name, typed)
+    now = time.time()
+    changed = {"pause": decisions.pause, "resume": decisions.resume, "abort": decisions.abort}[args.action](
+        state, now
+    )
+    if isinstance(changed, str):
+        raise InputError(f"{args.name}: {changed}")
+    try:
+        written = write_state(registry, args.name, typed, changed, now)
+    except ConcurrentChange:
+        raise InputError(f"{args.name}: {CONCURRENT}") from None
+    print(
+        f"{args.name}: rollout {written.status.replace('_', ' ')}; {written.candidate} at {written.weight:g}%"
+    )
+    return 0
+
+
+def _ago(now: float, then: float) -> str:
+    when = datetime.fromtimestamp(then, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"{when} ({max(0.0, now - then):.0f} s ago)"
+
+
+def _stats_line(name: str, stats: decisions.VariantStats) -> str:
+    p95 = stats.ttft_p95()
+    latency = f"TTFT p95 {p95:.0f} ms" if not math.isnan(p95) else "no first tokens"
+    return (
+        f"{name}: {stats.requests} requests, {stats.errors} errors "
+        f"({decisions.percent(stats.error_rate)}), {latency}"
+    )
+
+
+def status_document(
+    state: RolloutState, now: float, stats: dict[str, decisions.VariantStats] | str
+) -> dict[str, Any]:
+    """What `rollout status` shows: the state, the counts since the step started, the next tick's decision."""
+    doc: dict[str, Any] = {"rollout": state.to_json(), "weight": state.weight}
+    if isinstance(stats, str):
+        doc["counts_unavailable"] = stats
+        return doc
+    doc["since_step_started"] = {
+        name: {
+            "requests": s.requests,
+            "errors": s.errors,
+            "ttft_p95_ms": s.ttft_p95() if s.first_tokens else None,
+        }
+        for name, s in stats.items()
+    }
+    decision = decisions.decide(state, now, stats)
+    doc["next_tick"] = {"action": decision.action, "reason": decision.reason}
+    return doc
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    state = _state(args.name, _item(registry, args.name))
+    now = time.time()
+    stats: dict[str, decisions.VariantStats] | str
+    try:
+        stats = variant_stats(_outcomes(args), args.name, state)
+    except OutcomesUnavailable as exc:
+        stats = f"outcome counts cannot be read: {exc}"
+    doc = status_document(state, now, stats)
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False))
+        return 0
+    step = f"step {state.step + 1} of {len(state.steps)}"
+    print(
+        f"{args.name}: rollout to {state.candidate} (baseline {state.baseline}): "
+        f"{state.status.replace('_', ' ')}, {step}, candidate weight {state.weight:g}%"
+    )
+    print(
+        f"  plan: steps {steps_sequence(state.steps)}; bake {state.bake_seconds:g} s; "
+        f"max error rate {decisions.percent(state.max_error_rate)}; "
+        f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x; min requests {state.min_requests}"
+    )
+    print(f"  started {_ago(now, state.started_at)}; this step started {_ago(now, state.step_started_at)}")
+    if state.reason:
+        print(f"  reason: {state.reason}")
+    if isinstance(stats, str):
+        print(f"  counts: {stats}")
+    else:
+        for name in (state.candidate, state.baseline):
+            print(f"  since the step started: {_stats_line(name, stats.get(name, decisions.VariantStats()))}")
+        print(f"  next tick: {doc['next_tick']['action']}: {doc['next_tick']['reason']}")
+    print("  history:")
+    for event in state.history:
+        when = datetime.fromtimestamp(event.at, UTC).strftime("%H:%M:%S")
+        note = f": {event.reason}" if event.reason else ""
+        print(f"    {when} {event.event} ({event.weight:g}%){note}")
+    return 0
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    runner = RolloutRunner(_registry(args), _outcomes(args))
+    results = runner.tick()
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], ensure_ascii=False))
+        return 0
+    for r in results:
+        weight = f" ({r.weight:g}%)" if r.weight is not None else ""
+        print(f"{r.model}: {r.action}{weight}: {r.reason}")
+    if not results:
+        print("no listed model has a rollout")
+    return 0

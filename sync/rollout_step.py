@@ -1,0 +1,245 @@
+"""The rollout step runner: every minute (EventBridge -> this Lambda on AWS; `sagemaker-fastchat rollout
+run` on a timer in the local stack), each listed model with a running rollout gets one decision
+(rollout/decide.py) from its outcome counts since the step started (stores/rollout_metrics.py).
+
+The registry stays the source of truth: a step is an UpdateItem of the model's item (the candidate's
+weight in `variants`, or the promotion, plus `rollout`), on condition that `rollout` is still what was
+read. Two runners (an overlapping schedule, a CLI pause at the same second) therefore never both apply
+a step: the second one's condition fails and it does nothing until its next tick. The write then goes
+the normal way, stream -> sync -> SSM, so every step is a published, versioned, rollback-able model set.
+
+A hold writes nothing (the spec does not change, and nothing needs recording): the runner is stateless,
+and `rollout status` recomputes what the next tick would do.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import boto3
+import structlog
+from botocore.exceptions import ClientError
+
+from contract.dynamo import untype_item
+from contract.errors import SpecError
+from contract.registry import ActiveListError, parse_active_list
+from contract.spec import ALL_MODELS_KEY, parse_model_item
+from rollout.decide import (
+    HOLD,
+    NOTHING,
+    Decision,
+    ItemMismatch,
+    VariantStats,
+    decide,
+    item_changes,
+    stopped,
+)
+from rollout.state import RolloutState, parse_state
+from stores.rollout_metrics import (
+    DynamoOutcomeStore,
+    OutcomeStore,
+    OutcomesUnavailable,
+    merge,
+)
+from sync.settings import SyncSettings
+from telemetry.logs import configure_logging
+
+log = structlog.get_logger("rollout")
+Clock = Callable[[], float]
+
+
+# --- Registry access (kept here, small, so a move to stores/registry.py is one edit) ---------------------
+class ConcurrentChange(RuntimeError):
+    """The item's `rollout` changed since it was read: another runner or an operator got there first."""
+
+
+class RolloutRegistry:
+    """The model items a rollout reads and writes (DynamoDB's typed form; a low-level boto3 client)."""
+
+    def __init__(self, dynamodb: Any, table: str) -> None:
+        self.dynamodb = dynamodb
+        self.table = table
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        found = self.dynamodb.get_item(
+            TableName=self.table, Key={"model_name": {"S": name}}, ConsistentRead=True
+        )
+        item = found.get("Item")
+        return dict(item) if item else None
+
+    def listed(self) -> list[str]:
+        try:
+            return list(parse_active_list(self.get(ALL_MODELS_KEY)).names)
+        except ActiveListError:
+            return []
+
+    def update(self, name: str, expected_rollout: Any, changes: dict[str, Any]) -> None:
+        """Set (a value) or remove (None) attributes of `name`'s item, on condition that its `rollout` is
+        still `expected_rollout` (a typed value; None: no rollout yet). Raises ConcurrentChange."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {}
+        sets, removes = [], []
+        for i, (key, value) in enumerate(sorted(changes.items())):
+            names[f"#a{i}"] = key
+            if value is None:
+                removes.append(f"#a{i}")
+            else:
+                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                values[f":v{i}"] = {"S": text}
+                sets.append(f"#a{i} = :v{i}")
+        expression = " ".join(
+            part
+            for part in (sets and "SET " + ", ".join(sets), removes and "REMOVE " + ", ".join(removes))
+            if part
+        )
+        names["#r"], names["#k"] = "rollout", "model_name"
+        if expected_rollout is None:
+            condition = "attribute_exists(#k) AND attribute_not_exists(#r)"
+        else:
+            condition = "attribute_exists(#k) AND #r = :old"
+            values[":old"] = expected_rollout
+        try:
+            self.dynamodb.update_item(
+                TableName=self.table,
+                Key={"model_name": {"S": name}},
+                UpdateExpression=expression,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                raise ConcurrentChange(f"{name}: the model or its rollout changed meanwhile") from None
+            raise
+
+
+# --- The step ----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepResult:
+    model: str
+    action: str  # hold, advance, promote, rollback, nothing, stopped, invalid, unavailable, conflict
+    reason: str
+    weight: float | None = None  # the candidate's weight after the step
+
+
+def variant_stats(outcomes: OutcomeStore, model: str, state: RolloutState) -> dict[str, VariantStats]:
+    """Each variant's counts since the minute its step started (raises OutcomesUnavailable)."""
+    totals = merge(outcomes.read(model, int(state.step_started_at // 60)))
+    return {v: VariantStats(c.requests, c.errors, c.ttft_hist) for v, c in totals.items()}
+
+
+def write_state(
+    registry: RolloutRegistry, name: str, typed: dict[str, Any], state: RolloutState, now: float
+) -> RolloutState:
+    """Write `state` and what it means for the item (checked by the spec validator first). An item that
+    no longer fits its rollout (the candidate left `variants`, the result would not validate) stops the
+    rollout instead, with the reason. Raises ConcurrentChange."""
+    plain = untype_item(typed)
+    try:
+        changes = item_changes(plain, state)
+        after = {k: v for k, v in {**plain, **changes}.items() if v is not None}
+        parse_model_item(after)
+    except (ItemMismatch, SpecError) as exc:
+        state = stopped(state, now, f"the model's item no longer fits the rollout: {exc}")
+        try:
+            changes = item_changes(plain, state)  # the candidate's weight to 0, when it is still there
+        except ItemMismatch:
+            changes = {"rollout": state.dumps()}
+    registry.update(name, typed.get("rollout"), changes)
+    return state
+
+
+class RolloutRunner:
+    def __init__(self, registry: RolloutRegistry, outcomes: OutcomeStore, clock: Clock = time.time) -> None:
+        self.registry = registry
+        self.outcomes = outcomes
+        self.clock = clock
+
+    def tick(self) -> list[StepResult]:
+        """One decision for every listed model with a rollout (a failure in one never stops the others)."""
+        results = []
+        for name in self.registry.listed():
+            try:
+                result = self.step(name)
+            except Exception as exc:  # one model's trouble (AWS, a bug) must not stall the others' rollouts
+                log.exception("rollout_step_failed", model=name)
+                result = StepResult(name, "failed", f"{type(exc).__name__}: {exc}")
+            if result is not None:
+                results.append(result)
+        return results
+
+    def step(self, name: str) -> StepResult | None:
+        typed = self.registry.get(name)
+        if typed is None or "rollout" not in typed:
+            return None
+        state = parse_state(untype_item({"rollout": typed["rollout"]})["rollout"])
+        if not isinstance(state, RolloutState):
+            log.warning("rollout_unreadable", model=name, problems=state)
+            return StepResult(name, "invalid", "; ".join(state))
+        now = self.clock()
+        if state.status != "running":
+            return StepResult(name, NOTHING, f"the rollout is {state.status}", state.weight)
+        try:
+            stats = variant_stats(self.outcomes, name, state)
+        except OutcomesUnavailable as exc:
+            log.warning("rollout_outcomes_unavailable", model=name, error=str(exc))
+            return StepResult(name, "unavailable", f"outcome counts cannot be read: {exc}", state.weight)
+        decision = decide(state, now, stats)
+        if decision.action in (HOLD, NOTHING):
+            return StepResult(name, decision.action, decision.reason, state.weight)
+        return self._apply(name, typed, decision, now)
+
+    def _apply(self, name: str, typed: dict[str, Any], decision: Decision, now: float) -> StepResult:
+        try:
+            written = write_state(self.registry, name, typed, decision.state, now)
+        except ConcurrentChange as exc:
+            log.info("rollout_step_skipped", model=name, reason=str(exc))
+            return StepResult(name, "conflict", str(exc))
+        action = decision.action if written.status == decision.state.status else "stopped"
+        reason = decision.reason if action == decision.action else written.reason
+        event = {"rollback": log.warning, "stopped": log.warning}.get(action, log.info)
+        event(
+            f"rollout_{action}",
+            model=name,
+            candidate=written.candidate,
+            weight=written.weight,
+            reason=reason,
+        )
+        return StepResult(name, action, reason, written.weight)
+
+
+# --- Entry points ------------------------------------------------------------------------------------------
+def runner_from_env() -> RolloutRunner:
+    dynamodb = boto3.client("dynamodb")
+    settings = SyncSettings()  # the Lambda has no shell: its settings come from its environment
+    return RolloutRunner(
+        RolloutRegistry(dynamodb, settings.table_name),
+        DynamoOutcomeStore(settings.rollout_metrics_table, dynamodb),
+    )
+
+
+_runner: RolloutRunner | None = None
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """The Lambda entry point (an EventBridge schedule, every minute)."""
+    global _runner  # noqa: PLW0603 - one runner per Lambda process, reused across invocations
+    if _runner is None:
+        configure_logging()
+        _runner = runner_from_env()
+    return {"results": [asdict(r) for r in _runner.tick()]}
+
+
+def run_every(runner: RolloutRunner, interval: float, stop: threading.Event) -> Iterator[list[StepResult]]:
+    """Tick until `stop` is set (the local stack's timer); yields each tick's results."""
+    while not stop.is_set():
+        try:
+            yield runner.tick()
+        except Exception:  # the registry unreachable for a moment: the next tick tries again
+            log.exception("rollout_tick_failed")
+        stop.wait(interval)

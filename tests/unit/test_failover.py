@@ -1,0 +1,252 @@
+"""A model served by several variants, over the scripted transport: sticky choice, failover only before
+the first token, breakers skipping a failing endpoint, warm-up exclusions, and what is recorded."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from contract.chunk import WorkerChunk
+from contract.spec import parse_model_item
+from rollout.breaker import OPEN, BreakerPolicy
+from runtime.adapter import SageMakerAdapter
+from runtime.outcomes import OutcomeRecorder
+from runtime.tracing import WORKER_SERVICE
+from runtime.transport import EndpointError, EndpointFailure, MockTransport, Script, Unavailable
+from runtime.variants import Attempt, Breakers, sticky_key
+from sagemaker_fastchat.standin import demo
+from stores.testing import MemoryOutcomeStore
+from telemetry.testing import recording_tracer
+from tests.helpers import example_item
+
+SPEC = parse_model_item(
+    {
+        **example_item("tgi"),
+        "model_name": "m",
+        "endpoint_name": "live",
+        "variants": [{"endpoint_name": "cand", "weight": 50}],
+    }
+)
+
+
+def reply(text: str) -> list[list[bytes]]:
+    lines = demo.render_lines("tgi", "demo-tgi", demo.plan("tgi", "demo-tgi", {"inputs": f"[[say:{text}]]"}))
+    return [[line] for line in lines]
+
+
+class Endpoints:
+    """Per endpoint: answer with its name, or fail as told (before or after its first token)."""
+
+    def __init__(self, **failing: EndpointFailure | str) -> None:
+        self.failing = failing
+        self.transport = MockTransport(self.handle)
+
+    def handle(self, endpoint: str, _body: bytes) -> Script:
+        how = self.failing.get(endpoint)
+        if isinstance(how, EndpointFailure):
+            raise how
+        if how == "mid-stream":
+            return [
+                *reply(f"partial from {endpoint}")[:2],
+                EndpointError(f"endpoint {endpoint} broke", started=True),
+            ]
+        return reply(f"answer from {endpoint}")
+
+
+def adapter(endpoints: Endpoints, **kw: Any) -> SageMakerAdapter:
+    return SageMakerAdapter(SPEC, endpoints.transport, 0.5, **kw)
+
+
+def chat(a: SageMakerAdapter, prompt: str, **params: Any) -> tuple[list[WorkerChunk], list[Attempt]]:
+    attempts: list[Attempt] = []
+
+    async def run() -> list[WorkerChunk]:
+        return [c async for c in a.generate_stream({"prompt": prompt, **params}, attempts)]
+
+    return asyncio.run(run()), attempts
+
+
+def refused(endpoint: str) -> Unavailable:
+    return Unavailable(f"endpoint {endpoint} cannot be reached (connection refused)")
+
+
+def test_a_conversation_keeps_its_variant_across_turns_and_regenerations() -> None:
+    a = adapter(Endpoints())
+    a.assistant_role = "ASSISTANT:"
+    seen: Counter[str] = Counter()
+    for i in range(40):
+        turn1 = f"SYSTEM USER: question {i} ASSISTANT:"
+        turn2 = f"{turn1} an answer</s>USER: and then? ASSISTANT:"
+        endpoints = {chat(a, p)[1][0].endpoint for p in (turn1, turn1, turn2)}
+        assert len(endpoints) == 1
+        seen.update(endpoints)
+    assert set(seen) == {"live", "cand"}  # both take conversations (50/50)
+
+
+def test_an_explicit_conversation_id_decides() -> None:
+    key = sticky_key({"prompt": "anything", "conversation_id": "c-1"}, "ASSISTANT:")
+    assert key == sticky_key({"prompt": "other", "conversation_id": "c-1"}, None)
+    assert sticky_key({"prompt": "x", "conversation_id": 5}, None).startswith(
+        "turn:"
+    )  # not a string: ignored
+
+
+def test_a_variant_refusing_connections_fails_over_before_the_first_token() -> None:
+    endpoints = Endpoints(cand=refused("cand"))
+    a = adapter(endpoints)
+    for i in range(30):
+        out, attempts = chat(a, f"USER: q{i} ASSISTANT:")
+        assert out[-1]["text"] == "answer from live"
+        assert all(c["error_code"] == 0 for c in out)
+        assert [x.endpoint for x in attempts][-1] == "live"
+        assert all(x.failed_over for x in attempts[:-1])
+
+
+def test_never_fails_over_after_a_token() -> None:
+    endpoints = Endpoints(cand="mid-stream", live="mid-stream")
+    out, attempts = chat(adapter(endpoints), "USER: hi ASSISTANT:")
+    assert len(attempts) == 1
+    assert out[0]["text"].startswith("partial")
+    assert "broke" in out[-1]["text"]
+    assert len(endpoints.transport.calls) == 1
+
+
+def test_when_every_variant_fails_the_last_failure_is_the_answer() -> None:
+    out, attempts = chat(
+        adapter(Endpoints(cand=refused("cand"), live=refused("live"))), "USER: hi ASSISTANT:"
+    )
+    assert len(out) == 1
+    assert out[0].get("error", {}).get("kind") == "unavailable"
+    assert len(attempts) == 2
+
+
+def test_an_open_breaker_is_skipped_and_probed_after_its_cool_down() -> None:
+    clock = [0.0]
+    breakers = Breakers(BreakerPolicy(consecutive=2, cooldown=10.0), clock=lambda: clock[0])
+    endpoints = Endpoints(cand=refused("cand"))
+    a = adapter(endpoints, breakers=breakers)
+    for i in range(20):
+        chat(a, f"USER: q{i} ASSISTANT:")
+    assert breakers.get("cand").state == OPEN
+    calls = len(endpoints.transport.calls)
+    for i in range(20):
+        assert chat(a, f"USER: q{i} ASSISTANT:")[0][-1]["text"] == "answer from live"
+    assert len(endpoints.transport.calls) == calls + 20  # the open one was never called
+    clock[0] += 10
+    endpoints.failing.clear()
+    tried = {chat(a, f"USER: q{i} ASSISTANT:")[1][0].endpoint for i in range(20)}
+    assert "cand" in tried  # the probe passed: closed again
+    assert breakers.get("cand").state == "closed"
+
+
+def test_a_variant_the_warm_up_excluded_never_takes_a_request() -> None:
+    endpoints = Endpoints()
+    a = adapter(endpoints, excluded={"cand": "endpoint cand is Creating, not InService"})
+    for i in range(50):
+        chat(a, f"USER: q{i} ASSISTANT:")
+    assert {e for e, _ in endpoints.transport.calls} == {"live"}
+    cand = next(v for v in a.describe() if v["endpoint_name"] == "cand")
+    assert cand["weight"] == 0
+    assert "Creating" in cand["excluded"]
+
+
+def test_outcomes_count_every_attempt_per_variant() -> None:
+    store = MemoryOutcomeStore()
+    recorder = OutcomeRecorder(store, clock=lambda: 120.0)
+    a = adapter(Endpoints(cand=refused("cand")), recorder=recorder.record)
+    for i in range(20):
+        chat(a, f"USER: q{i} ASSISTANT:")
+    assert recorder.flush() == 2
+    counts = {c.variant: c for c in store.read("m", 0)}
+    assert counts["live"].requests == 20
+    assert counts["live"].errors == 0
+    assert sum(counts["live"].ttft_hist.values()) == 20
+    assert counts["cand"].errors == counts["cand"].requests > 0
+    assert not counts["cand"].ttft_hist
+
+
+def test_a_store_that_is_down_keeps_the_counts_for_the_next_flush() -> None:
+    store = MemoryOutcomeStore()
+    recorder = OutcomeRecorder(store, clock=lambda: 120.0, max_pending=2)
+    a = adapter(Endpoints(), recorder=recorder.record)
+    chat(a, "USER: one ASSISTANT:")
+    store.available = False
+    assert recorder.flush() == 0
+    chat(a, "USER: two ASSISTANT:")
+    store.available = True
+    recorder.flush()
+    assert sum(c.requests for c in store.read("m", 0)) == 2
+    assert recorder.pending() == 0
+
+
+def test_generation_finished_names_the_variant_and_the_failovers() -> None:
+    from structlog.testing import capture_logs
+
+    from runtime.tracing import GenerationTrace, traced_stream
+
+    a = adapter(Endpoints(cand=refused("cand")))
+    trace = GenerationTrace(recording_tracer(WORKER_SERVICE), None, "m", "live", 3)
+
+    async def run(i: int) -> None:
+        params = {"prompt": f"USER: x{i} ASSISTANT:"}
+        async for _ in traced_stream(a.generate_stream(params, trace.attempts), trace):
+            pass
+
+    with capture_logs() as logs:
+        for i in range(10):
+            trace = GenerationTrace(recording_tracer(WORKER_SERVICE), None, "m", "live", 3)
+            asyncio.run(run(i))
+    finished = [e for e in logs if e["event"] == "generation_finished"]
+    assert len(finished) == 10
+    assert {e["variant"] for e in finished} == {"live"}
+    failed_over = [e for e in finished if "failovers" in e]
+    assert failed_over  # some conversations were assigned the refusing variant first
+    assert all(e["failovers"] == ["cand: unavailable"] for e in failed_over)
+
+
+def test_only_the_last_variant_to_try_is_retried_by_the_transport() -> None:
+    """botocore's retries (with backoff: seconds) are for a call with nowhere else to go; a call with
+    another variant behind it fails over at once instead."""
+    endpoints = Endpoints(cand=refused("cand"), live=refused("live"))
+    chat(adapter(endpoints), "USER: hi ASSISTANT:")
+    assert endpoints.transport.retries == [False, True]
+    single = Endpoints()
+    asyncio.run(_drain(SageMakerAdapter(parse_model_item(example_item("tgi")), single.transport)))
+    assert single.transport.retries == [True]
+
+
+async def _drain(a: SageMakerAdapter) -> None:
+    async for _ in a.generate_stream({"prompt": "hi"}):
+        pass
+
+
+def test_a_request_the_config_refuses_is_not_counted_against_the_endpoint() -> None:
+    recorder = OutcomeRecorder(MemoryOutcomeStore(), clock=lambda: 120.0)
+    a = adapter(Endpoints(), recorder=recorder.record)
+    out, attempts = chat(a, "USER: hi ASSISTANT:", temperature="hot")
+    assert out[-1].get("error", {}).get("kind") == "invalid_request"
+    assert len(attempts) == 1  # not failed over
+    assert recorder.pending() == 0
+    assert all(b.state == "closed" and b.window_counts() == (0, 0) for b in (r.breaker for r in a.routes))
+
+
+def test_a_share_skipped_by_an_open_breaker_counts_against_its_variant() -> None:
+    """A conversation whose sticky choice is skipped (breaker open) is a request and an error of that
+    variant for the rollout's counts, so a failing candidate reaches its minimum sample (and its
+    rollback) while its breaker protects users."""
+    clock = [0.0]
+    breakers = Breakers(BreakerPolicy(consecutive=2, cooldown=1000.0), clock=lambda: clock[0])
+    recorder = OutcomeRecorder(MemoryOutcomeStore(), clock=lambda: 120.0)
+    endpoints = Endpoints(cand=refused("cand"))
+    a = adapter(endpoints, breakers=breakers, recorder=recorder.record)
+    results = [chat(a, f"USER: q{i} ASSISTANT:") for i in range(60)]
+    assert all(out[-1]["error_code"] == 0 for out, _ in results)
+    calls_to_cand = sum(e == "cand" for e, _ in endpoints.transport.calls)
+    assert calls_to_cand == 2  # then its breaker opened
+    firsts = Counter(attempts[0].endpoint for _, attempts in results)
+    recorder.flush()
+    counts = {c.variant: c for c in recorder.store.read("m", 0)}  # type: ignore[attr-defined]
+    assert counts["cand"].requests == counts["cand"].errors == firsts["cand"] > 2
+    skipped = [x for _, attempts in results for x in attempts if x.error_kind == "circuit_open"]
+    assert len(skipped) == firsts["cand"] - 2
