@@ -90,11 +90,14 @@ class AiohttpClient:
         # Idle connections are dropped before uvicorn's own keep-alive timeout (5 s) closes them: reusing
         # a connection the server is closing fails the request.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=4)
+        # No sock_read: aiohttp moves a timer on every read for it (a tenth of the API's CPU at one token
+        # per read); streams are watched by `_Silence` instead.
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             json_serialize=lambda v: orjson.dumps(v).decode(),
         )
+        self.read_timeout = read_timeout
         self._short = aiohttp.ClientTimeout(total=5)
 
     async def get_json(self, url: str) -> Any:
@@ -112,27 +115,52 @@ class AiohttpClient:
 
     async def stream(self, url: str, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
         try:
-            response = await self.session.post(
-                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            )
+            async with asyncio.timeout(self.read_timeout):
+                response = await self.session.post(
+                    url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+                )
         except TimeoutError as exc:
             raise WorkerSilent() from exc
         except aiohttp.ClientError as exc:  # refused, reset, closed: no answer, so retrying is safe
             raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        silence = _Silence(response.content, self.read_timeout)
         try:
             if response.status != 200:
                 raise WorkerUnreachable(f"HTTP {response.status}")
             async for data in response.content.iter_any():
+                silence.reading = False  # while the client takes it, the worker owes us nothing
                 yield data
+                silence.reading, silence.last = True, silence.loop.time()
         except TimeoutError as exc:
             raise WorkerSilent() from exc
         except aiohttp.ClientError as exc:
             raise WorkerUnreachable(f"the connection broke: {type(exc).__name__}") from exc
         finally:
+            silence.handle.cancel()
             response.close()
 
     async def close(self) -> None:
         await self.session.close()
+
+
+class _Silence:
+    """Fails a stream's read with TimeoutError once it has waited `seconds` for the worker: one timer per
+    stream, re-armed only when it fires; per read the reader just stamps when it started waiting again
+    (`reading`, `last`), so a slow client (backpressure) is not taken for a silent worker."""
+
+    def __init__(self, content: aiohttp.StreamReader, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.content, self.seconds = content, seconds
+        self.reading, self.last = True, self.loop.time()
+        self.handle = self.loop.call_at(self.last + seconds, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        due = self.last + self.seconds if self.reading else now + self.seconds
+        if now >= due:
+            self.content.set_exception(TimeoutError())
+        else:
+            self.handle = self.loop.call_at(due, self._check)
 
 
 # --- the live set --------------------------------------------------------------------------------------
