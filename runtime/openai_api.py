@@ -20,7 +20,7 @@ import hmac
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -445,12 +445,28 @@ class Api:
         reply = p.Reply(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), req.model, chat)
         streams = await self.start(target, params, req.n)
         if req.stream:
-            return StreamingResponse(
+            return _ClosingStream(
                 _sse(reply, req, target, streams),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return await _full(reply, req, target, streams)
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that closes its body however the response ends: cancelled while sending (the
+    client went away), Starlette leaves the generator to the garbage collector, and with it the worker
+    streams it holds."""
+
+    body_iterator: AsyncIterator[bytes]  # (ours is an async generator: it has aclose)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            if closer is not None:
+                await closer()
 
 
 class _Stream:
@@ -487,7 +503,7 @@ class _Stream:
             await closer()
 
 
-async def _merged(streams: list[_Stream]) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+async def _merged(streams: list[_Stream]) -> AsyncGenerator[tuple[int, list[dict[str, Any]]], None]:
     """Batches of every stream as they come, tagged with the choice index (bounded: backpressure)."""
     if len(streams) == 1:  # the common case, without a generator layer per batch
         if streams[0].first:
@@ -504,7 +520,7 @@ async def _merged(streams: list[_Stream]) -> AsyncIterator[tuple[int, list[dict[
             async for batch in s.all():
                 await queue.put((i, batch))
             await queue.put((i, None))
-        except BaseException as exc:  # handed to the reader, which raises it
+        except Exception as exc:  # handed to the reader, which raises it (a cancel is not: see finally)
             await queue.put((i, exc))
 
     tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
@@ -555,12 +571,15 @@ async def _sse(
         if reply.chat:
             for c in choices:
                 yield reply.chunk(c.index, None, None, role=True)
-        async for i, batch in _merged(streams):
-            text, logprobs, error = _apply(choices[i], batch, req, target, reply.chat)
-            if text or logprobs:
-                yield reply.chunk(i, text, None, logprobs)
-            if error is not None:
-                raise error
+        # Closed on the way out (an `async for` does not close what it iterates): with n > 1 its pump
+        # tasks must end before the streams they read are closed.
+        async with contextlib.aclosing(_merged(streams)) as batches:
+            async for i, batch in batches:
+                text, logprobs, error = _apply(choices[i], batch, req, target, reply.chat)
+                if text or logprobs:
+                    yield reply.chunk(i, text, None, logprobs)
+                if error is not None:
+                    raise error
         for c in choices:
             yield reply.chunk(c.index, None, c.finish_reason or "stop")
         if req.include_usage:
@@ -576,12 +595,13 @@ async def _full(reply: p.Reply, req: p.Sampling, target: Target, streams: list[_
     choices = [p.Choice(i) for i in range(len(streams))]
     logprobs: list[list[Any]] = [[] for _ in streams]
     try:
-        async for i, batch in _merged(streams):
-            _, lp, error = _apply(choices[i], batch, req, target, reply.chat)
-            if error is not None:
-                return _error_response(error)
-            if lp is not None:
-                logprobs[i].append(lp)
+        async with contextlib.aclosing(_merged(streams)) as batches:  # as in _sse
+            async for i, batch in batches:
+                _, lp, error = _apply(choices[i], batch, req, target, reply.chat)
+                if error is not None:
+                    return _error_response(error)
+                if lp is not None:
+                    logprobs[i].append(lp)
     finally:
         await asyncio.gather(*(s.close() for s in streams))
     merged = [_join_logprobs(parts, reply.chat) if req.logprobs else None for parts in logprobs]

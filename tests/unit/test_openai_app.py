@@ -24,6 +24,8 @@ class FakeWorker:
 
     def __init__(self) -> None:
         self.streams = 0
+        self.pulled = 0  # frames taken from the worker
+        self.open = 0  # worker streams not closed yet
 
     async def get_json(self, url: str) -> Any:
         assert url == f"{WORKER}/model-set"
@@ -49,6 +51,15 @@ class FakeWorker:
                 frame = {"text": f"model m: {kind} trouble", "error_code": code, "error": {"kind": kind}}
                 yield orjson.dumps(frame) + b"\0"
                 return
+        if "long" in prompt:
+            self.open += 1
+            try:
+                for i in range(1, 1000):
+                    self.pulled += 1
+                    yield orjson.dumps({"text": "w " * i, "error_code": 0}) + b"\0"
+            finally:
+                self.open -= 1
+            return
         yield orjson.dumps({"text": "hello", "error_code": 0}) + b"\0"
 
 
@@ -94,5 +105,63 @@ def test_worker_side_failures_with_the_openai_client(
         assert (body["code"], body["type"]) == (code, "server_error")
         assert "model m" in body["message"]
         assert fake.streams == streams
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_client_that_reads_nothing_holds_its_worker_streams_back(n: int) -> None:
+    """Backpressure, nothing buffered: while the client takes nothing (uvicorn's send waits for the
+    socket to drain), the API reads at most about two frames per choice ahead from the worker, instead
+    of reading the whole reply into memory. When the request is then cancelled (the client went away)
+    every worker stream is closed at once (Starlette left the body to the garbage collector, and with
+    n > 1 a pump blocked on the full queue swallowed the cancel and hung the close)."""
+    fake = FakeWorker()
+    app = create_app(Settings(controller_address=CONTROLLER), lambda: fake)
+    body = orjson.dumps(
+        {"model": "m", "messages": [{"role": "user", "content": "long"}], "stream": True, "n": n}
+    )
+    sent: list[Mapping[str, Any]] = []
+    stuck = asyncio.Event()  # never set: the client's socket never drains
+
+    async def send(message: Mapping[str, Any]) -> None:
+        sent.append(message)
+        if b"w " in message.get("body", b""):  # the first text: the client stops reading here
+            await stuck.wait()
+
+    request = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> Mapping[str, Any]:
+        if request:
+            return request.pop()
+        await stuck.wait()  # no disconnect either
+        raise AssertionError
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("api", 80),
+    }
+
+    async def run() -> None:
+        async with app.lifespan_context(app):
+            serving = asyncio.ensure_future(app(scope, receive, send))
+            for _ in range(50):
+                await asyncio.sleep(0.01)
+            assert b"w " in sent[-1]["body"]  # text was sent, then the client took no more
+            assert n <= fake.pulled <= 3 * n + 2, fake.pulled
+            assert fake.open == n
+            serving.cancel()
+            await asyncio.gather(serving, return_exceptions=True)
+            assert fake.open == 0  # at once, not when the garbage collector gets to the response
 
     asyncio.run(run())
