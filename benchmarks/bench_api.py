@@ -51,7 +51,7 @@ PROBES = 10  # probe users per other path during a paced run
 Stream = Callable[[aiohttp.ClientSession, str], Awaitable[tuple[float, int]]]
 
 
-def run(main: Awaitable[Any]) -> Any:
+def on_uvloop(main: Awaitable[Any]) -> Any:
     """The load generator's loop: uvloop, as the API and worker run (a cheap client for both sides)."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(main)  # type: ignore[arg-type]
@@ -140,7 +140,7 @@ def flat_out(client: object, sides: dict[str, Stream], prompt: str, streams: int
     """Tokens/s per side: one warm-up round each, then ROUNDS alternating rounds."""
     runs: dict[str, Callable[[], tuple[int, float]]] = {"direct": lambda: _direct(client, prompt, streams)}
     for name, side in sides.items():
-        runs[name] = lambda side=side: run(_concurrent(side, prompt, streams))  # type: ignore[misc]
+        runs[name] = lambda side=side: on_uvloop(_concurrent(side, prompt, streams))  # type: ignore[misc]
     for run in runs.values():
         run()
     totals = {name: [0.0, 0.0] for name in runs}
@@ -206,6 +206,13 @@ class Cpu:
         return sum(sum(p.cpu_times()[:2]) for p in procs)
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (other jobs on a shared machine included)."""
+    t = psutil.cpu_times()
+    total = sum(t)
+    return total - t.idle - getattr(t, "iowait", 0.0), total
+
+
 def _per_1000(used: dict[str, float], tokens: int) -> str:
     return ", ".join(f"{name} {seconds / tokens * 1e6:.0f} ms" for name, seconds in used.items())
 
@@ -238,7 +245,7 @@ def main() -> None:
                         ttft[name].append((await side(s, prompt))[0])
 
         if not os.environ.get("BENCH_PACED_ONLY"):
-            run(sequential())
+            on_uvloop(sequential())
             p50 = {n: statistics.median(v[10:]) * 1e3 for n, v in ttft.items()}
             print(
                 f"(1) TTFT p50: direct {p50['direct']:.2f} ms; "
@@ -267,10 +274,13 @@ def main() -> None:
         probes = {"direct": direct_side(stack.standin_url), **sides}
         for load in sides:
             before = {n: c.seconds() for n, c in everyone.items()}
+            busy_before = machine_busy()
             start = time.perf_counter()
-            rate, ttfts, tokens, lags = run(_paced(probes, load, 200, PACED_SECONDS))
+            rate, ttfts, tokens, lags = on_uvloop(_paced(probes, load, 200, PACED_SECONDS))
             wall = time.perf_counter() - start
             used = {n: c.seconds() - before[n] for n, c in everyone.items()}
+            busy_after = machine_busy()
+            busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
             print(
                 f"(3) 200 users x 25 tok/s via {load}: {rate:,.0f} tok/s = {rate / 5000:.0%} of ideal 5,000; "
                 f"TTFT p50 {pct(ttfts[load], 50) * 1e3:.1f} ms, p95 {pct(ttfts[load], 95) * 1e3:.1f} ms "
@@ -287,7 +297,9 @@ def main() -> None:
             )
             print(
                 f"    CPU per 1000 tokens: {_per_1000(used, tokens)}; "
-                f"all processes {sum(used.values()) / wall:.2f} of the machine's {psutil.cpu_count()} cores"
+                f"these processes {sum(used.values()) / wall:.2f} of the machine's {psutil.cpu_count()} "
+                "cores; "
+                f"the machine {busy:.0%} busy (other jobs included)"
             )
     finally:
         stack.close()
