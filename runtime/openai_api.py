@@ -19,7 +19,7 @@ import contextlib
 import hmac
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,11 +78,14 @@ class AiohttpClient:
         # Idle connections are dropped before uvicorn's own keep-alive timeout (5 s) closes them: reusing
         # a connection the server is closing fails the request.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=4)
+        # No sock_read: aiohttp moves a timer on every read for it (a tenth of the API's CPU at one token
+        # per read); streams are watched by `_Silence` instead.
         self.session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=read_timeout),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
             json_serialize=lambda v: orjson.dumps(v).decode(),
         )
+        self.read_timeout = read_timeout
         self._short = aiohttp.ClientTimeout(total=5)
 
     async def get_json(self, url: str) -> Any:
@@ -100,27 +103,52 @@ class AiohttpClient:
 
     async def stream(self, url: str, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
         try:
-            response = await self.session.post(
-                url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
-            )
+            async with asyncio.timeout(self.read_timeout):
+                response = await self.session.post(
+                    url, data=orjson.dumps(body), headers={"Content-Type": "application/json"}
+                )
         except TimeoutError as exc:
             raise WorkerSilent() from exc
         except aiohttp.ClientError as exc:  # refused, reset, closed: no answer, so retrying is safe
             raise WorkerUnreachable(f"{type(exc).__name__}: {exc}") from exc
+        silence = _Silence(response.content, self.read_timeout)
         try:
             if response.status != 200:
                 raise WorkerUnreachable(f"HTTP {response.status}")
             async for data in response.content.iter_any():
+                silence.reading = False  # while the client takes it, the worker owes us nothing
                 yield data
+                silence.reading, silence.last = True, silence.loop.time()
         except TimeoutError as exc:
             raise WorkerSilent() from exc
         except aiohttp.ClientError as exc:
             raise WorkerUnreachable(f"the connection broke: {type(exc).__name__}") from exc
         finally:
+            silence.handle.cancel()
             response.close()
 
     async def close(self) -> None:
         await self.session.close()
+
+
+class _Silence:
+    """Fails a stream's read with TimeoutError once it has waited `seconds` for the worker: one timer per
+    stream, re-armed only when it fires; per read the reader just stamps when it started waiting again
+    (`reading`, `last`), so a slow client (backpressure) is not taken for a silent worker."""
+
+    def __init__(self, content: aiohttp.StreamReader, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.content, self.seconds = content, seconds
+        self.reading, self.last = True, self.loop.time()
+        self.handle = self.loop.call_at(self.last + seconds, self._check)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        due = self.last + self.seconds if self.reading else now + self.seconds
+        if now >= due:
+            self.content.set_exception(TimeoutError())
+        else:
+            self.handle = self.loop.call_at(due, self._check)
 
 
 # --- the live set --------------------------------------------------------------------------------------
@@ -411,12 +439,28 @@ class Api:
         reply = p.Reply(f"{prefix}-{uuid.uuid4().hex}", int(time.time()), req.model, chat)
         streams = await self.start(target, params, req.n)
         if req.stream:
-            return StreamingResponse(
+            return _ClosingStream(
                 _sse(reply, req, target, streams),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
         return await _full(reply, req, target, streams)
+
+
+class _ClosingStream(StreamingResponse):
+    """A StreamingResponse that closes its body however the response ends: cancelled while sending (the
+    client went away), Starlette leaves the generator to the garbage collector, and with it the worker
+    streams it holds."""
+
+    body_iterator: AsyncIterator[bytes]  # (ours is an async generator: it has aclose)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            closer = getattr(self.body_iterator, "aclose", None)
+            if closer is not None:
+                await closer()
 
 
 class _Stream:
@@ -453,7 +497,7 @@ class _Stream:
             await closer()
 
 
-async def _merged(streams: list[_Stream]) -> AsyncIterator[tuple[int, list[dict[str, Any]]]]:
+async def _merged(streams: list[_Stream]) -> AsyncGenerator[tuple[int, list[dict[str, Any]]], None]:
     """Batches of every stream as they come, tagged with the choice index (bounded: backpressure)."""
     if len(streams) == 1:  # the common case, without a generator layer per batch
         if streams[0].first:
@@ -470,7 +514,7 @@ async def _merged(streams: list[_Stream]) -> AsyncIterator[tuple[int, list[dict[
             async for batch in s.all():
                 await queue.put((i, batch))
             await queue.put((i, None))
-        except BaseException as exc:  # handed to the reader, which raises it
+        except Exception as exc:  # handed to the reader, which raises it (a cancel is not: see finally)
             await queue.put((i, exc))
 
     tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
@@ -521,12 +565,15 @@ async def _sse(
         if reply.chat:
             for c in choices:
                 yield reply.chunk(c.index, None, None, role=True)
-        async for i, batch in _merged(streams):
-            text, logprobs, error = _apply(choices[i], batch, req, target, reply.chat)
-            if text or logprobs:
-                yield reply.chunk(i, text, None, logprobs)
-            if error is not None:
-                raise error
+        # Closed on the way out (an `async for` does not close what it iterates): with n > 1 its pump
+        # tasks must end before the streams they read are closed.
+        async with contextlib.aclosing(_merged(streams)) as batches:
+            async for i, batch in batches:
+                text, logprobs, error = _apply(choices[i], batch, req, target, reply.chat)
+                if text or logprobs:
+                    yield reply.chunk(i, text, None, logprobs)
+                if error is not None:
+                    raise error
         for c in choices:
             yield reply.chunk(c.index, None, c.finish_reason or "stop")
         if req.include_usage:
@@ -542,12 +589,13 @@ async def _full(reply: p.Reply, req: p.Sampling, target: Target, streams: list[_
     choices = [p.Choice(i) for i in range(len(streams))]
     logprobs: list[list[Any]] = [[] for _ in streams]
     try:
-        async for i, batch in _merged(streams):
-            _, lp, error = _apply(choices[i], batch, req, target, reply.chat)
-            if error is not None:
-                return _error_response(error)
-            if lp is not None:
-                logprobs[i].append(lp)
+        async with contextlib.aclosing(_merged(streams)) as batches:  # as in _sse
+            async for i, batch in batches:
+                _, lp, error = _apply(choices[i], batch, req, target, reply.chat)
+                if error is not None:
+                    return _error_response(error)
+                if lp is not None:
+                    logprobs[i].append(lp)
     finally:
         await asyncio.gather(*(s.close() for s in streams))
     merged = [_join_logprobs(parts, reply.chat) if req.logprobs else None for parts in logprobs]
