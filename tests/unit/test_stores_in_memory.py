@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from contract.dynamo import to_typed_item
 from runtime.sources import SsmSource
-from sagemaker_fastchat.registry_ops import Registry, put_model, remove_model, to_typed_item
+from sagemaker_fastchat.registry_ops import Registry, put_model, remove_model
 from stores.registry import ConcurrentChangeError
 from stores.ssm import SnapshotReader, SnapshotWriter
 from stores.testing import InMemoryParameters, InMemoryRegistry
