@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from stores.tables import ensure_table
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
@@ -144,12 +146,4 @@ def _changed(name: str, attribute: str) -> str:
 def create_table(dynamodb: DynamoDBClient, table: str) -> None:
     """Create the registry table with its stream when missing (the local stack and tests; CloudFormation
     creates it on AWS)."""
-    if table in dynamodb.list_tables().get("TableNames", []):
-        return
-    dynamodb.create_table(
-        TableName=table,
-        KeySchema=[{"AttributeName": KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": KEY, "AttributeType": "S"}],
-        BillingMode="PAY_PER_REQUEST",
-        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    )
+    ensure_table(dynamodb, table, KEY, stream=True)
