@@ -13,7 +13,7 @@ OURS = ("sagemaker_fastchat", "sync", "runtime", "stores", "contract", "arena", 
 # sync/ and runtime/ side by side, neither importing the other; telemetry/ beside everything.
 MAY_IMPORT = {
     "sagemaker_fastchat": {"sync", "runtime", "stores", "contract", "arena", "rollout", "telemetry"},
-    "sync": {"stores", "contract", "arena", "rollout", "telemetry"},
+    "sync": {"stores", "contract", "rollout", "telemetry"},  # the Lambdas' image has no arena/
     "runtime": {"stores", "contract", "arena", "rollout", "telemetry"},
     "stores": {"contract", "arena", "rollout", "telemetry"},
     "rollout": {"contract"},
