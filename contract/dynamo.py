@@ -1,5 +1,6 @@
 """Registry items arrive plain (boto3 resource, JSON files) or in DynamoDB's typed form (stream images,
-low-level client). Normalize both to plain Python values.
+low-level client). Normalize both to plain Python values; and the other way, a plain item in the seed's
+stored form (`to_typed_item`).
 
 Total: a value that is not a well-formed typed value (`{"N": "abc"}`, `{"M": 5}`), or an item nested too
 deeply to walk, is left as it is (the spec validator then refuses it by field, with the reason).
@@ -7,6 +8,7 @@ deeply to walk, is left as it is (the spec validator then refuses it by field, w
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -73,3 +75,20 @@ def untype_item_checked(item: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
 def untype_item(item: dict[str, Any]) -> dict[str, Any]:
     """Return the item as plain values, whatever form it came in."""
     return untype_item_checked(item)[0]
+
+
+def to_typed_value(value: Any) -> dict[str, Any]:
+    """A plain value in the seed's stored form: strings as S, numbers as N, booleans as BOOL, objects and
+    lists (the config, `variants`, `rollout`) as JSON strings."""
+    if isinstance(value, dict | list):
+        return {"S": json.dumps(value, ensure_ascii=False)}
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": str(value)}
+    return {"S": str(value)}
+
+
+def to_typed_item(item: dict[str, Any]) -> dict[str, Any]:
+    """A plain registry item in the seed's stored form (attributes set to None are left out)."""
+    return {key: to_typed_value(value) for key, value in item.items() if value is not None}

@@ -28,7 +28,7 @@ from contract.errors import Problem, SpecError, describe_model
 from contract.json_shape import depth_exceeds, join_path, key_label, shape_problem, short_repr
 from contract.jsonpaths import JsonPath, MultiReader, PathSyntaxError, write_problem
 from contract.line_regex import LineRegex, RegexError
-from contract.variants import Variant, VariantEntry, check_entries, load_list, primary_weight
+from contract.variants import VariantEntry, check_entries, load_list, primary_weight
 
 ALL_MODELS_KEY = "all-models"
 MAX_MODEL_NAME = 64
@@ -123,6 +123,18 @@ class ModelSpec:
     def variants(self) -> tuple[Variant, ...]:
         """Every endpoint serving this name, primary first; exactly one (weight 100) without `variants`."""
         return self._variants
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One endpoint serving a model: `spec` is a full spec for this endpoint (same model name, this
+    endpoint_name, its config override or the item's own); the primary's weight is computed. (Here, not
+    in contract/variants.py, which holds the structural checks: a Variant holds a ModelSpec.)"""
+
+    endpoint_name: str
+    weight: float  # 0..100
+    spec: ModelSpec
+    primary: bool
 
 
 class _Collector:

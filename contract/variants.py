@@ -7,7 +7,8 @@ sum of the others, which must not be negative. Endpoint names are unique within 
 without `endpoint_req_config` uses the item's.
 
 The structural checks live here; contract/spec.py parses each override with the item's own config
-parser and builds one full ModelSpec per variant (so a worker treats a variant like any model).
+parser and builds one full ModelSpec per variant (`contract.spec.Variant`: a worker treats a variant like
+any model).
 """
 
 from __future__ import annotations
@@ -15,27 +16,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from contract.json_shape import short_repr
-
-if TYPE_CHECKING:
-    from contract.spec import ModelSpec
 
 MAX_VARIANTS = 4  # besides the primary
 VARIANT_KEYS = ("endpoint_name", "weight", "endpoint_req_config")
 FULL_WEIGHT = 100
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One endpoint serving a model: `spec` is a full spec for this endpoint (same model name, this
-    endpoint_name, its config override or the item's own); the primary's weight is computed."""
-
-    endpoint_name: str
-    weight: float  # 0..100
-    spec: ModelSpec
-    primary: bool
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,8 @@ from contract.chunk import (
 )
 from contract.decoder import StreamDecodeError, StreamDecoder, StreamEvent
 from contract.request import RequestError, build_request, normalize_stop
-from contract.spec import ModelSpec
+from contract.spec import ModelSpec, Variant
 from contract.tokens import approx_token_count
-from contract.variants import Variant
 from rollout.assign import rank_variants
 from rollout.breaker import OPEN, Breaker
 from runtime.params import check_params

@@ -137,11 +137,12 @@ def _prepare_fastchat_logging() -> None:
 
 
 def _reclaim_logging() -> None:
-    """Undo what an earlier-bound build_logger may have done to stdout/stderr, then configure ours."""
-    from telemetry.logs import configure_logging
+    """Undo what an earlier-bound build_logger may have done to stdout/stderr, then configure ours again
+    (with the process's settings, as the shell last gave them)."""
+    from telemetry.logs import reconfigure_logging
 
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-    configure_logging()
+    reconfigure_logging()
 
 
 # --- Shim 2b: FastChat's web UI appends whole conversations to files ----------------------------------

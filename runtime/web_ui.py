@@ -63,12 +63,13 @@ class LiveModelInfo:
                 register_model_info([name], name, "", str(model["description"]))
 
 
-def prepare_ui(worker_url: str) -> Any:
-    """Import FastChat's UI torch-free with every shim in place; returns the UI module."""
+def prepare_ui(worker_url: str, tracer: Tracer) -> Any:
+    """Import FastChat's UI torch-free with every shim in place; returns the UI module. `tracer` traces
+    each answer (the shell builds it from its telemetry settings)."""
     info = LiveModelInfo(worker_url)
     module = fastchat_compat.apply_for_web(info.conv_template)
     propagation.patch_all()
-    trace_bot_responses(Tracer("sagemaker-fastchat-web"))
+    trace_bot_responses(tracer)
     info.models()  # registers the live models' descriptions before FastChat builds its model list
     return module
 

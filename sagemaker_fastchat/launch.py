@@ -23,9 +23,8 @@ from sagemaker_fastchat.settings import (
     add_flags,
     settings_from,
 )
-from telemetry.logs import configure_logging
 from telemetry.propagation import TraceMiddleware
-from telemetry.tracing import Tracer
+from telemetry.settings import TelemetrySettings
 
 
 # --- worker ------------------------------------------------------------------------------------------
@@ -64,13 +63,14 @@ def build_outcomes(settings: WorkerSettings) -> Any:
     return OutcomeRecorder(DynamoOutcomeStore(table, boto3.client("dynamodb", config=config)))
 
 
-def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
+def build_worker(settings: WorkerSettings, telemetry: TelemetrySettings | None = None) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
     from runtime import worker as runtime_worker
     from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
     from runtime.model_set import LiveModelSet
-    from runtime.poller import Poller
+    from runtime.poller import POLLER_SERVICE, Poller
     from runtime.sources import FileSource, SsmSource
+    from runtime.tracing import WORKER_SERVICE
     from runtime.variants import Breakers, assistant_role
     from stores.ssm import SnapshotReader, SsmParameters, ssm_client
 
@@ -106,9 +106,17 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
         register=settings.register_worker,
         unready_after=settings.unready_after,
     )
-    worker = runtime_worker.SetWorker(worker_settings, live)
+    telemetry = telemetry if telemetry is not None else TelemetrySettings()
+    worker = runtime_worker.SetWorker(worker_settings, live, telemetry.tracer(WORKER_SERVICE))
     live.on_swap(lambda _new: worker.register())
-    poller = Poller(source, live, make_adapter, interval=settings.poll_interval, warmup=warmup)
+    poller = Poller(
+        source,
+        live,
+        make_adapter,
+        interval=settings.poll_interval,
+        warmup=warmup,
+        tracer=telemetry.tracer(POLLER_SERVICE),
+    )
     background = [poller.run] + ([outcomes.run] if outcomes is not None else [])
     if worker_settings.register:
         background.append(worker.heartbeat_forever)
@@ -118,9 +126,9 @@ def build_worker(settings: WorkerSettings) -> tuple[Any, Any]:
 
 
 def run_worker(args: argparse.Namespace) -> int:
-    settings = worker_settings(args)
-    configure_logging()
-    worker, app = build_worker(settings)
+    settings, telemetry = worker_settings(args), TelemetrySettings()
+    telemetry.configure_logging()
+    worker, app = build_worker(settings, telemetry)
     worker.tracer.prepare()
     uvicorn.run(
         app,
@@ -134,11 +142,12 @@ def run_worker(args: argparse.Namespace) -> int:
 
 # --- controller --------------------------------------------------------------------------------------
 def run_controller(args: argparse.Namespace) -> int:
-    settings = settings_from(args, ControllerSettings)
+    settings, telemetry = settings_from(args, ControllerSettings), TelemetrySettings()
+    telemetry.configure_logging()
     fastchat_compat.set_log_settings(settings.fastchat_log_level)
     controller = fastchat_compat.apply_for_controller()
     controller.controller = controller.Controller("shortest_queue")
-    tracer = Tracer("sagemaker-fastchat-controller")
+    tracer = telemetry.tracer("sagemaker-fastchat-controller")
     # Only the per-chat lookups are traced; heartbeats and registrations would drown the traces.
     app = TraceMiddleware(
         controller.app, tracer, "sagemaker-fastchat-controller", only=("/get_worker_address",)
@@ -150,6 +159,7 @@ def run_controller(args: argparse.Namespace) -> int:
 # --- OpenAI-compatible API server --------------------------------------------------------------------
 def run_api(args: argparse.Namespace) -> int:
     settings = settings_from(args, ApiSettings)
+    TelemetrySettings()  # a variable that does not parse stops the command here, not in each process
     # Each uvicorn process builds its app from the environment (api_app below): pass it these settings.
     os.environ.update(settings.as_env())
     uvicorn.run(
@@ -169,10 +179,11 @@ def api_app() -> Any:
     from runtime import openai_api
     from telemetry import propagation
 
-    settings = ApiSettings()
+    settings, telemetry = ApiSettings(), TelemetrySettings()
+    telemetry.configure_logging()
     fastchat_compat.apply_for_api()
     propagation.patch_aiohttp()  # outgoing calls carry the request's trace header
-    tracer = Tracer("sagemaker-fastchat-api")
+    tracer = telemetry.tracer("sagemaker-fastchat-api")
     tracer.prepare()  # load the X-Ray SDK now: inside the first sampled chat it stalled every stream
     app = openai_api.create_app(
         openai_api.Settings(

@@ -24,9 +24,13 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_ssm import SSMClient
 
 DYNAMODB_FILE = "dynamodb.json"
 SSM_FILE = "ssm.json"
@@ -79,11 +83,11 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _index(index: dict[str, Any]) -> dict[str, Any]:
+def _index(index: Mapping[str, Any]) -> dict[str, Any]:
     return {k: index[k] for k in ("IndexName", "KeySchema", "Projection") if k in index}
 
 
-def table_definition(described: dict[str, Any]) -> dict[str, Any]:
+def table_definition(described: Mapping[str, Any]) -> dict[str, Any]:
     """`create_table` arguments that recreate a table as `describe_table` describes it."""
     definition: dict[str, Any] = {
         "TableName": described["TableName"],
@@ -114,7 +118,7 @@ def table_definition(described: dict[str, Any]) -> dict[str, Any]:
     return definition
 
 
-def dump_dynamodb(client: Any) -> dict[str, Any]:
+def dump_dynamodb(client: DynamoDBClient) -> dict[str, Any]:
     """Every table of the region: its definition, its TTL setting and its items (typed values)."""
     tables = []
     for page in client.get_paginator("list_tables").paginate():
@@ -143,14 +147,18 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
         yield items[start : start + size]
 
 
-def restore_dynamodb(client: Any, snapshot: dict[str, Any]) -> int:
+def restore_dynamodb(client: DynamoDBClient, snapshot: dict[str, Any]) -> int:
     """Recreate the snapshot's tables (the region must not have them yet); returns the items written."""
     written = 0
     for table in snapshot.get("tables", []):
         definition = table["definition"]
         name = definition["TableName"]
         client.create_table(**definition)
-        client.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1, "MaxAttempts": 50})
+        # botocore sleeps any number of seconds; the stubs say int (moto answers at once: poll fast)
+        delay: Any = 0.1
+        client.get_waiter("table_exists").wait(
+            TableName=name, WaiterConfig={"Delay": delay, "MaxAttempts": 50}
+        )
         if table.get("ttl_attribute"):
             client.update_time_to_live(
                 TableName=name,
@@ -175,7 +183,7 @@ class SsmHistories:
     def __init__(self) -> None:
         self._cache: dict[str, tuple[int, list[dict[str, Any]]]] = {}
 
-    def dump(self, client: Any) -> dict[str, Any]:
+    def dump(self, client: SSMClient) -> dict[str, Any]:
         current: dict[str, int] = {}
         for page in client.get_paginator("describe_parameters").paginate():
             for described in page.get("Parameters", []):
@@ -190,13 +198,21 @@ class SsmHistories:
         return {"format": FORMAT, "parameters": parameters}
 
     @staticmethod
-    def _history(client: Any, name: str) -> list[dict[str, Any]]:
+    def _history(client: SSMClient, name: str) -> list[dict[str, Any]]:
         versions = [
-            {"Version": int(v["Version"]), **{k: v[k] for k in VERSION_FIELDS if v.get(k) is not None}}
+            _version(v)
             for page in client.get_paginator("get_parameter_history").paginate(Name=name, WithDecryption=True)
             for v in page.get("Parameters", [])
         ]
         return sorted(versions, key=lambda v: v["Version"])
+
+
+def _version(found: Mapping[str, Any]) -> dict[str, Any]:
+    """One version of a parameter's history, as kept: its number and the fields a put gives it back."""
+    return {
+        "Version": int(found["Version"]),
+        **{k: found[k] for k in VERSION_FIELDS if found.get(k) is not None},
+    }
 
 
 def replay_plan(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -209,7 +225,7 @@ def replay_plan(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [versions[0]] * (first - 1) + list(versions)
 
 
-def restore_ssm(client: Any, snapshot: dict[str, Any]) -> int:
+def restore_ssm(client: SSMClient, snapshot: dict[str, Any]) -> int:
     """Write every parameter's versions in order (the region must not have them yet); returns the
     number of parameters restored."""
     parameters = snapshot.get("parameters", [])

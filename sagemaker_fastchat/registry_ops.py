@@ -4,12 +4,11 @@ stack or AWS (only boto3 configuration differs). Operators write the table; only
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from contract.dynamo import untype_item
+from contract.dynamo import to_typed_item, untype_item
 from contract.errors import SpecError
 from contract.items import InputError
 from contract.registry import ActiveListError, format_active_list, parse_active_list
@@ -20,23 +19,6 @@ from stores.ssm import PublishedSet, SnapshotReader
 from sync.publisher import specs_at
 
 ITEM_CONFIG = "endpoint_req_config"
-
-
-def to_typed_item(item: dict[str, Any]) -> dict[str, Any]:
-    """A registry item in the seed's stored form: strings as S, numbers as N, the config as a JSON string."""
-    typed: dict[str, Any] = {}
-    for key, value in item.items():
-        if value is None:
-            continue
-        if isinstance(value, dict | list):  # the config, `variants`, `rollout`: JSON strings, as the seed's
-            typed[key] = {"S": json.dumps(value, ensure_ascii=False)}
-        elif isinstance(value, bool):
-            typed[key] = {"BOOL": value}
-        elif isinstance(value, int | float):
-            typed[key] = {"N": str(value)}
-        else:
-            typed[key] = {"S": str(value)}
-    return typed
 
 
 @dataclass
@@ -63,7 +45,7 @@ class Registry:
             return [], item.get("model_names") if isinstance(item.get("model_names"), str) else None
 
     def set_active(self, names: list[str], expected_raw: str | None) -> None:
-        """Write all-models only if nobody changed it since we read it (raises ConcurrentChange)."""
+        """Write all-models only if nobody changed it since we read it (raises ConcurrentChangeError)."""
         item = {"model_name": {"S": ALL_MODELS_KEY}, "model_names": {"S": format_active_list(names)}}
         try:
             self.store.put_if(item, "model_names", expected_raw)

@@ -38,10 +38,11 @@ from rollout.state import (
     parse_state,
 )
 from sagemaker_fastchat.settings import ModelsSettings, add_flags
+from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
 from sync import rollout_step
-from sync.rollout_step import ConcurrentChange, RolloutRegistry, RolloutRunner, variant_stats, write_state
-from telemetry.logs import configure_logging
+from sync.rollout_step import RolloutRunner, listed, update_item, variant_stats, write_state
+from telemetry.settings import TelemetrySettings
 
 log = structlog.get_logger("rollout")
 CONCURRENT = "changed while this command ran (the step runner or another operator); run it again"
@@ -106,7 +107,7 @@ def register(sub: Any) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`sagemaker-fastchat rollout run`: the step runner on a timer (what the local stack starts)."""
-    configure_logging()
+    TelemetrySettings().configure_logging()
     runner = RolloutRunner(_registry(args), _outcomes(args))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -117,15 +118,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registry(args: argparse.Namespace) -> RolloutRegistry:
-    return RolloutRegistry(boto3.client("dynamodb"), args.table)
+def _registry(args: argparse.Namespace) -> RegistryStore:
+    return DynamoRegistry(boto3.client("dynamodb"), args.table)
 
 
 def _outcomes(args: argparse.Namespace) -> DynamoOutcomeStore:
     return DynamoOutcomeStore(args.metrics_table, boto3.client("dynamodb"))
 
 
-def _item(registry: RolloutRegistry, name: str) -> dict[str, Any]:
+def _item(registry: RegistryStore, name: str) -> dict[str, Any]:
     typed = registry.get(name)
     if typed is None:
         raise InputError(f"{name}: no such model in the registry")
@@ -170,8 +171,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     typed = _item(registry, args.name)
     changes, state = start_changes(untype_item(typed), args.endpoint, config, plan, time.time())
     try:
-        registry.update(args.name, typed.get("rollout"), changes)
-    except ConcurrentChange:
+        update_item(registry, args.name, typed.get("rollout"), changes)
+    except ConcurrentChangeError:
         raise InputError(f"{args.name}: {CONCURRENT}") from None
     print(
         f"{args.name}: rollout to {state.candidate} started at {state.weight:g}% "
@@ -180,7 +181,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x, min requests {state.min_requests})"
     )
     print(f"follow it with `sagemaker-fastchat rollout status {args.name}`")
-    if args.name not in registry.listed():
+    if args.name not in listed(registry):
         print(
             f"warning: {args.name} is not listed in all-models: the step runner moves listed models only",
             file=sys.stderr,
@@ -200,7 +201,7 @@ def cmd_operate(args: argparse.Namespace) -> int:
         raise InputError(f"{args.name}: {changed}")
     try:
         written = write_state(registry, args.name, typed, changed, now)
-    except ConcurrentChange:
+    except ConcurrentChangeError:
         raise InputError(f"{args.name}: {CONCURRENT}") from None
     print(
         f"{args.name}: rollout {written.status.replace('_', ' ')}; {written.candidate} at {written.weight:g}%"

@@ -3,8 +3,9 @@ variable; every field is also a flag of the role's command (flag > variable > de
 marked variable-only (credentials, and variables other tools define, e.g. XDG_STATE_HOME).
 
 The shell (this package) alone reads the environment: it builds these objects and hands the values to
-`runtime/`, `sync/` and `telemetry/`, which never read it (docs/design.md "Layout"). The sync Lambda has
-no shell, so `sync.settings.SyncSettings` is a class of the same kind, built at its entry point.
+`runtime/`, `sync/` and `telemetry/`, which never read it (docs/design.md "Code layout"). The Lambdas have
+no shell, so `sync.settings.SyncSettings` and `telemetry.settings.TelemetrySettings` (logging and
+tracing, the same in every process) are classes of the same kind, built at their entry points too.
 """
 
 from __future__ import annotations

@@ -16,10 +16,10 @@ import boto3
 import structlog
 
 from sagemaker_fastchat.settings import add_flags, settings_from
-from sync.handler import SyncHandler, endpoint_checker
+from sync.handler import SYNC_SERVICE, SyncHandler, endpoint_checker
 from sync.settings import SyncSettings
 from sync.stream_consumer import StreamConsumer
-from telemetry.logs import configure_logging
+from telemetry.settings import TelemetrySettings
 
 log = structlog.get_logger("sync-local")
 
@@ -32,10 +32,16 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging()
-    settings = settings_from(args, SyncSettings)
+    settings, telemetry = settings_from(args, SyncSettings), TelemetrySettings()
+    telemetry.configure_logging()
     dynamodb = boto3.client("dynamodb")
-    handler = SyncHandler.from_clients(dynamodb, boto3.client("ssm"), settings, endpoint_checker(settings))
+    handler = SyncHandler.from_clients(
+        dynamodb,
+        boto3.client("ssm"),
+        settings,
+        endpoint_checker(settings),
+        telemetry.tracer(SYNC_SERVICE),
+    )
     consumer = StreamConsumer(dynamodb, boto3.client("dynamodbstreams"), settings.table_name, handler)
     consumer.start_at_latest()  # first mark where the stream is, then publish the table as it is now
     handler.sync()

@@ -19,6 +19,7 @@ from runtime import arena_ui, fastchat_compat
 from runtime.web_ui import LiveModelInfo, WebSetup, build_arena_demo, prepare_ui
 from sagemaker_fastchat.settings import WebSettings, add_flags, settings_from
 from stores.votes import DynamoVotesStore, UnconfiguredVotesStore, VotesStore
+from telemetry.settings import TelemetrySettings
 
 log = structlog.get_logger("web")
 
@@ -38,15 +39,16 @@ def page_texts(settings: WebSettings) -> arena_ui.PageTexts:
 
 
 def run_web(args: argparse.Namespace) -> int:
-    settings = settings_from(args, WebSettings)
+    settings, telemetry = settings_from(args, WebSettings), TelemetrySettings()
     if settings.max_votes_per_voter < 0:
         raise InputError("--max-votes-per-voter: must be 0 (no cap) or more")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     # FastChat 0.2.36 predates gradio 5's deprecations; its warnings say nothing an operator can act on.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*(tuples|not in the list of choices|found in sys.modules).*")
+    telemetry.configure_logging()
     fastchat_compat.set_log_settings(settings.fastchat_log_level, settings.conv_log_dir)
-    module = prepare_ui(settings.worker_url)
+    module = prepare_ui(settings.worker_url, telemetry.tracer("sagemaker-fastchat-web"))
     info = LiveModelInfo(settings.worker_url)
     store: VotesStore
     try:

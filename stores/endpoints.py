@@ -4,7 +4,7 @@ are pure and whose in-memory fake is `contract.endpoints.FakeEndpointChecker`)."
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.config import Config
@@ -12,10 +12,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.endpoints import EndpointVerdict, verdict_from_description, verdict_from_error
 
+if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
+
 DESCRIBE_TIMEOUT = 3.0  # seconds per DescribeEndpoint attempt (connect and read)
 
 
-def sagemaker_client(timeout: float = DESCRIBE_TIMEOUT) -> Any:
+def sagemaker_client(timeout: float = DESCRIBE_TIMEOUT) -> SageMakerClient:
     """A `sagemaker` (control plane) client with short timeouts and one retry: a check is bounded to a
     few seconds. Endpoint URL from botocore's usual sources (AWS_ENDPOINT_URL_SAGEMAKER locally)."""
     config = Config(
@@ -29,7 +32,7 @@ class Boto3EndpointChecker:
     Without a client, one is made by `sagemaker_client()` at the first check, so a process without AWS
     configuration (no region) still starts and reports why it cannot check."""
 
-    def __init__(self, client: Any = None) -> None:
+    def __init__(self, client: SageMakerClient | None = None) -> None:
         self.client = client
         self._lock = threading.Lock()
 

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rollout.histogram import BUCKETS
+from stores.tables import ensure_table
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 TTL_SECONDS = 7 * 86_400
 ENV_TABLE = "ROLLOUT_METRICS_TABLE"  # empty or unset: no recording
@@ -133,7 +137,7 @@ def _counts_of(model: str, item: Mapping[str, Any]) -> OutcomeCounts | None:
 class DynamoOutcomeStore:
     """OutcomeStore on DynamoDB (a low-level boto3 client)."""
 
-    def __init__(self, table_name: str, client: Any) -> None:
+    def __init__(self, table_name: str, client: DynamoDBClient) -> None:
         self.table_name = table_name
         self.client = client
 
@@ -165,22 +169,6 @@ class DynamoOutcomeStore:
         return [c for c in found if c is not None]
 
 
-def create_table(client: Any, table_name: str) -> None:
+def create_table(client: DynamoDBClient, table_name: str) -> None:
     """Create the table with its TTL when missing (the local stack; CloudFormation does it on AWS)."""
-    if table_name in client.list_tables().get("TableNames", []):
-        return
-    client.create_table(
-        TableName=table_name,
-        KeySchema=[
-            {"AttributeName": "model", "KeyType": "HASH"},
-            {"AttributeName": "slot", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "model", "AttributeType": "S"},
-            {"AttributeName": "slot", "AttributeType": "S"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    client.update_time_to_live(
-        TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"}
-    )
+    ensure_table(client, table_name, "model", "slot", ttl_attribute="expires")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
+from typing import Any
 
 from botocore.exceptions import ClientError
 
@@ -135,7 +136,7 @@ class InMemoryParameters(Faults):
 class InMemoryRegistry(Faults):
     """A RegistryStore in a dict of typed items keyed by `model_name`, handed out as copies (as boto3's)."""
 
-    CALLS = ("scan", "get", "put", "put_if", "delete")
+    CALLS = ("scan", "get", "put", "put_if", "update_if", "delete")
 
     def __init__(self, items: Iterable[Item] = ()) -> None:
         super().__init__()
@@ -162,6 +163,17 @@ class InMemoryRegistry(Faults):
         if stored != (None if expected is None else {"S": expected}):
             raise ConcurrentChangeError(f"{attribute} changed since it was read")
         self.items[_key(item)] = copy.deepcopy(item)
+
+    def update_if(self, name: str, changes: Mapping[str, Any], attribute: str, expected: Any | None) -> None:
+        self._enter("update_if")
+        stored = self.items.get(name)
+        if stored is None or stored.get(attribute) != expected:
+            raise ConcurrentChangeError(f"{name}: the item or its {attribute} changed meanwhile")
+        for key, value in changes.items():
+            if value is None:
+                stored.pop(key, None)
+            else:
+                stored[key] = copy.deepcopy(value)
 
     def delete(self, name: str) -> None:
         self._enter("delete")

@@ -44,6 +44,7 @@ from arena.votes import (
     voter_counter,
 )
 from contract.dynamo import untype_item
+from stores.tables import ensure_table
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -252,27 +253,8 @@ def _reasons_from_message(message: str) -> list[str]:
 
 def create_tables(dynamodb: DynamoDBClient, votes_table: str, counts_table: str) -> None:
     """Create the two tables when missing (the local stack; CloudFormation creates them on AWS)."""
-    existing = set(dynamodb.list_tables().get("TableNames", []))
-    if votes_table not in existing:
-        dynamodb.create_table(
-            TableName=votes_table,
-            KeySchema=[{"AttributeName": "vote_id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "vote_id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-    if counts_table not in existing:
-        dynamodb.create_table(
-            TableName=counts_table,
-            KeySchema=[
-                {"AttributeName": "bucket", "KeyType": "HASH"},
-                {"AttributeName": "pair", "KeyType": "RANGE"},
-            ],
-            AttributeDefinitions=[
-                {"AttributeName": "bucket", "AttributeType": "S"},
-                {"AttributeName": "pair", "AttributeType": "S"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    ensure_table(dynamodb, votes_table, "vote_id")
+    ensure_table(dynamodb, counts_table, "bucket", "pair")
 
 
 # --- The recorder: spool, then store, off the caller's path -----------------------------------------------

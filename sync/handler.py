@@ -31,7 +31,7 @@ from stores.ssm import SnapshotWriter, SsmParameters
 from sync.endpoint_gate import screen
 from sync.publisher import PublishResult, StaleManifestError, publish, report_not_published
 from sync.settings import SyncSettings
-from telemetry.logs import configure_logging
+from telemetry.settings import LambdaInvocation, TelemetrySettings
 from telemetry.tracing import Tracer, child_span
 
 if TYPE_CHECKING:
@@ -77,13 +77,14 @@ class SyncHandler:
             registry, SnapshotWriter(SsmParameters(ssm), settings.ssm_prefix), settings, checker, tracer
         )
 
-    def sync(self) -> PublishResult | None:
+    def sync(self, trace_header: str | None = None) -> PublishResult | None:
         """Read the table and publish it, or report why it cannot be published (`not_published`); None
         only when even that report does not fit in SSM (logged). Raises transient AWS errors.
+        `trace_header`: the trace this sync's segment joins (in Lambda, the invocation's own).
 
         If another publisher moves the manifest meanwhile, the table is read again and the set rebuilt,
         so a stale view of the table is never published over a newer one."""
-        with self.tracer.span(SYNC_SERVICE) as span:
+        with self.tracer.span(SYNC_SERVICE, trace_header) as span:
             result = self._sync()
             if span is not None and result is not None:
                 span.annotate("model_set_version", result.version)
@@ -144,10 +145,12 @@ class SyncHandler:
         for name, reason in result.rejected.items():
             log.warning("model_rejected", model=name, reason=reason, version=result.version)
 
-    def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
+    def __call__(
+        self, event: dict[str, Any], context: Any = None, trace_header: str | None = None
+    ) -> dict[str, Any]:
         records = event.get("Records") or []
         try:
-            self.sync()
+            self.sync(trace_header)
         except TRANSIENT:
             log.exception("sync_failed", records=len(records))
             if not records:
@@ -170,9 +173,14 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point (clients created once per process)."""
     global _handler  # noqa: PLW0603 - one handler per Lambda process, reused across invocations
     if _handler is None:
-        configure_logging()
-        settings = SyncSettings()  # the Lambda has no shell: its settings come from its environment
+        # The Lambda has no shell: its settings come from its environment, here.
+        telemetry, settings = TelemetrySettings(), SyncSettings()
+        telemetry.configure_logging()
         _handler = SyncHandler.from_clients(
-            boto3.client("dynamodb"), boto3.client("ssm"), settings, endpoint_checker(settings)
+            boto3.client("dynamodb"),
+            boto3.client("ssm"),
+            settings,
+            endpoint_checker(settings),
+            telemetry.tracer(SYNC_SERVICE),
         )
-    return _handler(event, context)
+    return _handler(event, context, LambdaInvocation().trace_header)  # per invocation: it changes each time

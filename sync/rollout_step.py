@@ -4,9 +4,10 @@ run` on a timer in the local stack), each listed model with a running rollout ge
 
 The registry stays the source of truth: a step is an UpdateItem of the model's item (the candidate's
 weight in `variants`, or the promotion, plus `rollout`), on condition that `rollout` is still what was
-read. Two runners (an overlapping schedule, a CLI pause at the same second) therefore never both apply
-a step: the second one's condition fails and it does nothing until its next tick. The write then goes
-the normal way, stream -> sync -> SSM, so every step is a published, versioned, rollback-able model set.
+read (`stores.registry.RegistryStore.update_if`). Two runners (an overlapping schedule, a CLI pause at the
+same second) therefore never both apply a step: the second one's condition fails and it does nothing
+until its next tick. The write then goes the normal way, stream -> sync -> SSM, so every step is a
+published, versioned, rollback-able model set.
 
 A hold writes nothing (the spec does not change, and nothing needs recording): the runner is stateless,
 and `rollout status` recomputes what the next tick would do.
@@ -14,7 +15,6 @@ and `rollout status` recomputes what the next tick would do.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,9 +23,8 @@ from typing import Any
 
 import boto3
 import structlog
-from botocore.exceptions import ClientError
 
-from contract.dynamo import untype_item
+from contract.dynamo import to_typed_value, untype_item
 from contract.errors import SpecError
 from contract.registry import ActiveListError, parse_active_list
 from contract.spec import ALL_MODELS_KEY, parse_model_item
@@ -40,6 +39,7 @@ from rollout.decide import (
     stopped,
 )
 from rollout.state import RolloutState, parse_state
+from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
 from stores.rollout_metrics import (
     DynamoOutcomeStore,
     OutcomeStore,
@@ -47,75 +47,27 @@ from stores.rollout_metrics import (
     merge,
 )
 from sync.settings import SyncSettings
-from telemetry.logs import configure_logging
+from telemetry.settings import TelemetrySettings
 
 log = structlog.get_logger("rollout")
 Clock = Callable[[], float]
 
 
-# --- Registry access (kept here, small, so a move to stores/registry.py is one edit) ---------------------
-class ConcurrentChange(RuntimeError):
-    """The item's `rollout` changed since it was read: another runner or an operator got there first."""
+# --- The registry (stores/registry.py's port) --------------------------------------------------------------
+def listed(registry: RegistryStore) -> list[str]:
+    """The names `all-models` lists (none when it is missing or unreadable: nothing to step)."""
+    try:
+        return list(parse_active_list(registry.get(ALL_MODELS_KEY)).names)
+    except ActiveListError:
+        return []
 
 
-class RolloutRegistry:
-    """The model items a rollout reads and writes (DynamoDB's typed form; a low-level boto3 client)."""
-
-    def __init__(self, dynamodb: Any, table: str) -> None:
-        self.dynamodb = dynamodb
-        self.table = table
-
-    def get(self, name: str) -> dict[str, Any] | None:
-        found = self.dynamodb.get_item(
-            TableName=self.table, Key={"model_name": {"S": name}}, ConsistentRead=True
-        )
-        item = found.get("Item")
-        return dict(item) if item else None
-
-    def listed(self) -> list[str]:
-        try:
-            return list(parse_active_list(self.get(ALL_MODELS_KEY)).names)
-        except ActiveListError:
-            return []
-
-    def update(self, name: str, expected_rollout: Any, changes: dict[str, Any]) -> None:
-        """Set (a value) or remove (None) attributes of `name`'s item, on condition that its `rollout` is
-        still `expected_rollout` (a typed value; None: no rollout yet). Raises ConcurrentChange."""
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {}
-        sets, removes = [], []
-        for i, (key, value) in enumerate(sorted(changes.items())):
-            names[f"#a{i}"] = key
-            if value is None:
-                removes.append(f"#a{i}")
-            else:
-                text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-                values[f":v{i}"] = {"S": text}
-                sets.append(f"#a{i} = :v{i}")
-        expression = " ".join(
-            part
-            for part in (sets and "SET " + ", ".join(sets), removes and "REMOVE " + ", ".join(removes))
-            if part
-        )
-        names["#r"], names["#k"] = "rollout", "model_name"
-        if expected_rollout is None:
-            condition = "attribute_exists(#k) AND attribute_not_exists(#r)"
-        else:
-            condition = "attribute_exists(#k) AND #r = :old"
-            values[":old"] = expected_rollout
-        try:
-            self.dynamodb.update_item(
-                TableName=self.table,
-                Key={"model_name": {"S": name}},
-                UpdateExpression=expression,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-            )
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                raise ConcurrentChange(f"{name}: the model or its rollout changed meanwhile") from None
-            raise
+def update_item(registry: RegistryStore, name: str, expected_rollout: Any, changes: dict[str, Any]) -> None:
+    """Set (a plain value) or remove (None) attributes of `name`'s item, on condition that its `rollout`
+    is still `expected_rollout` (the typed value read; None: no rollout yet). Raises
+    ConcurrentChangeError."""
+    typed = {key: None if value is None else to_typed_value(value) for key, value in changes.items()}
+    registry.update_if(name, typed, "rollout", expected_rollout)
 
 
 # --- The step ----------------------------------------------------------------------------------------
@@ -134,11 +86,11 @@ def variant_stats(outcomes: OutcomeStore, model: str, state: RolloutState) -> di
 
 
 def write_state(
-    registry: RolloutRegistry, name: str, typed: dict[str, Any], state: RolloutState, now: float
+    registry: RegistryStore, name: str, typed: dict[str, Any], state: RolloutState, now: float
 ) -> RolloutState:
     """Write `state` and what it means for the item (checked by the spec validator first). An item that
     no longer fits its rollout (the candidate left `variants`, the result would not validate) stops the
-    rollout instead, with the reason. Raises ConcurrentChange."""
+    rollout instead, with the reason. Raises ConcurrentChangeError."""
     plain = untype_item(typed)
     try:
         changes = item_changes(plain, state)
@@ -150,12 +102,12 @@ def write_state(
             changes = item_changes(plain, state)  # the candidate's weight to 0, when it is still there
         except ItemMismatch:
             changes = {"rollout": state.dumps()}
-    registry.update(name, typed.get("rollout"), changes)
+    update_item(registry, name, typed.get("rollout"), changes)
     return state
 
 
 class RolloutRunner:
-    def __init__(self, registry: RolloutRegistry, outcomes: OutcomeStore, clock: Clock = time.time) -> None:
+    def __init__(self, registry: RegistryStore, outcomes: OutcomeStore, clock: Clock = time.time) -> None:
         self.registry = registry
         self.outcomes = outcomes
         self.clock = clock
@@ -163,7 +115,7 @@ class RolloutRunner:
     def tick(self) -> list[StepResult]:
         """One decision for every listed model with a rollout (a failure in one never stops the others)."""
         results = []
-        for name in self.registry.listed():
+        for name in listed(self.registry):
             try:
                 result = self.step(name)
             except Exception as exc:  # one model's trouble (AWS, a bug) must not stall the others' rollouts
@@ -197,7 +149,7 @@ class RolloutRunner:
     def _apply(self, name: str, typed: dict[str, Any], decision: Decision, now: float) -> StepResult:
         try:
             written = write_state(self.registry, name, typed, decision.state, now)
-        except ConcurrentChange as exc:
+        except ConcurrentChangeError as exc:
             log.info("rollout_step_skipped", model=name, reason=str(exc))
             return StepResult(name, "conflict", str(exc))
         action = decision.action if written.status == decision.state.status else "stopped"
@@ -218,7 +170,7 @@ def runner_from_env() -> RolloutRunner:
     dynamodb = boto3.client("dynamodb")
     settings = SyncSettings()  # the Lambda has no shell: its settings come from its environment
     return RolloutRunner(
-        RolloutRegistry(dynamodb, settings.table_name),
+        DynamoRegistry(dynamodb, settings.table_name),
         DynamoOutcomeStore(settings.rollout_metrics_table, dynamodb),
     )
 
@@ -230,7 +182,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """The Lambda entry point (an EventBridge schedule, every minute)."""
     global _runner  # noqa: PLW0603 - one runner per Lambda process, reused across invocations
     if _runner is None:
-        configure_logging()
+        TelemetrySettings().configure_logging()  # the Lambda has no shell: from its environment, here
         _runner = runner_from_env()
     return {"results": [asdict(r) for r in _runner.tick()]}
 

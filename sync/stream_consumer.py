@@ -11,9 +11,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_dynamodbstreams import DynamoDBStreamsClient
+    from mypy_boto3_dynamodbstreams.literals import ShardIteratorTypeType
+    from mypy_boto3_dynamodbstreams.type_defs import ShardTypeDef
 
 log = structlog.get_logger("stream-consumer")
 
@@ -25,8 +31,8 @@ RETRY_MAX = 30.0
 class StreamConsumer:
     def __init__(
         self,
-        dynamodb: Any,
-        streams: Any,
+        dynamodb: DynamoDBClient,
+        streams: DynamoDBStreamsClient,
         table_name: str,
         handler: Handler,
         *,
@@ -53,8 +59,8 @@ class StreamConsumer:
             self._arn = str(arn)
         return self._arn
 
-    def _shards(self) -> list[dict[str, Any]]:
-        shards: list[dict[str, Any]] = []
+    def _shards(self) -> list[ShardTypeDef]:
+        shards: list[ShardTypeDef] = []
         start: str | None = None
         while True:
             kwargs: dict[str, Any] = {"StreamArn": self.stream_arn()}
@@ -71,7 +77,7 @@ class StreamConsumer:
         for shard in self._shards():
             self._iterators[shard["ShardId"]] = self._iterator(shard["ShardId"], "LATEST")
 
-    def _iterator(self, shard_id: str, kind: str) -> str:
+    def _iterator(self, shard_id: str, kind: ShardIteratorTypeType) -> str:
         return str(
             self.streams.get_shard_iterator(
                 StreamArn=self.stream_arn(), ShardId=shard_id, ShardIteratorType=kind

@@ -9,7 +9,6 @@ See docs/design.md "Observability"; tests check events with structlog's `structl
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -27,11 +26,17 @@ def add_trace_id(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMap
     return event
 
 
-def configure_logging(level: str | None = None, json_output: bool | None = None) -> None:
-    """Configure structlog and the standard library's root logger (idempotent)."""
-    level = (level or os.environ.get("LOG_LEVEL", "INFO")).upper()
-    if json_output is None:
-        json_output = os.environ.get("LOG_FORMAT", "json" if not sys.stderr.isatty() else "console") == "json"
+_last: tuple[str, str | None] = ("INFO", None)  # what configure_logging was last given
+
+
+def configure_logging(level: str = "INFO", log_format: str | None = None) -> None:
+    """Configure structlog and the standard library's root logger (idempotent). `level` and `log_format`
+    are LOG_LEVEL and LOG_FORMAT's values (`telemetry.settings.TelemetrySettings`): `json` gives JSON
+    lines, anything else console output; None: JSON unless stderr is a terminal."""
+    global _last  # noqa: PLW0603 - the process's one logging configuration, as structlog's own
+    _last = (level, log_format)
+    level = level.upper()
+    json_output = (log_format or ("json" if not sys.stderr.isatty() else "console")) == "json"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -67,3 +72,9 @@ def configure_logging(level: str | None = None, json_output: bool | None = None)
     logging.captureWarnings(True)  # Python warnings become log events too (one format for every line)
     for noisy in ("botocore", "urllib3", "httpx", "aws_xray_sdk"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+def reconfigure_logging() -> None:
+    """configure_logging again with what it was last given (after FastChat took stdout and stderr over:
+    runtime/fastchat_compat.py's shim 2), so the process keeps its settings without reading them again."""
+    configure_logging(*_last)

@@ -6,10 +6,11 @@ in a middleware would close before a StreamingResponse finishes, so spans here a
 The current span is also kept in a context variable, so outgoing HTTP calls can carry its trace header
 (`telemetry.propagation`) and log lines its trace id (`telemetry.logs`).
 
-Configuration (environment): XRAY_ENABLED (default true; false makes every call a cheap no-op),
-XRAY_SAMPLING_RATE (share of new traces recorded, default 0.05; the local stack uses 1),
-AWS_XRAY_DAEMON_ADDRESS (default 127.0.0.1:2000). An upstream `Sampled=0/1` decision is honoured.
-Our spans never hold prompt or completion text.
+Configuration is given, never read here: `Tracer(enabled=, rate=)` and `UdpEmitter(address)` take the
+values of XRAY_ENABLED (default true; false makes every call a cheap no-op), XRAY_SAMPLING_RATE (share of
+new traces recorded, default 0.05; the local stack uses 1) and AWS_XRAY_DAEMON_ADDRESS (default
+127.0.0.1:2000), which `telemetry.settings.TelemetrySettings` reads (its `tracer(service)` builds one).
+An upstream `Sampled=0/1` decision is honoured. Our spans never hold prompt or completion text.
 
 Size: the daemon takes one UDP datagram per document (64 KB) and the SDK drops a bigger one silently.
 A segment that would not fit (a 300-model sync writes 300 subsegments) is sent as several documents
@@ -36,13 +37,11 @@ from typing import Any, Protocol
 
 TRACE_HEADER = "X-Amzn-Trace-Id"
 MAX_DOCUMENT_BYTES = 60_000  # under the daemon's 64 KB datagram, leaving room for the protocol header
+DEFAULT_SAMPLING_RATE = 0.05
+DEFAULT_DAEMON_ADDRESS = "127.0.0.1:2000"
 _NAMESPACE = "sagemaker-fastchat"
 
 current_span: ContextVar[Span | None] = ContextVar("current_span", default=None)
-
-
-def _truthy(value: str | None, default: bool) -> bool:
-    return default if value is None else value.strip().lower() not in ("0", "false", "no", "off")
 
 
 def parse_header(header: str | None) -> tuple[str | None, str | None, bool | None]:
@@ -64,11 +63,11 @@ class Emitter(Protocol):
 
 
 class UdpEmitter:
-    """The X-Ray daemon at `address` (default $AWS_XRAY_DAEMON_ADDRESS, else 127.0.0.1:2000): one UDP
-    datagram per document. The SDK's emitter and its socket are made on the first send."""
+    """The X-Ray daemon at `address` (host:port): one UDP datagram per document. The SDK's emitter and
+    its socket are made on the first send."""
 
-    def __init__(self, address: str | None = None) -> None:
-        self.address = address or os.environ.get("AWS_XRAY_DAEMON_ADDRESS", "127.0.0.1:2000")
+    def __init__(self, address: str = DEFAULT_DAEMON_ADDRESS) -> None:
+        self.address = address
         self._udp: Any = None
         self._prefix = ""
 
@@ -137,27 +136,28 @@ class Span:
 
 class Tracer:
     """Begins spans for `service` and hands each ended segment to `emitter` (default: the daemon over
-    UDP). `enabled` and `rate` default to $XRAY_ENABLED and $XRAY_SAMPLING_RATE."""
+    UDP at its default address). `enabled` and `rate` are the settings' values (the variables'
+    defaults when not given: processes build theirs with `TelemetrySettings.tracer`)."""
 
     def __init__(
         self,
         service: str,
         emitter: Emitter | None = None,
         *,
-        enabled: bool | None = None,
-        rate: float | None = None,
+        enabled: bool = True,
+        rate: float = DEFAULT_SAMPLING_RATE,
     ) -> None:
         self.service = service
-        self.enabled = _truthy(os.environ.get("XRAY_ENABLED"), True) if enabled is None else enabled
-        self.rate = float(os.environ.get("XRAY_SAMPLING_RATE", "0.05")) if rate is None else rate
+        self.enabled = enabled
+        self.rate = rate
         self.emitter: Emitter = emitter if emitter is not None else UdpEmitter()
 
     def begin(self, name: str | None = None, header: str | None = None) -> Span | None:
-        """A new segment, child of `header`'s parent when given; None when off or not sampled."""
+        """A new segment, child of `header`'s parent when given (in Lambda: the invocation's own header,
+        `telemetry.settings.LambdaInvocation`); None when off or not sampled."""
         if not self.enabled:
             return None
-        # In Lambda (active tracing) our segment becomes a child of the function's own segment.
-        root, parent, sampled = parse_header(header or os.environ.get("_X_AMZN_TRACE_ID"))
+        root, parent, sampled = parse_header(header)
         if sampled is None:
             sampled = random.random() < self.rate
         if not sampled:

@@ -22,12 +22,12 @@ from rollout.histogram import bucket_of
 from rollout.state import ABORTED, DONE, PAUSED, ROLLED_BACK, RUNNING, RolloutState, parse_state
 from sagemaker_fastchat import registry_ops
 from sagemaker_fastchat.cli import main
-from stores.registry import DynamoRegistry
+from stores.registry import ConcurrentChangeError, DynamoRegistry
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomeCounts, create_table
 from stores.testing import MemoryOutcomeStore
 from sync import rollout_step
 from sync.publisher import specs_at
-from sync.rollout_step import ConcurrentChange, RolloutRegistry, RolloutRunner, write_state
+from sync.rollout_step import RolloutRunner, update_item, write_state
 from tests.helpers import example_item
 from tests.integration.test_sync import PREFIX, TABLE, Registry
 
@@ -49,11 +49,11 @@ class Stack:
         self.outcomes = MemoryOutcomeStore()
         self.now = 0.0
         self.runner = RolloutRunner(
-            RolloutRegistry(self.reg.ddb, TABLE), self.outcomes, clock=lambda: self.now
+            DynamoRegistry(self.reg.ddb, TABLE), self.outcomes, clock=lambda: self.now
         )
 
     def item(self) -> dict[str, Any]:
-        found = RolloutRegistry(self.reg.ddb, TABLE).get(MODEL)
+        found = DynamoRegistry(self.reg.ddb, TABLE).get(MODEL)
         assert found is not None
         return untype_item(found)
 
@@ -181,13 +181,13 @@ def test_the_candidate_config_is_promoted_with_it(stack: Stack, tmp_path: Path) 
 
 def test_two_writers_never_both_apply_a_step(stack: Stack) -> None:
     """A step written from a stale read fails its condition: exactly one of two racing runners applies."""
-    registry = RolloutRegistry(stack.reg.ddb, TABLE)
+    registry = DynamoRegistry(stack.reg.ddb, TABLE)
     typed = registry.get(MODEL)
     assert typed is not None
     state = stack.state()
     moved = state.with_event(stack.now, "advanced", step=1)
     write_state(registry, MODEL, typed, moved, stack.now)
-    with pytest.raises(ConcurrentChange):
+    with pytest.raises(ConcurrentChangeError):
         write_state(registry, MODEL, typed, moved.with_event(stack.now, "advanced", step=2), stack.now)
     assert stack.state().weight == 25.0
 
@@ -317,10 +317,10 @@ def test_unknown_model_and_missing_rollout(stack: Stack, capsys: pytest.CaptureF
 
 def test_a_candidate_removed_by_hand_stops_the_rollout(stack: Stack) -> None:
     """Someone edits `variants` away mid-rollout: the next step stops the rollout with the reason."""
-    registry = RolloutRegistry(stack.reg.ddb, TABLE)
+    registry = DynamoRegistry(stack.reg.ddb, TABLE)
     typed = registry.get(MODEL)
     assert typed is not None
-    registry.update(MODEL, typed["rollout"], {"variants": None})
+    update_item(registry, MODEL, typed["rollout"], {"variants": None})
     stack.traffic(CAND, 100)
     stack.now += BAKE
     result = stack.tick()

@@ -145,6 +145,26 @@ def test_registry_conditional_put(registry: RegistryStore) -> None:
     assert registry.get("all-models") == _item("all-models", model_names="c")
 
 
+def test_registry_conditional_update(registry: RegistryStore) -> None:
+    """update_if sets and removes attributes of an existing item while the attribute holds the typed value
+    read (absent: None); otherwise, or with no such item, it writes nothing (a rollout step's write)."""
+    with pytest.raises(ConcurrentChangeError):
+        registry.update_if("a", {"rollout": {"S": "r1"}}, "rollout", None)  # no item: nothing created
+    assert registry.get("a") is None
+    registry.put(_item("a", endpoint_name="e", variants="[]"))
+    registry.update_if("a", {"rollout": {"S": "r1"}, "weight": {"N": "5"}}, "rollout", None)
+    assert registry.get("a") == _item("a", endpoint_name="e", variants="[]", rollout="r1") | {
+        "weight": {"N": "5"}
+    }
+    for stale in (None, {"S": "r0"}):
+        with pytest.raises(ConcurrentChangeError):
+            registry.update_if("a", {"rollout": {"S": "r2"}}, "rollout", stale)
+    registry.update_if(
+        "a", {"rollout": {"S": "r2"}, "variants": None, "weight": None}, "rollout", {"S": "r1"}
+    )
+    assert registry.get("a") == _item("a", endpoint_name="e", rollout="r2")
+
+
 # --- The fakes' faults ---------------------------------------------------------------------------------
 def test_a_fake_fails_the_nth_call_from_now_then_every_call_until_healed() -> None:
     fake = InMemoryParameters()

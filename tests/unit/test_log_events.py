@@ -150,10 +150,10 @@ def test_poller_logs_waiting_swapped_and_failed() -> None:
 def test_capture_reaches_loggers_cached_before_a_reconfigure() -> None:
     """configure_logging keeps structlog's processor list, so a logger cached on first use still reaches
     capture_logs (and the current processors) after the logging is configured again."""
-    configure_logging(json_output=True)
+    configure_logging(log_format="json")
     log = structlog.get_logger("cached")
     log.debug("first_use")  # caches the bound logger with the current processor list
-    configure_logging(json_output=True)
+    configure_logging(log_format="json")
     with capture_logs() as logs:
         log.info("after_reconfigure", n=1)
     assert logs == [{"event": "after_reconfigure", "n": 1, "log_level": "info"}]

@@ -95,28 +95,6 @@ def test_a_bad_variable_breaks_only_its_commands(
     assert "valid: 1 model(s)" in capsys.readouterr().out
 
 
-def test_the_shell_reads_variables_only_through_settings() -> None:
-    """No command module reads a variable itself: settings.py's classes do (writes for child processes
-    and libraries, e.g. GRADIO_ANALYTICS_ENABLED, are not reads)."""
-    root = Path(__file__).resolve().parents[2] / "sagemaker_fastchat"
-    for path in root.rglob("*.py"):
-        text = path.read_text()
-        for read in ("os.environ.get(", "os.environ[", "getenv(", "in os.environ"):
-            assert read not in text, (path, read)
-
-
-def test_runtime_and_sync_never_read_the_environment() -> None:
-    """Only the shell (sagemaker_fastchat/) reads the environment; the sync Lambda's entry point builds
-    its settings object (sync/settings.py), and nothing under runtime/ or sync/ imports the shell."""
-    root = Path(__file__).resolve().parents[2]
-    for package in ("runtime", "sync"):
-        for path in (root / package).glob("*.py"):
-            text = path.read_text()
-            assert "os.environ.get(" not in text, path
-            assert "getenv(" not in text, path
-            assert "sagemaker_fastchat" not in text.replace("sagemaker_fastchat/", ""), path
-
-
 def test_state_dir_flag_then_variable_then_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`up`'s state folder: --state-dir, else $SFC_STATE_DIR, else $XDG_STATE_HOME/sagemaker-fastchat."""
     from sagemaker_fastchat.local_stack import state_dir

@@ -7,12 +7,16 @@ from typing import Any
 
 import pytest
 
+from contract.dynamo import to_typed_item, untype_item
+from rollout.start import Plan, start_changes
+from rollout.state import parse_state
 from runtime.sources import SsmSource
-from sagemaker_fastchat.registry_ops import Registry, put_model, remove_model, to_typed_item
+from sagemaker_fastchat.registry_ops import Registry, put_model, remove_model
 from stores.registry import ConcurrentChangeError
 from stores.ssm import SnapshotReader, SnapshotWriter
-from stores.testing import InMemoryParameters, InMemoryRegistry
+from stores.testing import InMemoryParameters, InMemoryRegistry, MemoryOutcomeStore
 from sync.handler import SyncHandler
+from sync.rollout_step import RolloutRunner, listed, update_item, write_state
 from sync.settings import SyncSettings
 from tests.helpers import example_item
 
@@ -71,3 +75,22 @@ def test_the_active_list_is_retried_on_a_concurrent_change() -> None:
     with pytest.raises(ConcurrentChangeError, match="run the command again"):
         remove_model(registry, "a", force=True)
     assert registry.get("a") is not None  # nothing deleted while the list could not be updated
+
+
+def test_the_rollout_runner_on_the_fake_registry_applies_a_step_once() -> None:
+    """The step runner and the rollout commands take the RegistryStore port: a write made from a stale
+    read of `rollout` (another runner got there first) fails and writes nothing."""
+    registry = InMemoryRegistry([model("a"), listing("a")])
+    typed = registry.get("a")
+    assert typed is not None
+    changes, state = start_changes(untype_item(typed), "cand", None, Plan((5.0, 100.0), 60, 0.02, 1.5, 1), 0)
+    update_item(registry, "a", None, changes)
+    assert listed(registry) == ["a"]
+    started = registry.get("a")
+    assert started is not None
+    assert parse_state(untype_item(started)["rollout"]) == state
+    write_state(registry, "a", started, state.with_event(1, "paused", status="paused"), 1)
+    with pytest.raises(ConcurrentChangeError):  # `started` is stale now
+        write_state(registry, "a", started, state.with_event(2, "aborted", status="aborted"), 2)
+    (result,) = RolloutRunner(registry, MemoryOutcomeStore(), clock=lambda: 3).tick()
+    assert (result.model, result.action) == ("a", "nothing")  # paused: the runner leaves it

@@ -221,7 +221,8 @@ def test_requests_and_aiohttp_calls_carry_the_current_header() -> None:
 def test_prepare_loads_the_sdk_before_serving_only_when_tracing_is_on(enabled: str, loaded: bool) -> None:
     """The SDK's import (~0.2 s under the GIL) must not happen inside the first sampled request."""
     code = (
-        "import sys; from telemetry.tracing import Tracer; Tracer('t').prepare(); "
+        "import sys; from telemetry.settings import TelemetrySettings; "
+        "TelemetrySettings().tracer('t').prepare(); "
         "print('aws_xray_sdk.core.models.segment' in sys.modules)"
     )
     env = {**os.environ, "XRAY_ENABLED": enabled}
