@@ -51,6 +51,9 @@ class WorkerChunk(TypedDict):
     finish_reason: NotRequired[str | None]
     logprobs: NotRequired[dict[str, list[object]]]
     error: NotRequired[ErrorInfo]
+    endpoint: NotRequired[
+        str
+    ]  # on the last chunk: the variant (endpoint) that answered (FastChat ignores it)
 
 
 def error_chunk(
