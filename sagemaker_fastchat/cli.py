@@ -36,12 +36,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:  # a binary file: one line, not a traceback
-        raise InputError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
+    return config_tools.read_text_file(path, config_tools.MAX_ITEMS_FILE_BYTES)
 
 
 def _print_json(value: Any) -> None:

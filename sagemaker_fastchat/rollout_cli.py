@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -37,6 +36,7 @@ from rollout.state import (
     RolloutState,
     parse_state,
 )
+from sagemaker_fastchat.config_tools import MAX_CONFIG_FILE_BYTES, read_text_file
 from sagemaker_fastchat.settings import ModelsSettings, add_flags
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
 from sync import rollout_step
@@ -145,11 +145,7 @@ def _state(name: str, typed: dict[str, Any]) -> RolloutState:
 def _config(path: str | None) -> Any:
     if path is None:
         return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    config = read_json(text, path)
+    config = read_json(read_text_file(path, MAX_CONFIG_FILE_BYTES), path)
     if isinstance(config, dict) and isinstance(config.get("endpoint_req_config"), dict | str):
         config = config["endpoint_req_config"]  # a whole item was given: take its config
     return config
