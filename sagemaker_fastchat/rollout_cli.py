@@ -99,9 +99,21 @@ def register(sub: Any) -> None:
     run = rsub.add_parser(
         "run", help="run the step runner every --interval seconds (the local stack's timer)"
     )
-    run.add_argument("--interval", type=float, default=60.0)
+    run.add_argument("--interval", type=_interval, default=60.0, help="seconds, 1 to 3600")
     _tables(run)
     run.set_defaults(handler=cmd_run)
+
+
+def _interval(text: str) -> float:
+    """`rollout run --interval`: 1 to 3600 seconds (0 or a negative one would query the tables in a
+    busy loop; NaN never waits). A bad one is a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+    if not 1 <= value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be 1 to 3600 seconds")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:

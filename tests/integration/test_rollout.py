@@ -419,3 +419,13 @@ def test_a_rollout_of_an_unlisted_model_warns(stack: Stack, capsys: pytest.Captu
     assert main(["models", "--table", TABLE, "rollout", "quiet", "--endpoint", CAND]) == 0
     assert "quiet is not listed in all-models" in capsys.readouterr().err
     assert [r.model for r in stack.runner.tick()] == [MODEL]
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_the_timer_refuses_an_interval_that_would_spin_or_never_tick(
+    interval: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["rollout", "run", f"--interval={interval}"])
+    assert exited.value.code == 2
+    assert "argument --interval" in capsys.readouterr().err
