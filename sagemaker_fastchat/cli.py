@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,6 +32,7 @@ from contract.spec import ModelSpec, parse_model_item
 from sagemaker_fastchat import config_tools, settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_READER_GONE = 141  # as a Unix tool killed by SIGPIPE (128 + 13)
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -176,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings.resolve(args)
         return handler(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`... | head -1`): no traceback; stdout goes nowhere from
+        # here, so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE
     except ValidationError as exc:  # a setting's variable (flags are checked by argparse)
         for line in settings.problems(exc):
             print(f"error: {line}", file=sys.stderr)
