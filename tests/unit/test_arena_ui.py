@@ -427,3 +427,16 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
     vote = arena_ui.build_vote("direct", "upvote", [single], ["alpha"], "s", LIVE, 1, SETTINGS)
     assert vote is not None
     assert vote.models[0].variant == "ep-a"
+
+
+def test_battles_hide_the_endpoint_names_of_every_variant() -> None:
+    """A candidate variant's answers must not name it in a battle either (the demo models begin with
+    their endpoint's name)."""
+    from runtime.web_ui import battle_names
+
+    entry = {
+        "endpoint_name": "live",
+        "variants": [{"endpoint_name": "live"}, {"endpoint_name": "cand"}, "junk"],
+    }
+    assert set(battle_names(entry, "m")) == {"m", "live", "cand"}
+    assert battle_names({}, "m") == ["m", ""]
