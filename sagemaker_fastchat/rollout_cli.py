@@ -25,6 +25,8 @@ import structlog
 from contract.dynamo import untype_item
 from contract.errors import Problem, SpecError
 from contract.items import InputError, read_json
+from contract.json_shape import short_repr
+from contract.spec import model_name_problem
 from rollout import decide as decisions
 from rollout.start import Plan, parse_duration, parse_steps, start_changes, steps_sequence
 from rollout.state import (
@@ -138,6 +140,8 @@ def _outcomes(args: argparse.Namespace) -> DynamoOutcomeStore:
 
 
 def _item(registry: RolloutRegistry, name: str) -> dict[str, Any]:
+    if (why := model_name_problem(name)) is not None:  # before the registry sees it (empty, huge, NUL)
+        raise InputError(f"{short_repr(name, 80)}: not a model name: {why}")
     typed = registry.get(name)
     if typed is None:
         raise InputError(f"{name}: no such model in the registry")

@@ -429,3 +429,30 @@ def test_the_timer_refuses_an_interval_that_would_spin_or_never_tick(
         main(["rollout", "run", f"--interval={interval}"])
     assert exited.value.code == 2
     assert "argument --interval" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("", "'': not a model name: must not be empty"),
+        ("x" * 5000, "is 5000 characters long"),
+        ("all-models", "reserved for the list of active models"),
+        ("a\x00b", "must hold printable characters only"),
+    ],
+)
+def test_a_name_that_cannot_be_a_model_is_one_clear_line(
+    stack: Stack, capsys: pytest.CaptureFixture[str], name: str, words: str
+) -> None:
+    """Checked before the registry sees it (DynamoDB's own refusal of an empty key is no message for an
+    operator), for the start and every control command alike."""
+    capsys.readouterr()
+    for argv in (
+        ["models", "--table", TABLE, "rollout", name, "--endpoint", CAND],
+        ["rollout", "status", name, "--table", TABLE],
+        ["rollout", "pause", name, "--table", TABLE],
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert words in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert len(err) < 400
