@@ -51,9 +51,8 @@ class WorkerChunk(TypedDict):
     finish_reason: NotRequired[str | None]
     logprobs: NotRequired[dict[str, list[object]]]
     error: NotRequired[ErrorInfo]
-    endpoint: NotRequired[
-        str
-    ]  # on the last chunk: the variant (endpoint) that answered (FastChat ignores it)
+    # On the last chunk: the variant (endpoint) that answered (FastChat's readers ignore it).
+    endpoint: NotRequired[str]
 
 
 def error_chunk(
