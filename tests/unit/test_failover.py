@@ -98,6 +98,7 @@ def test_a_variant_refusing_connections_fails_over_before_the_first_token() -> N
     for i in range(30):
         out, attempts = chat(a, f"USER: q{i} ASSISTANT:")
         assert out[-1]["text"] == "answer from live"
+        assert out[-1].get("endpoint") == "live"  # the last chunk names the variant that answered
         assert all(c["error_code"] == 0 for c in out)
         assert [x.endpoint for x in attempts][-1] == "live"
         assert all(x.failed_over for x in attempts[:-1])
