@@ -456,3 +456,23 @@ def test_a_name_that_cannot_be_a_model_is_one_clear_line(
         assert words in err, err
         assert len(err.strip().splitlines()) == 1
         assert len(err) < 400
+
+
+def test_every_control_in_the_wrong_state_is_one_line_and_exit_1(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert ctl("resume") == 1  # running: nothing to resume
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {MODEL}: only a paused rollout can be resumed; this one is running"
+    )
+    assert ctl("abort") == 0
+    before = stack.item()
+    for action in ("pause", "resume", "abort"):
+        capsys.readouterr()
+        assert ctl(action) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert err.endswith("this one is aborted"), err
+    assert stack.item() == before  # nothing written
