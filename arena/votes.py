@@ -1,9 +1,9 @@
 """Arena votes: the record, its validation, which counters it moves, and FastChat log import (pure).
 
 A vote names the exact version of each model that answered (model-set version, endpoint, spec hash,
-template), so ratings can follow a model across changes. Counters (the per-pair outcome counts the
-leaderboard fits from) are kept per tab, per view (model name, or name@spec-hash) and per day plus an
-all-time bucket, so a leaderboard never reads the votes themselves.
+template, and the variant (endpoint) that answered), so ratings can follow a model across changes.
+Counters (the per-pair outcome counts the leaderboard fits from) are kept per tab, per view (model name,
+or name@spec-hash) and per day plus an all-time bucket, so a leaderboard never reads the votes themselves.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ class ModelRef:
 
     name: str
     version: int | None = None  # model-set version
-    endpoint: str = ""
+    endpoint: str = ""  # the model's (primary) endpoint
     spec_hash: str = ""
     conv_template: str = ""
+    variant: str = ""  # the endpoint that answered (one of the model's variants; "" when unknown)
 
     def key(self, view: str) -> str:
         return f"{self.name}@{self.spec_hash}" if view == "version" else self.name
@@ -107,6 +108,7 @@ def _model_ref(doc: Any) -> ModelRef:
         _text(doc, "endpoint"),
         _text(doc, "spec_hash"),
         _text(doc, "conv_template"),
+        _text(doc, "variant"),
     )
 
 

@@ -51,6 +51,8 @@ class WorkerChunk(TypedDict):
     finish_reason: NotRequired[str | None]
     logprobs: NotRequired[dict[str, list[object]]]
     error: NotRequired[ErrorInfo]
+    # On the last chunk: the variant (endpoint) that answered (FastChat's readers ignore it).
+    endpoint: NotRequired[str]
 
 
 def error_chunk(

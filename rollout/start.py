@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from contract.errors import Problem, SpecError
-from contract.spec import parse_model_item
+from contract.spec import endpoint_name_problem, parse_model_item
 from rollout.state import ACTIVE, RolloutState, new_state, parse_state, plan_problems
 
 _OPTIONS = {  # the plan's settings as `models rollout` spells them
@@ -65,7 +65,9 @@ def start_changes(
                 f"`sagemaker-fastchat rollout abort {name}` first",
             )
         )
-    if candidate == spec.endpoint_name:
+    if (bad_name := endpoint_name_problem(candidate)) is not None:
+        problems.append(Problem(name, "--endpoint", bad_name))
+    elif candidate == spec.endpoint_name:
         problems.append(Problem(name, "--endpoint", f"{candidate} is already the model's live endpoint"))
     busy = [v.endpoint_name for v in spec.variants()[1:] if v.weight > 0 and v.endpoint_name != candidate]
     if busy and not running:  # a running rollout's own candidate is reported above

@@ -72,6 +72,7 @@ __all__ = [
 ]
 
 DEFAULT_FIRST_TOKEN_TIMEOUT = 60.0
+DEFAULT_FAILOVER_FIRST_TOKEN_TIMEOUT = 10.0
 log = structlog.get_logger("worker")
 
 
@@ -112,6 +113,9 @@ class SageMakerAdapter:
     endpoint's side BEFORE any chunk was sent (refused, dropped, throttled, 5xx, not ready, no first
     token in time), the next one in rank order is tried; once a chunk was sent, a failure is the
     answer (never a second, spliced one). When every breaker is open, the sticky choice is tried anyway.
+    An attempt with another variant behind it waits `failover_first_token_timeout` for its first token
+    (a hung endpoint costs the user that long, not the full timeout; 0: the full one); the last gets
+    `first_token_timeout`.
     """
 
     def __init__(
@@ -120,6 +124,7 @@ class SageMakerAdapter:
         client: EndpointTransport | None,
         first_token_timeout: float = DEFAULT_FIRST_TOKEN_TIMEOUT,
         *,
+        failover_first_token_timeout: float = DEFAULT_FAILOVER_FIRST_TOKEN_TIMEOUT,
         breakers: Breakers | None = None,
         excluded: Mapping[str, str] | None = None,
         assistant_role: str | None = None,
@@ -128,6 +133,11 @@ class SageMakerAdapter:
         self.spec = spec
         self._client = client
         self.first_token_timeout = first_token_timeout
+        self.failover_first_token_timeout = (
+            min(failover_first_token_timeout, first_token_timeout)
+            if failover_first_token_timeout > 0
+            else first_token_timeout
+        )
         breakers = breakers or Breakers()
         excluded = excluded or {}
         self.routes = tuple(
@@ -153,9 +163,11 @@ class SageMakerAdapter:
 
     def start(self, params: Mapping[str, Any], route: Route | None = None, retry: bool = True) -> Generation:
         """One request's state on one variant (the primary by default); nothing is called until its
-        parts are read."""
+        parts are read. `retry` False: another variant is behind this one (no retries, the shorter
+        first-token timeout)."""
         spec = route.variant.spec if route is not None else self.spec
-        return Generation(spec, self._client, params, self.first_token_timeout, retry)
+        timeout = self.first_token_timeout if retry else self.failover_first_token_timeout
+        return Generation(spec, self._client, params, timeout, retry)
 
     async def generate_stream(
         self, params: Mapping[str, Any], attempts: list[Attempt] | None = None
@@ -212,6 +224,7 @@ class SageMakerAdapter:
                         attempt.ttft_ms = (time.monotonic() - attempt.started) * 1000
                     yield chunk
         final = generation.finish()
+        final["endpoint"] = route.endpoint_name  # the variant that answered (the arena's votes name it)
         kind = error_kind(final)
         if kind is not None:
             attempt.error_kind, attempt.endpoint_failure = kind, kind in ENDPOINT_KINDS

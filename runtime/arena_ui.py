@@ -21,6 +21,7 @@ import structlog
 from arena.board import battle_matrices, board
 from arena.ratings import DEFAULT_MIN_VOTES
 from arena.votes import ERROR_MARK, PAIR_TYPES, SINGLE_TYPES, ModelRef, Vote, voter_key
+from runtime import fastchat_compat
 from stores.votes import StoreUnavailable, VoteRecorder, VotesStore, read_totals
 
 log = structlog.get_logger("arena")
@@ -144,13 +145,18 @@ def build_vote(  # noqa: PLR0917 (FastChat's handler arguments, then the UI's co
     for state in states:
         name = str(getattr(state, "model_name", "") or "")
         entry = live.get(name, {})
+        endpoint = str(entry.get("endpoint_name") or "")
+        variants = entry.get("variants")
+        single = not isinstance(variants, list) or len(variants) <= 1
         refs.append(
             ModelRef(
                 name,
                 version if entry else None,
-                str(entry.get("endpoint_name") or ""),
+                endpoint,
                 str(entry.get("hash") or ""),
                 str(entry.get("conv_template") or ""),
+                # the worker says which variant answered; a model with one endpoint has no choice
+                fastchat_compat.answered_by(state) or (endpoint if single else ""),
             )
         )
     conv = states[0].conv

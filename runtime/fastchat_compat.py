@@ -483,6 +483,42 @@ def _hide_names_in_battles(names: Callable[[str], list[str]]) -> None:
     anony.bot_response = masked
 
 
+# --- Shim 10: the variant that answered reaches the vote -----------------------------------------------
+# A model may be served by several endpoints (variants, README "Rollout"); our worker's last chunk of an
+# answer names the one that answered (`endpoint`; an error chunk's `error.endpoint`), and FastChat's
+# `bot_response` reads only `text` and `error_code`. Its stream iterator (looked up in its module on every
+# answer) is wrapped to note that name on the conversation it streams for, so a vote on the answer names
+# it (`answered_by`). A new answer (a new turn, a regeneration) starts unknown; the last chunk sets it.
+ANSWERED_BY = "answered_by_endpoint"  # an attribute of our own on FastChat's Conversation
+MAX_ENDPOINT_CHARS = 256
+
+
+def _note_answering_endpoint() -> None:
+    web: Any = sys.modules["fastchat.serve.gradio_web_server"]
+    original = getattr(web.model_worker_stream_iter, "_unnoted", web.model_worker_stream_iter)
+
+    def noted(conv: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        setattr(conv, ANSWERED_BY, "")
+        for data in original(conv, *args, **kwargs):
+            if isinstance(data, dict):
+                error = data.get("error")
+                endpoint = data.get("endpoint") or (
+                    error.get("endpoint") if isinstance(error, dict) else None
+                )
+                if isinstance(endpoint, str) and endpoint:
+                    setattr(conv, ANSWERED_BY, endpoint[:MAX_ENDPOINT_CHARS])
+            yield data
+
+    noted._unnoted = original  # type: ignore[attr-defined]
+    web.model_worker_stream_iter = noted
+
+
+def answered_by(state: Any) -> str:
+    """The endpoint that answered a FastChat state's last answer ("" when unknown)."""
+    value = getattr(getattr(state, "conv", None), ANSWERED_BY, "")
+    return value if isinstance(value, str) else ""
+
+
 # --- Entry points: one per role, each applying that role's shims in the order they need -------------------
 def _import_with_our_logging(import_: Callable[[], types.ModuleType]) -> types.ModuleType:
     """Shim 2 around an import of FastChat modules: their loggers are ours before and after."""
@@ -538,7 +574,7 @@ class ArenaHooks:
 
 
 def apply_for_arena(hooks: ArenaHooks) -> None:
-    """After `apply_for_web` and before the page is built: shims 6, 7, 8 and 9. Wrap FastChat's
+    """After `apply_for_web` and before the page is built: shims 6, 7, 8, 9 and 10. Wrap FastChat's
     `bot_response` (tracing, health) before this: shim 9 wraps whatever is there."""
     web = sys.modules.get("fastchat.serve.gradio_web_server")
     if getattr(web, "get_conv_log_filename", None) is not conversation_log_path:  # set by apply_for_web
@@ -547,6 +583,7 @@ def apply_for_arena(hooks: ArenaHooks) -> None:
     _replace_battle_sampling(hooks.battle_weight)
     _replace_page_parts(hooks.build_about, hooks.build_leaderboard_tab)
     _hide_names_in_battles(hooks.battle_names)
+    _note_answering_endpoint()
 
 
 def finish_arena_page(demo: Any, title: str) -> list[Any]:

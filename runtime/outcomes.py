@@ -4,9 +4,11 @@ The request path only adds to a dict in memory (`record`, one short lock); a bac
 flushes to the OutcomeStore (stores/rollout_metrics.py, a DynamoDB table with atomic adds) every
 `interval` seconds. A store failure never reaches a request: it is logged and the counts not applied are
 kept for the next flush, bounded (`max_pending` (model, variant, minute) entries; beyond it the oldest
-minutes are dropped and the loss logged). Counting (ROLLOUT-CONTRACT.md): each variant tried is one
-request; an endpoint-side failure is an error; a first token's time goes into the histogram; a client
-gone before the first token and a request the spec refused are not counted.
+minutes are dropped and the loss logged). The store says how many counts of a failed batch it applied
+(OutcomesUnavailable.applied): only the rest is sent again, so nothing counts twice. Counting
+(ROLLOUT-CONTRACT.md): each variant tried is one request; an endpoint-side failure is an error; a first
+token's time goes into the histogram; a client gone before the first token and a request the spec
+refused are not counted.
 """
 
 from __future__ import annotations
@@ -102,14 +104,23 @@ class OutcomeRecorder:
             try:
                 self.store.add(counts)
                 return len(counts)
-            except Exception as exc:
-                applied = exc.applied if isinstance(exc, OutcomesUnavailable) else 0
+            except OutcomesUnavailable as exc:
+                applied = min(max(0, exc.applied), len(keys))
                 self.failures += 1
                 log.warning(
                     "outcomes_flush_failed", error=str(exc), applied=applied, kept=len(keys) - applied
                 )
                 self._keep({k: batch[k] for k in keys[applied:]})
                 return applied
+            except Exception as exc:
+                # A store outside the port's contract: how much it applied is unknown. Sending the batch
+                # again could count some of it twice (a doubled error count can roll a healthy candidate
+                # back); dropping it only delays a decision. So it is dropped, and the loss logged.
+                self.failures += 1
+                log.error("outcomes_flush_failed", error=f"{type(exc).__name__}: {exc}", applied="unknown")
+                for key in keys:
+                    self._dropped(key, batch[key])
+                return 0
 
     def run(self, stop: threading.Event) -> None:
         """Flush every `interval` seconds until `stop`, then once more (a worker draining on SIGTERM)."""
@@ -133,13 +144,15 @@ class OutcomeRecorder:
 
     def _drop_oldest(self) -> None:
         oldest = min(self._pending, key=lambda k: k[2])
-        tally = self._pending.pop(oldest)
+        self._dropped(oldest, self._pending.pop(oldest))
+
+    def _dropped(self, key: Key, tally: _Tally) -> None:
         self.dropped += 1
         log.warning(
             "outcomes_dropped",
-            model=oldest[0],
-            variant=oldest[1],
-            minute=oldest[2],
+            model=key[0],
+            variant=key[1],
+            minute=key[2],
             requests=tally.requests,
             errors=tally.errors,
         )

@@ -116,7 +116,7 @@ def build_arena_demo(
             battle_weight=arena_ui.battle_weight(info.models, health),
             build_about=page.build_about,
             build_leaderboard_tab=page.build_leaderboard_tab,
-            battle_names=lambda name: [name, str(info.models().get(name, {}).get("endpoint_name") or "")],
+            battle_names=lambda name: battle_names(info.models().get(name, {}), name),
         )
     )
     # What FastChat's `__main__` sets before building (its `load_demo` reads these module globals).
@@ -140,6 +140,17 @@ def build_arena_demo(
     page.attach(demo, descriptions)
     page.refresh()  # loads plotly and numpy's solvers now, not on the first visitor's page load
     return demo
+
+
+def battle_names(entry: dict[str, Any], name: str) -> list[str]:
+    """What a model's answer must not show in a battle: its name and every endpoint serving it."""
+    variants = entry.get("variants")
+    endpoints = (
+        [v.get("endpoint_name") for v in variants if isinstance(v, dict)]
+        if isinstance(variants, list)
+        else []
+    )
+    return [name, str(entry.get("endpoint_name") or ""), *(str(e) for e in endpoints if e)]
 
 
 def gr_intro(texts: arena_ui.PageTexts) -> None:

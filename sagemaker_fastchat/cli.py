@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -31,17 +32,13 @@ from contract.spec import ModelSpec, parse_model_item
 from sagemaker_fastchat import config_tools, settings
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+EXIT_READER_GONE = 141  # as a Unix tool killed by SIGPIPE (128 + 13)
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    except UnicodeDecodeError as exc:  # a binary file: one line, not a traceback
-        raise InputError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
+    return config_tools.read_text_file(path, config_tools.MAX_ITEMS_FILE_BYTES)
 
 
 def _print_json(value: Any) -> None:
@@ -181,6 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings.resolve(args)
         return handler(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`... | head -1`): no traceback; stdout goes nowhere from
+        # here, so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE
     except ValidationError as exc:  # a setting's variable (flags are checked by argparse)
         for line in settings.problems(exc):
             print(f"error: {line}", file=sys.stderr)

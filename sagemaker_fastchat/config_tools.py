@@ -15,6 +15,25 @@ from contract.registry import ActiveListError, parse_active_list
 from contract.request import build_request, normalize_stop
 from contract.spec import ALL_MODELS_KEY, ModelSpec, parse_model_item
 
+MAX_CONFIG_FILE_BYTES = 1 << 20  # one config or item (DynamoDB holds at most 400 KB per item)
+MAX_ITEMS_FILE_BYTES = 64 << 20  # a registry dump (`config validate`)
+
+
+def read_text_file(path: str, max_bytes: int) -> str:
+    """A UTF-8 file's text, or InputError with one line (unreadable, not UTF-8, over `max_bytes`). At
+    most `max_bytes` + 1 bytes are read, so a huge file or a device (/dev/zero) costs nothing."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > max_bytes:
+        raise InputError(f"{path}: larger than {max_bytes:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a binary file: one line, not a traceback
+        raise InputError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
+
 
 def pick_item(items: list[dict[str, Any]], model: str | None, source: str = "input") -> dict[str, Any]:
     models = [i for i in items if i.get("model_name") != ALL_MODELS_KEY]

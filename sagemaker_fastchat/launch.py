@@ -63,6 +63,18 @@ def build_outcomes(settings: WorkerSettings) -> Any:
     return OutcomeRecorder(DynamoOutcomeStore(table, boto3.client("dynamodb", config=config)))
 
 
+def breaker_policy(settings: WorkerSettings) -> Any:
+    from rollout.breaker import BreakerPolicy
+
+    return BreakerPolicy(
+        consecutive=settings.breaker_consecutive_failures,
+        window=settings.breaker_window,
+        min_requests=settings.breaker_min_requests,
+        max_error_rate=settings.breaker_error_rate,
+        cooldown=settings.breaker_cooldown,
+    )
+
+
 def build_worker(settings: WorkerSettings, telemetry: TelemetrySettings | None = None) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
     from runtime import worker as runtime_worker
@@ -78,7 +90,7 @@ def build_worker(settings: WorkerSettings, telemetry: TelemetrySettings | None =
     live = LiveModelSet()
     client = SageMakerClient(sagemaker_client_config(settings.limit_concurrency + 8, settings.read_timeout))
     warmup = build_warmup(settings)
-    breakers, outcomes = Breakers(), build_outcomes(settings)
+    breakers, outcomes = Breakers(breaker_policy(settings)), build_outcomes(settings)
 
     def make_adapter(spec: Any) -> SageMakerAdapter:
         if spec.conv_template and not fastchat_compat.known_conv_template(spec.conv_template):
@@ -87,6 +99,7 @@ def build_worker(settings: WorkerSettings, telemetry: TelemetrySettings | None =
             spec,
             client,
             settings.first_token_timeout,
+            failover_first_token_timeout=settings.failover_first_token_timeout,
             breakers=breakers,
             excluded=warmup.excluded_variants(spec) if warmup is not None else None,
             assistant_role=assistant_role(spec),

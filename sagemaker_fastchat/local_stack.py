@@ -352,6 +352,7 @@ def banner(settings: LocalStackSettings, ports: Ports, web: bool) -> str:
         f"  web UI (chat + arena)   http://{host}:{ports.web}" if web else "",
         f"  OpenAI-compatible API   http://{host}:{ports.api}/v1",
         f"  worker model set        http://127.0.0.1:{ports.worker}/model-set",
+        f"  SageMaker stand-in      http://127.0.0.1:{ports.standin}   (faults on demand: /_standin/faults)",
         f"  registry                DynamoDB table {settings.table} at http://127.0.0.1:{ports.moto} (moto)",
         f"  state                   {state_dir(settings)} (kept across restarts; `up --fresh` starts empty)",
         f"  traces                  sagemaker-fastchat traces --last 3   (in {TracesSettings().file})",

@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -18,7 +17,7 @@ import httpx
 
 from contract.items import InputError, read_json
 from contract.snapshot import SnapshotError, validate_prefix
-from sagemaker_fastchat import registry_ops, rollout_cli
+from sagemaker_fastchat import config_tools, registry_ops, rollout_cli
 from sagemaker_fastchat.settings import ModelsSettings, add_flags
 from stores.registry import DynamoRegistry
 from stores.ssm import SnapshotReader, SsmParameters
@@ -78,10 +77,7 @@ def _reader(args: argparse.Namespace) -> SnapshotReader:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    try:
-        text = Path(args.config).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{args.config}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    text = config_tools.read_text_file(args.config, config_tools.MAX_CONFIG_FILE_BYTES)
     config = read_json(text, args.config)
     if not isinstance(config, dict):
         raise InputError(f"{args.config}: expected a JSON object (endpoint_req_config or a whole item)")

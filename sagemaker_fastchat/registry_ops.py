@@ -233,7 +233,9 @@ def variant_lines(variants: object) -> list[str]:
         if breaker.get("reason"):
             state += f" ({breaker['reason']})"
         role = "primary" if v.get("primary") else "variant"
-        line = f"{role} {v.get('endpoint_name')}: weight {v.get('weight')}, {state}"
+        weight = v.get("weight")
+        shown = f"{weight:g}%" if isinstance(weight, int | float) else str(weight)  # as `weights:` shows it
+        line = f"{role} {v.get('endpoint_name')}: weight {shown}, {state}"
         if v.get("excluded"):
             line += f", excluded: {v['excluded']}"
         lines.append(line)

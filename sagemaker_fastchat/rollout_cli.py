@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -26,6 +25,8 @@ import structlog
 from contract.dynamo import untype_item
 from contract.errors import Problem, SpecError
 from contract.items import InputError, read_json
+from contract.json_shape import short_repr
+from contract.spec import model_name_problem
 from rollout import decide as decisions
 from rollout.start import Plan, parse_duration, parse_steps, start_changes, steps_sequence
 from rollout.state import (
@@ -37,6 +38,7 @@ from rollout.state import (
     RolloutState,
     parse_state,
 )
+from sagemaker_fastchat.config_tools import MAX_CONFIG_FILE_BYTES, read_text_file
 from sagemaker_fastchat.settings import ModelsSettings, add_flags
 from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
@@ -100,9 +102,21 @@ def register(sub: Any) -> None:
     run = rsub.add_parser(
         "run", help="run the step runner every --interval seconds (the local stack's timer)"
     )
-    run.add_argument("--interval", type=float, default=60.0)
+    run.add_argument("--interval", type=_interval, default=60.0, help="seconds, 1 to 3600")
     _tables(run)
     run.set_defaults(handler=cmd_run)
+
+
+def _interval(text: str) -> float:
+    """`rollout run --interval`: 1 to 3600 seconds (0 or a negative one would query the tables in a
+    busy loop; NaN never waits). A bad one is a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
+    if not 1 <= value <= 3600:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be 1 to 3600 seconds")
+    return value
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -127,6 +141,8 @@ def _outcomes(args: argparse.Namespace) -> DynamoOutcomeStore:
 
 
 def _item(registry: RegistryStore, name: str) -> dict[str, Any]:
+    if (why := model_name_problem(name)) is not None:  # before the registry sees it (empty, huge, NUL)
+        raise InputError(f"{short_repr(name, 80)}: not a model name: {why}")
     typed = registry.get(name)
     if typed is None:
         raise InputError(f"{name}: no such model in the registry")
@@ -146,11 +162,7 @@ def _state(name: str, typed: dict[str, Any]) -> RolloutState:
 def _config(path: str | None) -> Any:
     if path is None:
         return None
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
-    config = read_json(text, path)
+    config = read_json(read_text_file(path, MAX_CONFIG_FILE_BYTES), path)
     if isinstance(config, dict) and isinstance(config.get("endpoint_req_config"), dict | str):
         config = config["endpoint_req_config"]  # a whole item was given: take its config
     return config

@@ -34,11 +34,23 @@ DEFAULT_TRACES_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.js
 DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
 
 
-def env(name: str, default: Any, help: str, flag: str | None = None, *, variable_only: bool = False) -> Any:
+def env(
+    name: str,
+    default: Any,
+    help: str,
+    flag: str | None = None,
+    *,
+    variable_only: bool = False,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+) -> Any:
     """A field read from $NAME (`validation_alias`); the help is the flag's, the flag is `--FIELD-NAME`
-    unless named (none when `variable_only`)."""
+    unless named (none when `variable_only`); ge/gt/le bound a number (pydantic's)."""
     extra: dict[str, Any] = {"flag": flag, "variable_only": variable_only}
-    return Field(default, validation_alias=name, description=help, json_schema_extra=extra)
+    return Field(
+        default, validation_alias=name, description=help, json_schema_extra=extra, ge=ge, gt=gt, le=le
+    )
 
 
 def env_name(field: FieldInfo) -> str:
@@ -142,6 +154,34 @@ class WorkerSettings(RoleSettings):
         "SAGEMAKER_FIRST_TOKEN_TIMEOUT",
         60.0,
         "seconds from a request to its first token (call and retries included) before a timeout error",
+    )
+    failover_first_token_timeout: float = env(
+        "FAILOVER_FIRST_TOKEN_TIMEOUT",
+        10.0,
+        "seconds a variant with another healthy one behind it gets for its first token before the "
+        "request fails over (the last variant gets the full first-token timeout; 0: always the full one)",
+        ge=0,
+    )
+    # The per-endpoint circuit breakers (rollout/breaker.py): closed -> open on either rule.
+    breaker_consecutive_failures: int = env(
+        "BREAKER_CONSECUTIVE_FAILURES", 5, "endpoint failures in a row that open its breaker", ge=1
+    )
+    breaker_error_rate: float = env(
+        "BREAKER_ERROR_RATE",
+        0.5,
+        "error rate over the window (with at least the minimum sample) that opens a breaker",
+        gt=0,
+        le=1,
+    )
+    breaker_window: float = env("BREAKER_WINDOW", 30.0, "seconds of outcomes the error rate is over", gt=0)
+    breaker_min_requests: int = env(
+        "BREAKER_MIN_REQUESTS", 20, "outcomes in the window before the error rate can open a breaker", ge=1
+    )
+    breaker_cooldown: float = env(
+        "BREAKER_COOLDOWN",
+        10.0,
+        "seconds an open breaker waits before letting one probe request through",
+        gt=0,
     )
     unready_after: float = env(
         "WORKER_UNREADY_AFTER",

@@ -147,8 +147,8 @@ class DynamoOutcomeStore:
                 continue
             try:
                 self.client.update_item(**_update(self.table_name, c))
-            except (BotoCoreError, ClientError) as exc:
-                raise OutcomesUnavailable(str(exc), applied) from exc
+            except Exception as exc:  # any failure says how many were applied (the caller retries the rest)
+                raise OutcomesUnavailable(f"{type(exc).__name__}: {exc}", applied) from exc
 
     def read(self, model: str, since_minute: int) -> list[OutcomeCounts]:
         paginator = self.client.get_paginator("query")

@@ -189,16 +189,24 @@ def _key(item: Item) -> str:
 
 # --- Issue 17: outcome counts (stores/rollout_metrics.py) ---------------------------------------------------
 class MemoryOutcomeStore:
-    """An OutcomeStore in a dict. Set `available = False` to make every call raise OutcomesUnavailable."""
+    """An OutcomeStore in a dict. Set `available = False` to make every call raise OutcomesUnavailable;
+    set `fail_after = N` to make the next `add` fail after applying N counts (mid-batch), raising
+    `failure` (default: OutcomesUnavailable with applied=N; any exception, to play a store that breaks
+    the port's contract)."""
 
     def __init__(self) -> None:
         self.items: dict[tuple[str, str], OutcomeCounts] = {}  # (model, slot) -> totals
         self.available = True
         self.adds = 0
+        self.fail_after: int | None = None
+        self.failure: Exception | None = None
 
     def _check(self, applied: int = 0) -> None:
         if not self.available:
             raise OutcomesUnavailable("the in-memory outcome store is switched off", applied)
+        if self.fail_after is not None and applied >= self.fail_after:
+            self.fail_after, failure = None, self.failure
+            raise failure or OutcomesUnavailable("the in-memory outcome store failed mid-batch", applied)
 
     def add(self, counts: Sequence[OutcomeCounts]) -> None:
         for applied, c in enumerate(counts):

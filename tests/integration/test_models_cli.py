@@ -133,15 +133,17 @@ def test_list_marks_unpublished_additions(reg: Registry, capsys: pytest.CaptureF
     [
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('{"request": ' + "9" * 5000 + "}", "cannot be read as JSON"),
-        (b"\xff\xfe not utf-8", "cannot read"),
+        (b"\xff\xfe not utf-8", "is not UTF-8 text (byte 0)"),
+        (" " * (1 << 20) + "{}", "larger than 1,048,576 bytes"),
         ('{"endpoint_req_config": "' + "[" * 50_000 + '"}', "endpoint_req_config"),
     ],
 )
 def test_put_hostile_config_files_are_one_line(
     reg: Registry, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | bytes, words: str
 ) -> None:
-    """A config nested past Python's stack, a 5,000-digit number, bytes that are not UTF-8, a string config
-    nested past the stack: exit 1, one clear line, nothing written."""
+    """A config nested past Python's stack, a 5,000-digit number, bytes that are not UTF-8, a file over the
+    size bound (never read whole), a string config nested past the stack: exit 1, one clear line, nothing
+    written."""
     path = tmp_path / "hostile.json"
     if isinstance(text, bytes):
         path.write_bytes(text)

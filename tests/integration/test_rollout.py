@@ -265,7 +265,16 @@ def test_models_list_shows_variants_and_the_rollout(stack: Stack, capsys: pytest
 REFUSED = [
     (["--endpoint", CAND], "is running"),
     (["--endpoint", LIVE], "already the model's live endpoint"),
-    (["--endpoint", "bad name!"], "variants[0].endpoint_name"),
+    (["--endpoint", "bad name!"], "--endpoint: 'bad name!' is not a SageMaker endpoint name"),
+    (["--endpoint", ""], "--endpoint: '' is not a SageMaker endpoint name"),
+    (["--endpoint", "x", "--steps", "50,25,100"], "--steps: steps must increase"),
+    (["--endpoint", "x", "--steps", "5,150"], "--steps: each step is a weight above 0 and at most 100"),
+    (["--endpoint", "x", "--steps", ",".join(map(str, range(1, 101)))], "--steps: needs 1 to 10 steps"),
+    (["--endpoint", "x", "--steps", "nan,100"], "--steps: each step is a weight above 0"),
+    (["--endpoint", "x", "--bake=-5m"], "--bake: must be 0 to 604800 seconds"),
+    (["--endpoint", "x", "--bake", "inf"], "--bake: must be 0 to 604800 seconds"),
+    (["--endpoint", "x", "--config", "/dev/null"], "/dev/null: not JSON"),
+    (["--endpoint", "x", "--config", "/dev/zero"], "/dev/zero: larger than 1,048,576 bytes"),
     (["--endpoint", "x", "--steps", "5,50"], "--steps: the last step must be 100"),
     (["--endpoint", "x", "--steps", "a,b"], "--steps: 'a,b' is not a comma-separated list"),
     (["--endpoint", "x", "--bake", "soon"], "--bake: 'soon' is not a duration"),
@@ -410,3 +419,60 @@ def test_a_rollout_of_an_unlisted_model_warns(stack: Stack, capsys: pytest.Captu
     assert main(["models", "--table", TABLE, "rollout", "quiet", "--endpoint", CAND]) == 0
     assert "quiet is not listed in all-models" in capsys.readouterr().err
     assert [r.model for r in stack.runner.tick()] == [MODEL]
+
+
+@pytest.mark.parametrize("interval", ["0", "-1", "nan", "inf", "soon"])
+def test_the_timer_refuses_an_interval_that_would_spin_or_never_tick(
+    interval: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["rollout", "run", f"--interval={interval}"])
+    assert exited.value.code == 2
+    assert "argument --interval" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("", "'': not a model name: must not be empty"),
+        ("x" * 5000, "is 5000 characters long"),
+        ("all-models", "reserved for the list of active models"),
+        ("a\x00b", "must hold printable characters only"),
+    ],
+)
+def test_a_name_that_cannot_be_a_model_is_one_clear_line(
+    stack: Stack, capsys: pytest.CaptureFixture[str], name: str, words: str
+) -> None:
+    """Checked before the registry sees it (DynamoDB's own refusal of an empty key is no message for an
+    operator), for the start and every control command alike."""
+    capsys.readouterr()
+    for argv in (
+        ["models", "--table", TABLE, "rollout", name, "--endpoint", CAND],
+        ["rollout", "status", name, "--table", TABLE],
+        ["rollout", "pause", name, "--table", TABLE],
+    ):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert words in err, err
+        assert len(err.strip().splitlines()) == 1
+        assert len(err) < 400
+
+
+def test_every_control_in_the_wrong_state_is_one_line_and_exit_1(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert ctl("resume") == 1  # running: nothing to resume
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: {MODEL}: only a paused rollout can be resumed; this one is running"
+    )
+    assert ctl("abort") == 0
+    before = stack.item()
+    for action in ("pause", "resume", "abort"):
+        capsys.readouterr()
+        assert ctl(action) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert err.endswith("this one is aborted"), err
+    assert stack.item() == before  # nothing written

@@ -94,3 +94,26 @@ def test_an_unreachable_store_says_how_much_was_applied() -> None:
     memory.available = False
     with pytest.raises(OutcomesUnavailable):
         memory.read("m", 0)
+
+
+def test_any_failure_mid_batch_says_how_much_was_applied() -> None:
+    """Not only botocore's errors: whatever fails an update (here a hook raising on the second call) is
+    reported with the count applied before it."""
+    calls: list[int] = []
+
+    def second_call_fails(**_: object) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("connection reset in a proxy")
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        create_table(client, "metrics")
+        client.meta.events.register("before-call.dynamodb.UpdateItem", second_call_fails)
+        store = DynamoOutcomeStore("metrics", client)
+        batch = [OutcomeCounts("m", v, M0, 1, 0, {}) for v in ("ep-a", "ep-b", "ep-c")]
+        with pytest.raises(OutcomesUnavailable) as caught:
+            store.add(batch)
+        assert caught.value.applied == 1
+        store.add(batch[caught.value.applied :])
+        assert {c.variant: c.requests for c in store.read("m", 0)} == {"ep-a": 1, "ep-b": 1, "ep-c": 1}

@@ -42,7 +42,7 @@ def item(live: str, variants: list[dict[str, Any]], **extra: Any) -> dict[str, A
 def worker(tmp_path: Path, items: list[dict[str, Any]], **overrides: Any) -> Any:
     path = tmp_path / "models.json"
     path.write_text(json.dumps(items))
-    args = worker_args(str(path), limit_concurrency=64, first_token_timeout=10.0, **overrides)
+    args = worker_args(str(path), **{"limit_concurrency": 64, "first_token_timeout": 10.0, **overrides})
     _, app = build_worker(args)
     return serve_in_thread(app)
 
@@ -212,3 +212,28 @@ def test_a_conversation_keeps_its_variant_across_turns_and_regenerations(tmp_pat
             assert len(endpoints) == 1, endpoints
             seen |= endpoints
         assert seen == {"demo-tgi-vc", "demo-tgi-vd"}
+
+
+def test_a_hung_variant_fails_over_after_the_shorter_first_token_timeout(tmp_path: Path, env: str) -> None:
+    """A variant whose first token is late (the stand-in's first_token_delay) while another healthy one
+    remains gets only --failover-first-token-timeout: its conversations are answered by the other variant
+    (with the full timeout, 20 s, the late variant would have answered them itself). The last variant to
+    try keeps the full timeout: with both late, every chat is still answered."""
+    fault(env, "demo-tgi-vhung", first_token_delay=3)
+    variants = [{"endpoint_name": "demo-tgi-vhung", "weight": 50}]
+    prompts = [f"USER: chat {i} ASSISTANT:" for i in range(16)]
+    with worker(
+        tmp_path,
+        [item("demo-tgi-vfine", variants)],
+        first_token_timeout=20.0,
+        failover_first_token_timeout=0.5,
+    ) as url:
+        wait_ready(url)
+        results = asyncio.run(chats(url, prompts))
+        assert all(r[-1]["error_code"] == 0 for r in results)
+        assert all("demo-tgi-vfine" in r[-1]["text"] for r in results)
+        assert invocations(env, "demo-tgi-vhung") >= 1  # it was chosen, then given up on
+        fault(env, "demo-tgi-vfine", first_token_delay=1.5)
+        fault(env, "demo-tgi-vhung", first_token_delay=1.5)
+        results = asyncio.run(chats(url, [p + " again" for p in prompts]))
+        assert all(r[-1]["error_code"] == 0 for r in results)

@@ -336,8 +336,8 @@ def test_battle_answers_hide_their_models_names(ui: ModuleType) -> None:
 
 def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
     """`apply_for_arena` (after `apply_for_web`, as the web process does) wires each hook: votes (6),
-    battle weights (7), the About and Leaderboard tabs (8), hidden names (9); applied twice, nothing
-    stacks."""
+    battle weights (7), the About and Leaderboard tabs (8), hidden names (9), the answering variant (10);
+    applied twice, nothing stacks."""
     import sys
 
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
@@ -362,6 +362,8 @@ def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
         fastchat_compat.apply_for_arena(hooks)
         fastchat_compat.apply_for_arena(hooks)
         assert anony.bot_response._unmasked is saved
+        web = sys.modules["fastchat.serve.gradio_web_server"]
+        assert not hasattr(web.model_worker_stream_iter._unnoted, "_unnoted")  # shim 10, once
         anony.models = ["alpha", "bravo", "charlie"]
         assert {anony.get_battle_pair() for _ in range(50)} <= {("alpha", "bravo"), ("bravo", "alpha")}
         assert multi.build_about is about
@@ -371,3 +373,70 @@ def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
         assert seen == ["battle:leftvote"]
     finally:
         anony.bot_response = saved
+
+
+def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
+    ui: ModuleType, tmp_path: Path, standin_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shim 10 through FastChat's real stream iterator and our real worker (two variants on the stand-in,
+    whose demo answers name their endpoint): each vote names the endpoint that answered the last turn."""
+    import sys
+
+    import httpx
+
+    from sagemaker_fastchat.launch import build_worker
+    from tests.helpers import serve_in_thread, worker_args
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", standin_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER", standin_url)
+    item = {
+        **example_item("tgi"),
+        "model_name": "m",
+        "endpoint_name": "demo-tgi-vote-a",
+        "variants": [{"endpoint_name": "demo-tgi-vote-b", "weight": 50}],
+    }
+    (tmp_path / "models.json").write_text(json.dumps([item]))
+    web = sys.modules["fastchat.serve.gradio_web_server"]
+    saved = web.model_worker_stream_iter
+    _, app = build_worker(worker_args(str(tmp_path / "models.json"), endpoint_check=False))
+    try:
+        fastchat_compat._note_answering_endpoint()
+        fastchat_compat._note_answering_endpoint()  # idempotent
+        assert web.model_worker_stream_iter._unnoted is getattr(saved, "_unnoted", saved)
+        with serve_in_thread(app) as url:
+            while httpx.get(f"{url}/ready").status_code != 200:
+                pass
+            live = {m["name"]: m for m in httpx.get(f"{url}/model-set").json()["models"]}
+            seen = set()
+            for i in range(12):
+                s = web.State("m")
+                s.conv.append_message(s.conv.roles[0], f"question {i}")
+                s.conv.append_message(s.conv.roles[1], None)
+                prompt = s.conv.get_prompt()
+                frames = list(web.model_worker_stream_iter(s.conv, "m", url, prompt, 0.7, 1.0, 1.0, 8, []))
+                answered = frames[-1]["text"].split()[2]  # "Demo model <endpoint> ..."
+                vote = arena_ui.build_vote("direct", "upvote", [s], ["m"], "sess", live, 1, SETTINGS)
+                assert vote is not None
+                assert vote.models[0].variant == answered
+                assert vote.models[0].endpoint == "demo-tgi-vote-a"  # the model's primary
+                seen.add(answered)
+            assert seen == {"demo-tgi-vote-a", "demo-tgi-vote-b"}
+    finally:
+        web.model_worker_stream_iter = saved
+    single = state(ui, "alpha")  # one endpoint, nothing noted (an older worker): its endpoint
+    vote = arena_ui.build_vote("direct", "upvote", [single], ["alpha"], "s", LIVE, 1, SETTINGS)
+    assert vote is not None
+    assert vote.models[0].variant == "ep-a"
+
+
+def test_battles_hide_the_endpoint_names_of_every_variant() -> None:
+    """A candidate variant's answers must not name it in a battle either (the demo models begin with
+    their endpoint's name)."""
+    from runtime.web_ui import battle_names
+
+    entry = {
+        "endpoint_name": "live",
+        "variants": [{"endpoint_name": "live"}, {"endpoint_name": "cand"}, "junk"],
+    }
+    assert set(battle_names(entry, "m")) == {"m", "live", "cand"}
+    assert battle_names({}, "m") == ["m", ""]

@@ -266,3 +266,31 @@ def test_models_without_a_region_is_a_clear_error_exit_3(
     assert result.stderr.startswith("error: no AWS region is set")
     assert len(result.stderr.strip().splitlines()) == 1
     assert result.stdout == ""
+
+
+def test_a_reader_gone_before_the_output_is_exit_141_without_a_traceback(tmp_path: Path) -> None:
+    """`sagemaker-fastchat ... | head -1` where head has already gone: no BrokenPipeError traceback."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sagemaker_fastchat.cli",
+                "config",
+                "validate",
+                str(EXAMPLES_DIR / "tgi.json"),
+            ],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141
+    assert "Traceback" not in done.stderr

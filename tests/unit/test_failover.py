@@ -98,6 +98,7 @@ def test_a_variant_refusing_connections_fails_over_before_the_first_token() -> N
     for i in range(30):
         out, attempts = chat(a, f"USER: q{i} ASSISTANT:")
         assert out[-1]["text"] == "answer from live"
+        assert out[-1].get("endpoint") == "live"  # the last chunk names the variant that answered
         assert all(c["error_code"] == 0 for c in out)
         assert [x.endpoint for x in attempts][-1] == "live"
         assert all(x.failed_over for x in attempts[:-1])
@@ -250,3 +251,36 @@ def test_a_share_skipped_by_an_open_breaker_counts_against_its_variant() -> None
     assert counts["cand"].requests == counts["cand"].errors == firsts["cand"] > 2
     skipped = [x for _, attempts in results for x in attempts if x.error_kind == "circuit_open"]
     assert len(skipped) == firsts["cand"] - 2
+
+
+def _two_minutes_of_counts(store: MemoryOutcomeStore) -> OutcomeRecorder:
+    now = [120.0]
+    recorder = OutcomeRecorder(store, clock=lambda: now[0])
+    a = adapter(Endpoints(), recorder=recorder.record)
+    for minute in (120.0, 180.0, 240.0):  # three (model, variant, minute) entries at least
+        now[0] = minute
+        chat(a, f"USER: at {minute} ASSISTANT:")
+    return recorder
+
+
+def test_a_flush_failing_mid_batch_sends_only_what_was_not_applied() -> None:
+    store = MemoryOutcomeStore()
+    recorder = _two_minutes_of_counts(store)
+    store.fail_after = 1  # the first count is added, then the store fails
+    assert recorder.flush() == 1
+    assert recorder.pending() == 2
+    recorder.flush()
+    assert sum(c.requests for c in store.read("m", 0)) == 3  # each chat counted once, none twice
+    assert recorder.pending() == 0
+
+
+def test_a_store_failing_outside_its_contract_never_counts_twice() -> None:
+    """A failure that does not say how much was applied: the batch is dropped (logged), not re-sent."""
+    store = MemoryOutcomeStore()
+    recorder = _two_minutes_of_counts(store)
+    store.fail_after, store.failure = 1, RuntimeError("bug")
+    assert recorder.flush() == 0
+    assert recorder.pending() == 0
+    assert recorder.dropped == 3
+    recorder.flush()
+    assert sum(c.requests for c in store.read("m", 0)) == 1  # what the store applied, once

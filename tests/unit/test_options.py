@@ -106,3 +106,11 @@ def test_state_dir_flag_then_variable_then_default(monkeypatch: pytest.MonkeyPat
     assert state_dir(up()) == tmp_path / "env"
     assert state_dir(up("--state-dir", str(tmp_path / "flag"))) == tmp_path / "flag"
     assert build_parser().parse_args(["up", "--fresh"]).fresh is True
+
+
+def test_the_banner_names_the_stand_in_for_its_faults() -> None:
+    """The README's rollout walkthrough sends faults to the stand-in "`./dev up` prints its URL"."""
+    from sagemaker_fastchat.local_stack import Ports, banner
+
+    text = banner(up("--standin-port", "18105"), Ports(1, 2, 3, 4, 5, 18105, 7), web=True)
+    assert "SageMaker stand-in      http://127.0.0.1:18105" in text

@@ -221,8 +221,8 @@ def test_models_list_shows_variants_with_weights_and_breakers() -> None:
         [{"model": "a", "status": "live", "reason": None}], {"models": [{"name": "a", "variants": variants}]}
     )
     assert variant_lines(rows[0]["variants"]) == [
-        "primary live: weight 80, breaker closed",
-        "variant cand: weight 20, breaker open (5 failures in a row)",
+        "primary live: weight 80%, breaker closed",
+        "variant cand: weight 20%, breaker open (5 failures in a row)",
     ]
     assert variant_lines(variants[:1]) == []
     assert variant_lines("junk") == []
