@@ -284,11 +284,16 @@ class Directory:
 
     async def resolve(self, model: str) -> Target:
         targets = self.targets.get(model)
-        # A miss waits for a refresh in flight (misses arriving together share it), else starts one.
-        if not targets and (
-            self._refreshing is not None or time.monotonic() - self._last >= MISS_REFRESH_GAP
-        ):
-            await self.refresh()
+        if not targets:
+            # A miss is answered from a refresh that started after it arrived: one that started before may
+            # predate the model (a worker registering again after a controller restart). Misses arriving
+            # together share a refresh, and refreshes start at most every MISS_REFRESH_GAP, so a flood of
+            # unknown names costs the controller at most a few calls a second and each one waits that long.
+            arrived = time.monotonic()
+            while self._last < arrived:
+                if self._refreshing is None:
+                    await asyncio.sleep(max(0.0, MISS_REFRESH_GAP - (time.monotonic() - self._last)))
+                await self.refresh()
             targets = self.targets.get(model)
         if not targets:
             raise p.model_not_found(model)

@@ -146,6 +146,36 @@ def test_a_miss_after_an_invalidation_refreshes_instead_of_404() -> None:
     assert asyncio.run(run()) == [OURS] * 4
 
 
+def test_a_model_that_appears_right_after_a_refresh_is_found() -> None:
+    """A refresh that ran just before a model appeared (within the miss gap: the controller restarted and
+    the worker registered again a moment later) does not answer the next request for it with a 404."""
+
+    async def run() -> str:
+        http = FakeHttp()
+        d = Directory(http, CONTROLLER)
+        http.down.add(OURS)
+        await d.refresh()  # the background refresh: alpha is not served yet
+        http.down.clear()  # the worker is back, well inside the 0.2 s miss gap
+        return (await d.resolve("alpha")).address
+
+    assert asyncio.run(run()) == OURS
+
+
+def test_a_flood_of_unknown_names_refreshes_at_most_every_gap() -> None:
+    """Concurrent misses share one refresh; the controller is not asked once per request."""
+
+    async def run() -> int:
+        http = FakeHttp()
+        d = Directory(http, CONTROLLER)
+        await d.refresh()
+        before = http.calls.count(f"{CONTROLLER}/list_models")
+        results = await asyncio.gather(*(d.resolve(f"nope-{i}") for i in range(50)), return_exceptions=True)
+        assert all(isinstance(r, p.ApiError) and r.code == "model_not_found" for r in results)
+        return http.calls.count(f"{CONTROLLER}/list_models") - before
+
+    assert asyncio.run(run()) == 1
+
+
 def test_templates_by_name_or_from_the_worker_cached() -> None:
     """A published conv_template is used by name; otherwise the worker's answer, fetched once per spec."""
 
