@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -180,7 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         settings.resolve(args)
-        return handler(args)
+        result = handler(args)
+        sys.stdout.flush()  # a reader gone early shows here, not as "Exception ignored" at exit
+        return result
+    except BrokenPipeError:
+        # The reader stopped reading (`votes export | head`): no traceback. Python's own recipe (the
+        # `signal` docs, "Note on SIGPIPE"): later writes go to devnull, exit 1.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_REFUSED
     except ValidationError as exc:  # a setting's variable (flags are checked by argparse)
         for line in settings.problems(exc):
             print(f"error: {line}", file=sys.stderr)
