@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -30,6 +30,8 @@ S = TypeVar("S", bound=BaseSettings)
 
 # Flags are parsed to these types by argparse (a bad flag is a usage error); everything else is pydantic's.
 _FLAG_TYPES: dict[Any, type] = {int: int, float: float}
+# A TCP/UDP port: out of range is `error: VARIABLE: why` (exit 2), not an OverflowError from bind().
+Port = Annotated[int, Field(ge=1, le=65535)]
 DEFAULT_TRACES_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.jsonl"
 DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
 
@@ -119,13 +121,13 @@ _GRACEFUL = "seconds SIGTERM waits for streams in flight (keep below the ECS tas
 
 class ControllerSettings(RoleSettings):
     host: str = env("CONTROLLER_HOST", "127.0.0.1", "bind host")
-    port: int = env("CONTROLLER_PORT", 21001, "port")
+    port: Port = env("CONTROLLER_PORT", 21001, "port")
     fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
 
 
 class WorkerSettings(RoleSettings):
     host: str = env("WORKER_HOST", "127.0.0.1", "bind host")
-    port: int = env("WORKER_PORT", 21002, "port")
+    port: Port = env("WORKER_PORT", 21002, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
     worker_address: str | None = env(
         "WORKER_ADDRESS", None, "URL the controller uses to reach this worker (default http://HOST:PORT)"
@@ -167,7 +169,7 @@ class WorkerSettings(RoleSettings):
 
 class ApiSettings(RoleSettings):
     host: str = env("API_HOST", "127.0.0.1", "bind host")
-    port: int = env("API_PORT", 8000, "port")
+    port: Port = env("API_PORT", 8000, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
     api_keys: str | None = env("API_KEYS", None, "comma-separated keys")
     workers: int = env("API_PROCESSES", 1, "API processes (uvicorn workers) when one core is not enough")
@@ -190,7 +192,7 @@ class ArenaSettings(RoleSettings):
 
 class WebSettings(ArenaSettings):
     host: str = env("WEB_HOST", "127.0.0.1", "bind host")
-    port: int = env("WEB_PORT", 8001, "port")
+    port: Port = env("WEB_PORT", 8001, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
     worker_url: str = env(
         "WORKER_URL", LOCAL_WORKER, "the worker whose /model-set gives templates and descriptions"
@@ -244,7 +246,7 @@ class ModelsSettings(RoleSettings):
 
 
 class MotoSettings(RoleSettings):
-    port: int = env("MOTO_PORT", 5000, "port")
+    port: Port = env("MOTO_PORT", 5000, "port")
     region: str = env("AWS_REGION", "us-east-1", "the region whose state is kept")
 
 
@@ -252,13 +254,13 @@ class LocalStackSettings(RoleSettings):
     """`up`: the whole stack on one machine (each child gets its own role's flags and variables)."""
 
     host: str = env("BIND_HOST", "127.0.0.1", "bind host of the API and UI (the rest stays on loopback)")
-    api_port: int = env("API_PORT", 8000, "OpenAI API port")
-    web_port: int = env("WEB_PORT", 8001, "web UI port")
-    controller_port: int = env("CONTROLLER_PORT", 21001, "controller port")
-    worker_port: int = env("WORKER_PORT", 21002, "worker port")
-    moto_port: int = env("MOTO_PORT", 5000, "moto port")
-    standin_port: int = env("STANDIN_PORT", 8080, "SageMaker stand-in port")
-    xray_port: int = env("XRAY_PORT", 2000, "X-Ray collector port (UDP)")
+    api_port: Port = env("API_PORT", 8000, "OpenAI API port")
+    web_port: Port = env("WEB_PORT", 8001, "web UI port")
+    controller_port: Port = env("CONTROLLER_PORT", 21001, "controller port")
+    worker_port: Port = env("WORKER_PORT", 21002, "worker port")
+    moto_port: Port = env("MOTO_PORT", 5000, "moto port")
+    standin_port: Port = env("STANDIN_PORT", 8080, "SageMaker stand-in port")
+    xray_port: Port = env("XRAY_PORT", 2000, "X-Ray collector port (UDP)")
     region: str = env("AWS_REGION", "us-east-1", "region")
     table: str = env("REGISTRY_TABLE", DEFAULT_TABLE, "registry table")
     ssm_prefix: str = env("SSM_PREFIX", DEFAULT_PREFIX, "SSM prefix")

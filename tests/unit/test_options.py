@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,43 @@ def test_state_dir_flag_then_variable_then_default(monkeypatch: pytest.MonkeyPat
     assert state_dir(up()) == tmp_path / "env"
     assert state_dir(up("--state-dir", str(tmp_path / "flag"))) == tmp_path / "flag"
     assert build_parser().parse_args(["up", "--fresh"]).fresh is True
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("API_PORT", "99999"), ("WORKER_PORT", "0"), ("XRAY_PORT", "-1")]
+)
+def test_a_port_out_of_range_is_one_line_and_exit_2(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port outside 1-65535, as a variable or a flag, is refused before anything starts (it was an
+    OverflowError traceback from bind())."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["up"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.startswith(f"error: {variable}: ")
+    monkeypatch.delenv(variable)
+    assert cli.main(["up", "--api-port", "70000"]) == cli.EXIT_USAGE
+    assert "less than or equal to 65535" in capsys.readouterr().err
+
+
+def test_a_busy_xray_udp_port_is_found_before_the_stack_starts() -> None:
+    """`up` checks the X-Ray collector's UDP port with the TCP ones (a busy one stopped the stack right
+    after its banner, with the collector's traceback); the banner names the stand-in's URL."""
+    from sagemaker_fastchat.local_stack import Ports, banner, busy_ports
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        free = _free_port()
+        ports = Ports(free, free, free, tcp.getsockname()[1], free, free, udp.getsockname()[1])
+        assert busy_ports("127.0.0.1", ports) == [
+            f"worker {ports.worker}",
+            f"xray {ports.xray} (UDP)",
+        ]
+    assert f"SageMaker stand-in      http://127.0.0.1:{free}" in banner(up(), ports, web=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
