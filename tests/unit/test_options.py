@@ -115,12 +115,16 @@ def test_state_dir_flag_then_variable_then_default(monkeypatch: pytest.MonkeyPat
 def test_a_port_out_of_range_is_one_line_and_exit_2(
     variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A port outside 1-65535, as a variable or a flag, is refused before anything starts (it was an
-    OverflowError traceback from bind())."""
+    """A port of `up` outside 1-65535, as a variable or a flag, is refused before anything starts (it was
+    an OverflowError traceback from bind()); a process's own port may be 0 (any free port), not 65536."""
     monkeypatch.setenv(variable, value)
     assert cli.main(["up"]) == cli.EXIT_USAGE
     assert capsys.readouterr().err.startswith(f"error: {variable}: ")
     monkeypatch.delenv(variable)
+    monkeypatch.setenv("WORKER_PORT", "65536")
+    assert cli.main(["worker"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.startswith("error: WORKER_PORT: ")
+    monkeypatch.delenv("WORKER_PORT")
     assert cli.main(["up", "--api-port", "70000"]) == cli.EXIT_USAGE
     assert "less than or equal to 65535" in capsys.readouterr().err
 
@@ -147,3 +151,36 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv"),
+    [
+        ("POLL_INTERVAL", "-1", ["worker"]),  # watchfiles' OverflowError killed the poller thread
+        ("POLL_INTERVAL", "nan", ["up"]),
+        ("WORKER_CONCURRENCY", "0", ["worker"]),  # ready, and every request waited forever
+        ("WORKER_CONCURRENCY", "-5", ["worker"]),  # Semaphore(-5): start-up traceback
+        ("HEARTBEAT_INTERVAL", "0", ["worker"]),
+        ("API_MAX_N", "0", ["api"]),
+        ("API_WORKER_TIMEOUT", "-3", ["api"]),
+        ("WEB_CONCURRENCY", "0", ["web"]),
+        ("DEMO_TOKEN_RATE", "-20", ["up"]),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_start(
+    variable: str,
+    value: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Intervals and timeouts are above 0, counts at least 1, the demo rate at least 0: `error: VARIABLE:
+    why`, exit 2, before anything starts; flags keep their types."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {variable}: "), err
+    monkeypatch.delenv(variable)
+    flagged = settings_from(build_parser().parse_args(["up", "--poll-interval", "0.5"]), LocalStackSettings)
+    assert flagged.poll_interval == 0.5
+    assert up("--token-rate", "0").token_rate == 0
