@@ -130,11 +130,18 @@ def cmd_import(args: argparse.Namespace) -> int:
     tally: Counter[str] = Counter()
     problems: list[str] = []
     try:
-        stream = sys.stdin if args.file == "-" else Path(args.file).open(encoding="utf-8")  # noqa: SIM115
+        # Bytes, decoded line by line: a line that is not UTF-8 is refused on its own (it was a traceback).
+        stream = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"{args.file}: cannot read ({exc.strerror})") from None
     with stream:
-        for number, line in enumerate(stream, 1):
+        for number, raw in enumerate(stream, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                tally["refused"] += 1
+                problems.append(f"{args.file}:{number}: not UTF-8 text")
+                continue
             if not line.strip():
                 continue
             vote = _line_vote(line)

@@ -177,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         settings.resolve(args)
-        return handler(args)
+        result = handler(args)
+        sys.stdout.flush()  # a reader gone early shows here, not as "Exception ignored" at exit
+        return result
     except BrokenPipeError:
         # The reader of our output went away (`... | head -1`): no traceback; stdout goes nowhere from
         # here, so the interpreter's final flush cannot fail again.

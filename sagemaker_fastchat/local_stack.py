@@ -170,14 +170,29 @@ def state_dir(settings: LocalStackSettings) -> Path:
     return (chosen or local_state.default_state_dir(settings.xdg_state_home)).expanduser().resolve()
 
 
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+def _port_free(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        if kind == socket.SOCK_STREAM:  # a TCP port in TIME_WAIT is free to bind (UDP would share it)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
             return False
     return True
+
+
+def busy_ports(host: str, ports: Ports) -> list[str]:
+    """`name port` for each port another process holds: TCP, except the X-Ray collector's UDP port (a busy
+    one would otherwise stop the stack just after its banner, with the collector's traceback)."""
+    return [
+        f"{name} {port}" + (" (UDP)" if name == "xray" else "")
+        for name, port in vars(ports).items()
+        if not _port_free(
+            host if name in ("api", "web") else "127.0.0.1",
+            port,
+            socket.SOCK_DGRAM if name == "xray" else socket.SOCK_STREAM,
+        )
+    ]
 
 
 def stack_env(settings: LocalStackSettings, ports: Ports) -> dict[str, str]:
@@ -235,11 +250,7 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         settings.standin_port,
         settings.xray_port,
     )
-    busy = [
-        f"{name} {port}"
-        for name, port in vars(ports).items()
-        if name != "xray" and not _port_free(settings.host if name in ("api", "web") else "127.0.0.1", port)
-    ]
+    busy = busy_ports(settings.host, ports)
     if busy:
         raise SystemExit(f"error: ports already in use: {', '.join(busy)} (choose others with --<name>-port)")
     env = stack_env(settings, ports)

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -185,25 +186,28 @@ def _worker_version(url: str) -> int | None:
         return None
 
 
+def _until(read: Callable[[], int | None], version: int, deadline: float) -> int | None:
+    """`read()` until it reaches `version` or the deadline passes; at least once, so a short --timeout
+    still reports what is there (and never leaves the value unset)."""
+    while True:
+        value = read()
+        if (value is not None and value >= version) or not time.monotonic() < deadline:  # NaN: at once
+            return value
+        time.sleep(0.2)
+
+
 def cmd_wait(args: argparse.Namespace) -> int:
     reader = _reader(args)
     deadline = time.monotonic() + args.timeout
-    published = None
-    while time.monotonic() < deadline:
-        published = reader.manifest_version()
-        if published is not None and published >= args.version:
-            break
-        time.sleep(0.2)
-    else:
+    published = _until(reader.manifest_version, args.version, deadline)
+    if published is None or published < args.version:
         print(f"timed out: model-set version is {published}, waiting for {args.version}", file=sys.stderr)
         return 1
     if _worker_version(args.worker_url) is not None:
-        while time.monotonic() < deadline:
-            served = _worker_version(args.worker_url)
-            if served is not None and served >= args.version:
-                print(f"version {published} published and served by {args.worker_url}")
-                return 0
-            time.sleep(0.2)
+        served = _until(lambda: _worker_version(args.worker_url), args.version, deadline)
+        if served is not None and served >= args.version:
+            print(f"version {published} published and served by {args.worker_url}")
+            return 0
         print(f"timed out: published {published} but {args.worker_url} serves {served}", file=sys.stderr)
         return 1
     print(f"version {published} published")

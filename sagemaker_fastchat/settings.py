@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -30,6 +30,13 @@ S = TypeVar("S", bound=BaseSettings)
 
 # Flags are parsed to these types by argparse (a bad flag is a usage error); everything else is pydantic's.
 _FLAG_TYPES: dict[Any, type] = {int: int, float: float}
+# Bounded numbers: out of range is `error: VARIABLE: why` (exit 2), not a traceback later (bind()'s
+# OverflowError, watchfiles' on a negative poll interval, a Semaphore(-5)) or a worker that hangs (0 slots).
+Port = Annotated[int, Field(ge=0, le=65535)]  # 0: any free port (in-process tests)
+StackPort = Annotated[int, Field(ge=1, le=65535)]  # `up` tells its children and the user each port
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # intervals and timeouts
+Count = Annotated[int, Field(ge=1)]  # concurrency, processes, n, bytes
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # a rate where 0 means unlimited
 DEFAULT_TRACES_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.jsonl"
 DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
 
@@ -131,13 +138,13 @@ _GRACEFUL = "seconds SIGTERM waits for streams in flight (keep below the ECS tas
 
 class ControllerSettings(RoleSettings):
     host: str = env("CONTROLLER_HOST", "127.0.0.1", "bind host")
-    port: int = env("CONTROLLER_PORT", 21001, "port")
+    port: Port = env("CONTROLLER_PORT", 21001, "port")
     fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
 
 
 class WorkerSettings(RoleSettings):
     host: str = env("WORKER_HOST", "127.0.0.1", "bind host")
-    port: int = env("WORKER_PORT", 21002, "port")
+    port: Port = env("WORKER_PORT", 21002, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
     worker_address: str | None = env(
         "WORKER_ADDRESS", None, "URL the controller uses to reach this worker (default http://HOST:PORT)"
@@ -146,11 +153,11 @@ class WorkerSettings(RoleSettings):
     models_file: str | None = env(
         "MODELS_FILE", None, "serve a local registry JSON file (watched) instead of SSM"
     )
-    poll_interval: float = env("POLL_INTERVAL", 5.0, "seconds between SSM manifest checks")
-    limit_concurrency: int = env("WORKER_CONCURRENCY", 512, "concurrent streams per worker")
-    heartbeat_interval: float = env("HEARTBEAT_INTERVAL", 15.0, "seconds between controller heartbeats")
-    read_timeout: float = env("SAGEMAKER_READ_TIMEOUT", 120.0, "seconds to wait for the next token")
-    first_token_timeout: float = env(
+    poll_interval: Seconds = env("POLL_INTERVAL", 5.0, "seconds between SSM manifest checks")
+    limit_concurrency: Count = env("WORKER_CONCURRENCY", 512, "concurrent streams per worker")
+    heartbeat_interval: Seconds = env("HEARTBEAT_INTERVAL", 15.0, "seconds between controller heartbeats")
+    read_timeout: Seconds = env("SAGEMAKER_READ_TIMEOUT", 120.0, "seconds to wait for the next token")
+    first_token_timeout: Seconds = env(
         "SAGEMAKER_FIRST_TOKEN_TIMEOUT",
         60.0,
         "seconds from a request to its first token (call and retries included) before a timeout error",
@@ -183,7 +190,7 @@ class WorkerSettings(RoleSettings):
         "seconds an open breaker waits before letting one probe request through",
         gt=0,
     )
-    unready_after: float = env(
+    unready_after: Seconds = env(
         "WORKER_UNREADY_AFTER",
         30.0,
         "/ready turns 503 when every concurrency slot was held this long with none given back",
@@ -195,7 +202,7 @@ class WorkerSettings(RoleSettings):
         "let new or changed models take traffic without checking their endpoint first "
         "(DescribeEndpoint, and the probe of models with `probe: true`)",
     )
-    endpoint_recheck: float = env("ENDPOINT_RECHECK", 30.0, "seconds between checks of a refused candidate")
+    endpoint_recheck: Seconds = env("ENDPOINT_RECHECK", 30.0, "seconds between checks of a refused candidate")
     rollout_metrics_table: str | None = env(
         "ROLLOUT_METRICS_TABLE",
         None,
@@ -207,13 +214,13 @@ class WorkerSettings(RoleSettings):
 
 class ApiSettings(RoleSettings):
     host: str = env("API_HOST", "127.0.0.1", "bind host")
-    port: int = env("API_PORT", 8000, "port")
+    port: Port = env("API_PORT", 8000, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
     api_keys: str | None = env("API_KEYS", None, "comma-separated keys")
-    workers: int = env("API_PROCESSES", 1, "API processes (uvicorn workers) when one core is not enough")
-    max_n: int = env("API_MAX_N", 4, "the largest `n` (choices per request) accepted")
-    max_body_bytes: int = env("API_MAX_BODY_BYTES", 4 * 1024 * 1024, "the largest request body accepted")
-    worker_timeout: float = env("API_WORKER_TIMEOUT", 130.0, "seconds to wait for the worker's next frame")
+    workers: Count = env("API_PROCESSES", 1, "API processes (uvicorn workers) when one core is not enough")
+    max_n: Count = env("API_MAX_N", 4, "the largest `n` (choices per request) accepted")
+    max_body_bytes: Count = env("API_MAX_BODY_BYTES", 4 * 1024 * 1024, "the largest request body accepted")
+    worker_timeout: Seconds = env("API_WORKER_TIMEOUT", 130.0, "seconds to wait for the worker's next frame")
     graceful_shutdown_seconds: int = env("GRACEFUL_SHUTDOWN_SECONDS", 110, _GRACEFUL)
 
     def key_list(self) -> tuple[str, ...]:
@@ -230,12 +237,12 @@ class ArenaSettings(RoleSettings):
 
 class WebSettings(ArenaSettings):
     host: str = env("WEB_HOST", "127.0.0.1", "bind host")
-    port: int = env("WEB_PORT", 8001, "port")
+    port: Port = env("WEB_PORT", 8001, "port")
     controller_address: str = env("CONTROLLER_ADDRESS", LOCAL_CONTROLLER, "FastChat controller URL")
     worker_url: str = env(
         "WORKER_URL", LOCAL_WORKER, "the worker whose /model-set gives templates and descriptions"
     )
-    concurrency: int = env("WEB_CONCURRENCY", 64, "gradio queue concurrency")
+    concurrency: Count = env("WEB_CONCURRENCY", 64, "gradio queue concurrency")
     vote_spool: str = env(
         "ARENA_VOTE_SPOOL",
         str(DEFAULT_VOTE_SPOOL),
@@ -284,7 +291,7 @@ class ModelsSettings(RoleSettings):
 
 
 class MotoSettings(RoleSettings):
-    port: int = env("MOTO_PORT", 5000, "port")
+    port: Port = env("MOTO_PORT", 5000, "port")
     region: str = env("AWS_REGION", "us-east-1", "the region whose state is kept")
 
 
@@ -292,18 +299,18 @@ class LocalStackSettings(RoleSettings):
     """`up`: the whole stack on one machine (each child gets its own role's flags and variables)."""
 
     host: str = env("BIND_HOST", "127.0.0.1", "bind host of the API and UI (the rest stays on loopback)")
-    api_port: int = env("API_PORT", 8000, "OpenAI API port")
-    web_port: int = env("WEB_PORT", 8001, "web UI port")
-    controller_port: int = env("CONTROLLER_PORT", 21001, "controller port")
-    worker_port: int = env("WORKER_PORT", 21002, "worker port")
-    moto_port: int = env("MOTO_PORT", 5000, "moto port")
-    standin_port: int = env("STANDIN_PORT", 8080, "SageMaker stand-in port")
-    xray_port: int = env("XRAY_PORT", 2000, "X-Ray collector port (UDP)")
+    api_port: StackPort = env("API_PORT", 8000, "OpenAI API port")
+    web_port: StackPort = env("WEB_PORT", 8001, "web UI port")
+    controller_port: StackPort = env("CONTROLLER_PORT", 21001, "controller port")
+    worker_port: StackPort = env("WORKER_PORT", 21002, "worker port")
+    moto_port: StackPort = env("MOTO_PORT", 5000, "moto port")
+    standin_port: StackPort = env("STANDIN_PORT", 8080, "SageMaker stand-in port")
+    xray_port: StackPort = env("XRAY_PORT", 2000, "X-Ray collector port (UDP)")
     region: str = env("AWS_REGION", "us-east-1", "region")
     table: str = env("REGISTRY_TABLE", DEFAULT_TABLE, "registry table")
     ssm_prefix: str = env("SSM_PREFIX", DEFAULT_PREFIX, "SSM prefix")
-    poll_interval: float = env("POLL_INTERVAL", 1.0, "seconds between the worker's SSM checks")
-    token_rate: float = env("DEMO_TOKEN_RATE", 20.0, "demo tokens per second per stream, 0 = unlimited")
+    poll_interval: Seconds = env("POLL_INTERVAL", 1.0, "seconds between the worker's SSM checks")
+    token_rate: NonNegative = env("DEMO_TOKEN_RATE", 20.0, "demo tokens per second per stream, 0 = unlimited")
     state_dir: str | None = env(
         "SFC_STATE_DIR",
         None,

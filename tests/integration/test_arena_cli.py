@@ -185,3 +185,18 @@ def test_a_negative_cap_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "web", "--max-votes-per-voter", "-1")
     assert code != 0
     assert "--max-votes-per-voter: must be 0 (no cap) or more" in err
+
+
+def test_a_line_that_is_not_utf8_is_refused_alone(
+    tables: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A byte that is not UTF-8 spoils only its own line (it was a UnicodeDecodeError traceback): the
+    votes around it are imported, the line is refused with its number, exit 1."""
+    log = tmp_path / "conv.json"
+    fastchat_log(battles(TRUE, 10, seed=5), log)
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join([*lines[:4], b'\xff\xfe{"type": "leftvote"}\n', *lines[4:]]))
+    code, out, err = run(capsys, "votes", "import", str(log))
+    assert code == 1
+    assert err.strip() == f"{log}:5: not UTF-8 text"
+    assert out.startswith("imported 10 vote(s); 0 already present; 10 line(s) not votes; 1 refused")

@@ -154,3 +154,20 @@ def test_put_hostile_config_files_are_one_line(
     assert words in err
     assert len(err.strip().splitlines()) == 1
     assert "Item" not in reg.ddb.get_item(TableName=TABLE, Key={"model_name": {"S": "m"}})
+
+
+def test_wait_reads_at_least_once_whatever_the_timeout(
+    reg: Registry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`models wait V --timeout 0` (or NaN) still reads the live version: exit 0 when V is published, else
+    a timeout naming the version there is (it said `version is None` without looking)."""
+    reg.put_model("a")
+    reg.set_active("a")
+    reg.handler.sync()
+    no_worker = ("--worker-url", "http://127.0.0.1:9")
+    capsys.readouterr()
+    assert models("wait", "1", "--timeout", "0", *no_worker) == 0
+    assert capsys.readouterr().out.strip() == "version 1 published"
+    for timeout in ("0", "nan", "-1"):
+        assert models("wait", "2", "--timeout", timeout, *no_worker) == 1
+        assert capsys.readouterr().err.strip() == "timed out: model-set version is 1, waiting for 2"

@@ -253,6 +253,27 @@ def test_console_command_runs_as_a_process() -> None:
     assert result.stdout.startswith("valid: 1 model(s)")
 
 
+@pytest.mark.parametrize("models", [1, 2_000])
+def test_a_reader_gone_early_is_no_traceback(tmp_path: Path, models: int) -> None:
+    """`sagemaker-fastchat ... | head`: the pipe closes before (or while) the command writes; it exits 141
+    (as a shell reports SIGPIPE) quietly, not with a BrokenPipeError traceback (in a print, or in the flush
+    at exit)."""
+    path = tmp_path / "items.json"
+    path.write_text(json.dumps([{**example_item("tgi"), "model_name": f"m{i}"} for i in range(models)]))
+    with subprocess.Popen(
+        [sys.executable, "-m", "sagemaker_fastchat.cli", "config", "validate", "--json", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        proc.stdout.close()  # before the child has written anything: it takes a second to import
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err, err
+    assert "Exception ignored" not in err, err
+
+
 def test_models_without_a_region_is_a_clear_error_exit_3(
     cli: Cli, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

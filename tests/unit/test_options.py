@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,80 @@ def test_the_banner_names_the_stand_in_for_its_faults() -> None:
 
     text = banner(up("--standin-port", "18105"), Ports(1, 2, 3, 4, 5, 18105, 7), web=True)
     assert "SageMaker stand-in      http://127.0.0.1:18105" in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("API_PORT", "99999"), ("WORKER_PORT", "0"), ("XRAY_PORT", "-1")]
+)
+def test_a_port_out_of_range_is_one_line_and_exit_2(
+    variable: str, value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A port of `up` outside 1-65535, as a variable or a flag, is refused before anything starts (it was
+    an OverflowError traceback from bind()); a process's own port may be 0 (any free port), not 65536."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(["up"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.startswith(f"error: {variable}: ")
+    monkeypatch.delenv(variable)
+    monkeypatch.setenv("WORKER_PORT", "65536")
+    assert cli.main(["worker"]) == cli.EXIT_USAGE
+    assert capsys.readouterr().err.startswith("error: WORKER_PORT: ")
+    monkeypatch.delenv("WORKER_PORT")
+    assert cli.main(["up", "--api-port", "70000"]) == cli.EXIT_USAGE
+    assert "less than or equal to 65535" in capsys.readouterr().err
+
+
+def test_a_busy_xray_udp_port_is_found_before_the_stack_starts() -> None:
+    """`up` checks the X-Ray collector's UDP port with the TCP ones (a busy one stopped the stack right
+    after its banner, with the collector's traceback); the banner names the stand-in's URL."""
+    from sagemaker_fastchat.local_stack import Ports, banner, busy_ports
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind(("127.0.0.1", 0))
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        free = _free_port()
+        ports = Ports(free, free, free, tcp.getsockname()[1], free, free, udp.getsockname()[1])
+        assert busy_ports("127.0.0.1", ports) == [
+            f"worker {ports.worker}",
+            f"xray {ports.xray} (UDP)",
+        ]
+    assert f"SageMaker stand-in      http://127.0.0.1:{free}" in banner(up(), ports, web=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "argv"),
+    [
+        ("POLL_INTERVAL", "-1", ["worker"]),  # watchfiles' OverflowError killed the poller thread
+        ("POLL_INTERVAL", "nan", ["up"]),
+        ("WORKER_CONCURRENCY", "0", ["worker"]),  # ready, and every request waited forever
+        ("WORKER_CONCURRENCY", "-5", ["worker"]),  # Semaphore(-5): start-up traceback
+        ("HEARTBEAT_INTERVAL", "0", ["worker"]),
+        ("API_MAX_N", "0", ["api"]),
+        ("API_WORKER_TIMEOUT", "-3", ["api"]),
+        ("WEB_CONCURRENCY", "0", ["web"]),
+        ("DEMO_TOKEN_RATE", "-20", ["up"]),
+    ],
+)
+def test_numbers_out_of_range_are_refused_before_start(
+    variable: str,
+    value: str,
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Intervals and timeouts are above 0, counts at least 1, the demo rate at least 0: `error: VARIABLE:
+    why`, exit 2, before anything starts; flags keep their types."""
+    monkeypatch.setenv(variable, value)
+    assert cli.main(argv) == cli.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {variable}: "), err
+    monkeypatch.delenv(variable)
+    flagged = settings_from(build_parser().parse_args(["up", "--poll-interval", "0.5"]), LocalStackSettings)
+    assert flagged.poll_interval == 0.5
+    assert up("--token-rate", "0").token_rate == 0
