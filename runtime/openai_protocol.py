@@ -61,10 +61,16 @@ def invalid(param: str, message: str, code: str | None = None) -> ApiError:
     return ApiError(400, message, "invalid_request_error", param, code)
 
 
+MAX_NAME_SHOWN = 100  # an unknown model's name is echoed at most this long (the body may hold megabytes)
+
+
 def model_not_found(model: str) -> ApiError:
+    shown = (
+        model if len(model) <= MAX_NAME_SHOWN else f"{model[:MAX_NAME_SHOWN]}... ({len(model):,} characters)"
+    )
     return ApiError(
         404,
-        f"The model `{model}` does not exist or is not served now.",
+        f"The model `{shown}` does not exist or is not served now.",
         "invalid_request_error",
         "model",
         "model_not_found",
@@ -281,9 +287,10 @@ def _check_keys(body: Mapping[str, Any], allowed: frozenset[str]) -> None:
 def _sampling(body: Mapping[str, Any], limits: Limits, max_tokens_keys: tuple[str, ...]) -> dict[str, Any]:
     model = body.get("model")
     if not isinstance(model, str) or not model:
+        what = "is required" if model is None else f"must be a non-empty string, not {type(model).__name__}"
         raise invalid(
             "model",
-            "'model' is required: the name of a served model (GET /v1/models).",
+            f"'model' {what}: the name of a served model (GET /v1/models).",
             "missing_required_parameter" if model is None else "invalid_type",
         )
     stream = _boolean(body, "stream")

@@ -252,3 +252,26 @@ def test_chunks_are_openai_shaped() -> None:
     full = r.full([c], [None])
     assert full["choices"][0]["message"]["content"] == "x"
     assert full["usage"] == {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}
+
+
+def test_an_unknown_models_name_is_echoed_bounded() -> None:
+    """A 100 KB model name is not sent back whole in the 404 (every size a user controls is bounded)."""
+    error = p.model_not_found("x" * 100_000)
+    assert error.status == 404
+    assert error.code == "model_not_found"
+    assert len(error.message) < 300
+    assert "100,000 characters" in error.message
+    assert "`short`" in p.model_not_found("short").message
+
+
+@pytest.mark.parametrize(
+    ("model", "why"), [(5, "must be a non-empty string, not int"), (None, "is required")]
+)
+def test_a_model_that_is_not_a_string_says_so(model: object, why: str) -> None:
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+    if model is not None:
+        body["model"] = model
+    with pytest.raises(p.ApiError) as caught:
+        p.parse_chat(body, p.Limits())
+    assert caught.value.param == "model"
+    assert why in caught.value.message
