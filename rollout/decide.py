@@ -2,11 +2,16 @@
 
 Rules (README "Rollout"):
 - Only a running rollout moves; paused, aborted, rolled back and done ones are left alone.
-- A verdict needs at least `min_requests` candidate requests since the step started: below that nothing
-  is judged (one error in 10 requests never rolls back).
+- The window: counts are per minute, so a step reads every whole minute from the one it started in
+  (`counts_minute`), for both variants alike; the seconds of that minute before the step started count
+  too (the candidate's own behaviour at its previous weight, or after a resume at the same weight).
+  Every reason names the window ("since 14:02 UTC").
+- A verdict needs at least `min_requests` candidate requests in the window: below that nothing is
+  judged (one error in 10 requests never rolls back).
 - At or above it, a breach rolls back at once, without waiting for the bake time: the candidate's error
-  rate above `max_error_rate`, or its TTFT p95 above `max_ttft_p95_ratio` times the baseline's (compared
-  only when the baseline has `min_requests` first tokens of its own in the same window).
+  rate above `max_error_rate`, or its TTFT p95 both above `max_ttft_p95_ratio` times the baseline's and
+  at least `min_ttft_p95_delta_ms` above it (a ratio of small times is noise: 6 ms vs 4 ms is 1.5x);
+  compared only when the baseline has `min_requests` first tokens of its own in the same window.
 - Otherwise the step holds until its bake time is over, then advances to the next weight; reaching the
   last step (100) promotes the candidate: it becomes the model's endpoint (and config) and the variants
   go away.
@@ -21,6 +26,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from rollout.histogram import quantile
@@ -61,23 +67,39 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
+def counts_minute(state: RolloutState) -> int:
+    """The first epoch minute whose outcome counts the step reads: the whole minute it started in."""
+    return int(state.step_started_at // 60)
+
+
+def window_start(state: RolloutState) -> float:
+    """The start of the counting window in epoch seconds (the start of the step's first minute)."""
+    return counts_minute(state) * 60.0
+
+
+def since(state: RolloutState) -> str:
+    """The counting window in words, for every reason: `since 14:02 UTC`."""
+    return f"since {datetime.fromtimestamp(window_start(state), UTC):%H:%M} UTC"
+
+
 def breach(state: RolloutState, candidate: VariantStats, baseline: VariantStats) -> str | None:
     """Why the candidate fails its thresholds, or None (also None below min-requests: no verdict yet)."""
     if candidate.requests < state.min_requests:
         return None
     if candidate.error_rate > state.max_error_rate:
         return (
-            f"error rate {percent(candidate.error_rate)} over {candidate.requests} requests "
+            f"error rate {percent(candidate.error_rate)} over {candidate.requests} requests {since(state)} "
             f"> {percent(state.max_error_rate)}"
         )
     if baseline.first_tokens >= state.min_requests and candidate.first_tokens > 0:
         mine, theirs = candidate.ttft_p95(), baseline.ttft_p95()
         if math.isfinite(mine) and math.isfinite(theirs) and theirs > 0:
-            ratio = mine / theirs
-            if ratio > state.max_ttft_p95_ratio:
+            ratio, slower = mine / theirs, mine - theirs
+            if ratio > state.max_ttft_p95_ratio and slower >= state.min_ttft_p95_delta_ms:
                 return (
-                    f"TTFT p95 {mine:.0f} ms is {ratio:.2f}x the baseline's {theirs:.0f} ms "
-                    f"> {state.max_ttft_p95_ratio:g}x"
+                    f"TTFT p95 {mine:.0f} ms {since(state)} is {ratio:.2f}x the baseline's {theirs:.0f} ms "
+                    f"(> {state.max_ttft_p95_ratio:g}x) and {slower:.0f} ms slower "
+                    f"(>= {state.min_ttft_p95_delta_ms:g} ms)"
                 )
     return None
 
@@ -93,14 +115,14 @@ def decide(state: RolloutState, now: float, stats: Mapping[str, VariantStats]) -
         return Decision(
             ROLLBACK, state.with_event(now, "rolled_back", why, status=ROLLED_BACK, reason=why), why
         )
-    progress = f"{candidate.requests} of {state.min_requests} candidate requests"
+    progress = f"{candidate.requests} of {state.min_requests} candidate requests {since(state)}"
     baked = now - state.step_started_at
     if baked < state.bake_seconds:
         left = state.bake_seconds - baked
         return Decision(HOLD, state, f"baking at {state.weight:g}%: {left:.0f} s left; {progress}")
     if candidate.requests < state.min_requests:
         return Decision(HOLD, state, f"bake time over at {state.weight:g}%; waiting for {progress}")
-    summary = f"{candidate.requests} requests, error rate {percent(candidate.error_rate)}"
+    summary = f"{candidate.requests} requests {since(state)}, error rate {percent(candidate.error_rate)}"
     following = state.step + 1
     if following >= len(state.steps) - 1:
         last = len(state.steps) - 1

@@ -17,7 +17,14 @@ from typing import Any
 
 from contract.errors import Problem, SpecError
 from contract.spec import endpoint_name_problem, parse_model_item
-from rollout.state import ACTIVE, RolloutState, new_state, parse_state, plan_problems
+from rollout.state import (
+    ACTIVE,
+    DEFAULT_MIN_TTFT_P95_DELTA_MS,
+    RolloutState,
+    new_state,
+    parse_state,
+    plan_problems,
+)
 
 _OPTIONS = {  # the plan's settings as `models rollout` spells them
     "steps": "--steps",
@@ -25,6 +32,7 @@ _OPTIONS = {  # the plan's settings as `models rollout` spells them
     "max_error_rate": "--max-error-rate",
     "max_ttft_p95_ratio": "--max-ttft-p95-ratio",
     "min_requests": "--min-requests",
+    "min_ttft_p95_delta_ms": "--min-ttft-p95-delta-ms",
 }
 
 
@@ -35,6 +43,7 @@ class Plan:
     max_error_rate: float
     max_ttft_p95_ratio: float
     min_requests: int
+    min_ttft_p95_delta_ms: float = DEFAULT_MIN_TTFT_P95_DELTA_MS
 
     def problems(self) -> list[tuple[str, str]]:
         return plan_problems(
@@ -43,6 +52,7 @@ class Plan:
             self.max_error_rate,
             self.max_ttft_p95_ratio,
             self.min_requests,
+            min_ttft_p95_delta_ms=self.min_ttft_p95_delta_ms,
         )
 
 
@@ -90,6 +100,7 @@ def start_changes(
         max_error_rate=plan.max_error_rate,
         max_ttft_p95_ratio=plan.max_ttft_p95_ratio,
         min_requests=plan.min_requests,
+        min_ttft_p95_delta_ms=plan.min_ttft_p95_delta_ms,
     )
     entry: dict[str, Any] = {"endpoint_name": candidate, "weight": _whole(state.weight)}
     if config is not None:

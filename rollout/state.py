@@ -28,11 +28,13 @@ DEFAULT_BAKE_SECONDS = 600.0
 DEFAULT_MAX_ERROR_RATE = 0.02
 DEFAULT_MAX_TTFT_P95_RATIO = 1.5
 DEFAULT_MIN_REQUESTS = 50
+DEFAULT_MIN_TTFT_P95_DELTA_MS = 50.0
 
 MAX_STEPS = 10
 MAX_BAKE_SECONDS = 7 * 86_400.0  # outcome counts are kept 7 days (stores/rollout_metrics.py)
 MAX_TTFT_RATIO = 100.0
 MAX_MIN_REQUESTS = 1_000_000
+MAX_TTFT_P95_DELTA_MS = 120_000.0  # 2 minutes: about where the TTFT histogram ends (rollout/histogram.py)
 MAX_HISTORY = 32  # the newest events are kept
 MAX_REASON = 300
 MAX_STATE_CHARS = 64_000  # what MAX_HISTORY events of MAX_REASON characters take, with room
@@ -63,6 +65,10 @@ class RolloutState:
     started_at: float
     reason: str = ""  # why it stopped (rolled back, aborted) or is waiting
     history: tuple[Event, ...] = field(default=())
+    # A TTFT breach also needs the candidate's p95 this many ms above the baseline's: with both at a few
+    # ms (served from cache, the local stand-in) a ratio alone is noise (6 ms vs 4 ms is 1.5x).
+    # Last, with a default: states written before it existed read as DEFAULT_MIN_TTFT_P95_DELTA_MS.
+    min_ttft_p95_delta_ms: float = DEFAULT_MIN_TTFT_P95_DELTA_MS
 
     @property
     def weight(self) -> float:
@@ -110,6 +116,8 @@ def plan_problems(
     max_error_rate: object,
     max_ttft_p95_ratio: object,
     min_requests: object,
+    *,
+    min_ttft_p95_delta_ms: object,
 ) -> list[tuple[str, str]]:
     """(field, why) for each plan setting out of bounds: the CLI's and the parser's one rule set."""
     problems: list[tuple[str, str]] = []
@@ -128,6 +136,8 @@ def plan_problems(
         or not 1 <= min_requests <= MAX_MIN_REQUESTS
     ):
         problems.append(("min_requests", f"must be a whole number from 1 to {MAX_MIN_REQUESTS:,}"))
+    if not _number_in(min_ttft_p95_delta_ms, 0, MAX_TTFT_P95_DELTA_MS):
+        problems.append(("min_ttft_p95_delta_ms", f"must be 0 to {MAX_TTFT_P95_DELTA_MS:.0f} milliseconds"))
     return problems
 
 
@@ -192,6 +202,7 @@ def parse_state(raw: object) -> RolloutState | list[str]:
         doc.get("max_error_rate"),
         doc.get("max_ttft_p95_ratio"),
         doc.get("min_requests"),
+        min_ttft_p95_delta_ms=doc.get("min_ttft_p95_delta_ms", DEFAULT_MIN_TTFT_P95_DELTA_MS),
     ):
         problems.append(f"rollout.{key}: {why}, not {short_repr(doc.get(key))}")
     step = doc.get("step")
@@ -224,6 +235,7 @@ def parse_state(raw: object) -> RolloutState | list[str]:
         started_at=float(doc["started_at"]),
         reason=doc.get("reason", "")[:MAX_REASON],
         history=history,
+        min_ttft_p95_delta_ms=float(doc.get("min_ttft_p95_delta_ms", DEFAULT_MIN_TTFT_P95_DELTA_MS)),
     )
 
 
@@ -237,6 +249,7 @@ def new_state(
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE,
     max_ttft_p95_ratio: float = DEFAULT_MAX_TTFT_P95_RATIO,
     min_requests: int = DEFAULT_MIN_REQUESTS,
+    min_ttft_p95_delta_ms: float = DEFAULT_MIN_TTFT_P95_DELTA_MS,
 ) -> RolloutState:
     """A rollout at its first step (the plan must pass plan_problems)."""
     state = RolloutState(
@@ -251,6 +264,7 @@ def new_state(
         status=RUNNING,
         step_started_at=now,
         started_at=now,
+        min_ttft_p95_delta_ms=float(min_ttft_p95_delta_ms),
     )
     return state.with_event(now, "started")
 

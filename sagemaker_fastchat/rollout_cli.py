@@ -34,6 +34,7 @@ from rollout.state import (
     DEFAULT_MAX_ERROR_RATE,
     DEFAULT_MAX_TTFT_P95_RATIO,
     DEFAULT_MIN_REQUESTS,
+    DEFAULT_MIN_TTFT_P95_DELTA_MS,
     DEFAULT_STEPS,
     RolloutState,
     parse_state,
@@ -74,6 +75,12 @@ def add_models_parser(msub: Any) -> None:
     p.add_argument("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE, help="0.02 is 2%%")
     p.add_argument("--max-ttft-p95-ratio", type=float, default=DEFAULT_MAX_TTFT_P95_RATIO)
     p.add_argument("--min-requests", type=int, default=DEFAULT_MIN_REQUESTS)
+    p.add_argument(
+        "--min-ttft-p95-delta-ms",
+        type=float,
+        default=DEFAULT_MIN_TTFT_P95_DELTA_MS,
+        help="a TTFT rollback also needs the candidate's p95 this many ms above the live one's (0 to 120000)",
+    )
     _tables(p, registry=False)
     p.set_defaults(handler=cmd_start)
 
@@ -174,7 +181,14 @@ def _plan(args: argparse.Namespace) -> Plan:
         raise InputError(f"--steps: {steps}")
     if isinstance(bake, str):
         raise InputError(f"--bake: {bake}")
-    return Plan(steps, bake, args.max_error_rate, args.max_ttft_p95_ratio, args.min_requests)
+    return Plan(
+        steps,
+        bake,
+        args.max_error_rate,
+        args.max_ttft_p95_ratio,
+        args.min_requests,
+        args.min_ttft_p95_delta_ms,
+    )
 
 
 def cmd_start(args: argparse.Namespace) -> int:
@@ -190,7 +204,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         f"{args.name}: rollout to {state.candidate} started at {state.weight:g}% "
         f"(steps {steps_sequence(state.steps)}, bake {state.bake_seconds:g} s, "
         f"max error rate {decisions.percent(state.max_error_rate)}, "
-        f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x, min requests {state.min_requests})"
+        f"{_ttft_rule(state)}, min requests {state.min_requests})"
     )
     print(f"follow it with `sagemaker-fastchat rollout status {args.name}`")
     if args.name not in listed(registry):
@@ -221,6 +235,13 @@ def cmd_operate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ttft_rule(state: RolloutState) -> str:
+    return (
+        f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x "
+        f"when at least {state.min_ttft_p95_delta_ms:g} ms slower"
+    )
+
+
 def _ago(now: float, then: float) -> str:
     when = datetime.fromtimestamp(then, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return f"{when} ({max(0.0, now - then):.0f} s ago)"
@@ -243,6 +264,11 @@ def status_document(
     if isinstance(stats, str):
         doc["counts_unavailable"] = stats
         return doc
+    start = decisions.window_start(state)
+    doc["counts_since"] = {  # the window the counts and the decision use (README "Rollout")
+        "epoch": start,
+        "utc": datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
     doc["since_step_started"] = {
         name: {
             "requests": s.requests,
@@ -277,7 +303,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(
         f"  plan: steps {steps_sequence(state.steps)}; bake {state.bake_seconds:g} s; "
         f"max error rate {decisions.percent(state.max_error_rate)}; "
-        f"max TTFT p95 ratio {state.max_ttft_p95_ratio:g}x; min requests {state.min_requests}"
+        f"{_ttft_rule(state)}; min requests {state.min_requests}"
     )
     print(f"  started {_ago(now, state.started_at)}; this step started {_ago(now, state.step_started_at)}")
     if state.reason:
@@ -285,8 +311,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     if isinstance(stats, str):
         print(f"  counts: {stats}")
     else:
+        start = decisions.window_start(state)
+        print(
+            f"  counts {decisions.since(state)}: every whole minute from "
+            f"{_ago(now, start)}, the minute this step started in"
+        )
         for name in (state.candidate, state.baseline):
-            print(f"  since the step started: {_stats_line(name, stats.get(name, decisions.VariantStats()))}")
+            print(f"    {_stats_line(name, stats.get(name, decisions.VariantStats()))}")
         print(f"  next tick: {doc['next_tick']['action']}: {doc['next_tick']['reason']}")
     print("  history:")
     for event in state.history:

@@ -34,6 +34,7 @@ from rollout.decide import (
     Decision,
     ItemMismatch,
     VariantStats,
+    counts_minute,
     decide,
     item_changes,
     stopped,
@@ -80,8 +81,8 @@ class StepResult:
 
 
 def variant_stats(outcomes: OutcomeStore, model: str, state: RolloutState) -> dict[str, VariantStats]:
-    """Each variant's counts since the minute its step started (raises OutcomesUnavailable)."""
-    totals = merge(outcomes.read(model, int(state.step_started_at // 60)))
+    """Each variant's counts from the whole minute its step started in (raises OutcomesUnavailable)."""
+    totals = merge(outcomes.read(model, counts_minute(state)))
     return {v: VariantStats(c.requests, c.errors, c.ttft_hist) for v, c in totals.items()}
 
 

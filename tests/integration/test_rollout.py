@@ -18,6 +18,7 @@ from moto import mock_aws
 
 from contract.dynamo import untype_item
 from contract.spec import ModelSpec, parse_model_item
+from rollout.decide import since
 from rollout.histogram import bucket_of
 from rollout.state import ABORTED, DONE, PAUSED, ROLLED_BACK, RUNNING, RolloutState, parse_state
 from sagemaker_fastchat import registry_ops
@@ -124,7 +125,7 @@ def test_a_failing_candidate_is_rolled_back_within_one_bake_after_min_requests(s
     assert stack.now - stack.state().step_started_at < BAKE
     state = stack.state()
     assert (state.status, state.weight) == (ROLLED_BACK, 0.0)
-    assert state.reason == "error rate 100% over 57 requests > 2%"
+    assert state.reason == f"error rate 100% over 57 requests {since(state)} > 2%"
     assert weights(stack.published()) == {LIVE: 100.0, CAND: 0.0}
     stack.now += 10 * BAKE
     assert stack.tick().action == "nothing"  # a rolled-back rollout stays put
@@ -220,12 +221,17 @@ def test_status_shows_state_counts_and_the_next_tick(
     assert doc["weight"] == 5.0
     assert doc["rollout"]["status"] == RUNNING
     assert doc["since_step_started"][CAND]["requests"] == 7
+    state = stack.state()
+    assert doc["counts_since"]["epoch"] == minute * 60 <= state.step_started_at
+    assert doc["rollout"]["min_ttft_p95_delta_ms"] == 50.0
     assert doc["next_tick"]["action"] == "hold"
     assert ctl("status") == 0
     out = capsys.readouterr().out
     assert f"rollout to {CAND} (baseline {LIVE}): running, step 1 of 4, candidate weight 5%" in out
     assert f"{CAND}: 7 requests, 1 errors (14.3%)" in out
     assert "next tick: hold: baking at 5%" in out
+    assert f"counts {since(state)}: every whole minute from " in out
+    assert "max TTFT p95 ratio 1.5x when at least 50 ms slower" in out
     assert " started (5%)" in out
 
 
@@ -282,6 +288,8 @@ REFUSED = [
     (["--endpoint", "x", "--max-error-rate", "nan"], "--max-error-rate: must be a fraction"),
     (["--endpoint", "x", "--max-ttft-p95-ratio", "0.5"], "--max-ttft-p95-ratio: must be a number from 1"),
     (["--endpoint", "x", "--min-requests", "0"], "--min-requests: must be a whole number"),
+    (["--endpoint", "x", "--min-ttft-p95-delta-ms", "-1"], "--min-ttft-p95-delta-ms: must be 0 to 120000"),
+    (["--endpoint", "x", "--min-ttft-p95-delta-ms", "nan"], "--min-ttft-p95-delta-ms: must be 0 to"),
     (["--endpoint", "x", "--config", "/nonexistent.json"], "cannot read"),
 ]
 
@@ -476,3 +484,12 @@ def test_every_control_in_the_wrong_state_is_one_line_and_exit_1(
         assert len(err.splitlines()) == 1
         assert err.endswith("this one is aborted"), err
     assert stack.item() == before  # nothing written
+
+
+def test_the_ttft_floor_is_a_plan_setting(stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--min-ttft-p95-delta-ms` is stored with the other thresholds and shown on start."""
+    assert ctl("abort") == 0
+    capsys.readouterr()
+    assert rollout("--endpoint", "demo-tgi-v3", "--min-ttft-p95-delta-ms", "200") == 0
+    assert "max TTFT p95 ratio 1.5x when at least 200 ms slower" in capsys.readouterr().out
+    assert stack.state().min_ttft_p95_delta_ms == 200.0

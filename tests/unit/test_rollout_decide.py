@@ -62,6 +62,7 @@ def test_a_new_rollout_starts_at_its_first_step() -> None:
     s = new_state("cand", "live", T0)
     assert (s.status, s.step, s.weight, s.steps) == (RUNNING, 0, 5.0, (5.0, 25.0, 50.0, 100.0))
     assert (s.bake_seconds, s.max_error_rate, s.max_ttft_p95_ratio, s.min_requests) == (600, 0.02, 1.5, 50)
+    assert s.min_ttft_p95_delta_ms == 50.0
     assert [e.event for e in s.history] == ["started"]
 
 
@@ -112,7 +113,7 @@ def test_a_failing_candidate_is_rolled_back_without_waiting_for_the_bake() -> No
     """100% errors over min-requests rolls back at the next tick, one second into the bake."""
     d = decide(state(), T0 + 1, {"cand": VariantStats(57, 57, {}), "live": BASELINE})
     assert d.action == ROLLBACK
-    assert d.reason == "error rate 100% over 57 requests > 2%"
+    assert d.reason == "error rate 100% over 57 requests since 00:00 UTC > 2%"
     assert (d.state.status, d.state.weight, d.state.reason) == (ROLLED_BACK, 0.0, d.reason)
     assert d.state.history[-1].event == "rolled_back"
 
@@ -129,8 +130,43 @@ def test_slow_first_tokens_roll_back_against_the_baseline() -> None:
     assert slow.action == ROLLBACK
     assert slow.reason.startswith("TTFT p95 ")
     assert "> 1.5x" in slow.reason
+    assert "since 00:00 UTC" in slow.reason
     assert decide(state(), T0 + BAKE, {"cand": ok(60, 130.0), "live": BASELINE}).action == ADVANCE
     assert decide(state(), T0 + BAKE, {"cand": ok(60, 400.0), "live": ok(10)}).action == ADVANCE
+
+
+def test_a_ttft_breach_needs_the_absolute_floor_too() -> None:
+    """Tiny times (served from cache, the local stand-in): 6 or 7 ms against 4 ms is noise, not a breach,
+    although 7 vs 4 is over 1.5x; 300 ms against 100 ms is both over the ratio and 50 ms above."""
+    fast_live = ok(2000, 4.0)
+    for ms in (6.0, 7.0):
+        d = decide(state(), T0 + BAKE, {"cand": ok(60, ms), "live": fast_live})
+        assert d.action == ADVANCE, d.reason
+    no_floor = state(min_ttft_p95_delta_ms=0.0)  # the ratio alone, as before the floor
+    assert decide(no_floor, T0 + BAKE, {"cand": ok(60, 7.0), "live": fast_live}).action == ROLLBACK
+    slow = decide(state(), T0 + 1, {"cand": ok(60, 300.0), "live": ok(2000, 100.0)})
+    assert slow.action == ROLLBACK
+    assert "ms slower (>= 50 ms)" in slow.reason
+    high_floor = state(min_ttft_p95_delta_ms=500.0)
+    assert decide(high_floor, T0 + 1, {"cand": ok(60, 300.0), "live": ok(2000, 100.0)}).action == HOLD
+
+
+def test_every_reason_names_the_whole_minute_window() -> None:
+    """Counts are per minute: a step started at 00:02:40 reads from 00:02:00, and says so."""
+    s = state(step_started_at=T0 + 160)
+    assert decide(s, T0 + 170, {"cand": ok(10), "live": BASELINE}).reason.endswith(
+        "10 of 50 candidate requests since 00:02 UTC"
+    )
+    assert "60 requests since 00:02 UTC" in decide(s, T0 + 160 + BAKE, {"cand": ok(60)}).reason
+
+
+def test_a_state_written_before_the_ttft_floor_reads_with_its_default() -> None:
+    doc = state().to_json()
+    del doc["min_ttft_p95_delta_ms"]
+    old = parse_state(json.dumps(doc))
+    assert isinstance(old, RolloutState)
+    assert old.min_ttft_p95_delta_ms == 50.0
+    assert old == state()
 
 
 def test_a_candidate_without_counts_holds_forever() -> None:
@@ -231,6 +267,9 @@ BAD_STATES: list[tuple[Any, str]] = [
     ({**state().to_json(), "max_error_rate": 2}, "rollout.max_error_rate"),
     ({**state().to_json(), "max_ttft_p95_ratio": 0.5}, "rollout.max_ttft_p95_ratio"),
     ({**state().to_json(), "min_requests": 0}, "rollout.min_requests"),
+    ({**state().to_json(), "min_ttft_p95_delta_ms": -1}, "rollout.min_ttft_p95_delta_ms"),
+    ({**state().to_json(), "min_ttft_p95_delta_ms": 1e9}, "rollout.min_ttft_p95_delta_ms"),
+    ({**state().to_json(), "min_ttft_p95_delta_ms": "50"}, "rollout.min_ttft_p95_delta_ms"),
     ({**state().to_json(), "step_started_at": float("nan")}, "rollout.step_started_at"),
     ({**state().to_json(), "history": [{"at": 1}]}, "rollout.history"),
     ({**state().to_json(), "candidate": "bad name"}, "rollout.candidate"),
@@ -246,9 +285,17 @@ def test_unreadable_states_are_refused_with_field_and_why(raw: Any, words: str) 
 
 
 def test_plan_problems_name_each_setting() -> None:
-    fields = {f for f, _ in plan_problems([50, 20], -1, 1.5, 0.9, 10**9)}
-    assert fields == {"steps", "bake_seconds", "max_error_rate", "max_ttft_p95_ratio", "min_requests"}
-    assert plan_problems([5, 25, 50, 100], 600, 0.02, 1.5, 50) == []
+    fields = {f for f, _ in plan_problems([50, 20], -1, 1.5, 0.9, 10**9, min_ttft_p95_delta_ms=float("nan"))}
+    assert fields == {
+        "steps",
+        "bake_seconds",
+        "max_error_rate",
+        "max_ttft_p95_ratio",
+        "min_requests",
+        "min_ttft_p95_delta_ms",
+    }
+    assert plan_problems([5, 25, 50, 100], 600, 0.02, 1.5, 50, min_ttft_p95_delta_ms=50) == []
+    assert plan_problems([100], 0, 0, 1, 1, min_ttft_p95_delta_ms=0) == []
 
 
 @settings(max_examples=300, deadline=None)
