@@ -706,7 +706,10 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
             "unknown_url",
         )
 
-    async def health(_: Request) -> Response:
+    async def health(request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):  # the route exists: 405, not the catch-all's 404
+            error = p.ApiError(405, f"Method {request.method} is not allowed on /health: use GET.")
+            return _json(error.body(), 405, {"Allow": "GET, HEAD"})
         return _json({"ok": True})
 
     async def not_found(request: Request) -> Response:
@@ -718,7 +721,7 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
         Route("/v1/models", _guarded(models), methods=["GET"]),
         Route("/v1/models/{model:path}", _guarded(model), methods=["GET"]),
         Route("/v1/embeddings", _guarded(embeddings), methods=["POST"]),
-        Route("/health", health, methods=["GET"]),
+        Route("/health", health, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/v1/{rest:path}", _guarded(other_v1), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
         Route("/{rest:path}", _guarded(not_found), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
     ]

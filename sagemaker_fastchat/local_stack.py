@@ -397,7 +397,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the stack did not come up: {exc}", file=sys.stderr)
         code = 1
     finally:
-        print("stopping ...", flush=True)
-        sup.stop_all()
-        time.sleep(0.1)
+        if sup.children:  # a pre-flight refusal (busy ports) started nothing: nothing to stop, say nothing
+            print("stopping ...", flush=True)
+            sup.stop_all()
+            time.sleep(0.1)
     return code

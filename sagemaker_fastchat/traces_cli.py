@@ -16,7 +16,9 @@ from telemetry.collector import Collector, build_tree, recent_traces, render
 
 def register(sub: Any) -> None:
     traces = sub.add_parser("traces", help="print recent traces collected by the local stack, as trees")
-    traces.add_argument("--last", type=int, default=5, help="how many traces (most recent last)")
+    traces.add_argument(
+        "--last", type=_at_least_one, default=5, help="how many traces (most recent last), at least 1"
+    )
     traces.add_argument("--json", action="store_true", help="the raw segments, one trace per line")
     add_flags(traces, TracesSettings)
     traces.set_defaults(handler=cmd_traces)
@@ -25,6 +27,17 @@ def register(sub: Any) -> None:
     collector.add_argument("--port", type=int, default=2000)
     add_flags(collector, TracesSettings)
     collector.set_defaults(handler=cmd_collector)
+
+
+def _at_least_one(text: str) -> int:
+    """`--last`: a whole number from 1 (0 or a negative one printed every trace: a usage error, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be at least 1")
+    return value
 
 
 def cmd_traces(args: argparse.Namespace) -> int:

@@ -169,3 +169,23 @@ def test_a_client_that_reads_nothing_holds_its_worker_streams_back(n: int) -> No
             assert fake.open == 0  # at once, not when the garbage collector gets to the response
 
     asyncio.run(run())
+
+
+def test_health_answers_other_methods_with_405_and_allow() -> None:
+    """`healthcheck --method POST` on the API's /health got the catch-all's 404: the route exists, so any
+    method but GET (and HEAD) is a 405 naming the allowed ones."""
+    app = create_app(Settings(controller_address=CONTROLLER), FakeWorker)
+
+    async def run() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with app.lifespan_context(app), httpx.AsyncClient(transport=transport) as http:
+            assert (await http.get("http://api/health")).json() == {"ok": True}
+            assert (await http.head("http://api/health")).status_code == 200
+            for method in ("POST", "DELETE"):
+                r = await http.request(method, "http://api/health")
+                assert r.status_code == 405
+                assert r.headers["allow"] == "GET, HEAD"
+                assert "not allowed" in r.json()["error"]["message"]
+            assert (await http.post("http://api/elsewhere")).status_code == 404
+
+    asyncio.run(run())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 
@@ -192,3 +193,33 @@ def test_numbers_out_of_range_are_refused_before_start(
     flagged = settings_from(build_parser().parse_args(["up", "--poll-interval", "0.5"]), LocalStackSettings)
     assert flagged.poll_interval == 0.5
     assert up("--token-rate", "0").token_rate == 0
+
+
+@pytest.mark.parametrize("last", ["0", "-1", "x"])
+def test_traces_last_below_one_is_a_usage_error(last: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`traces --last 0` (or -1) printed every trace: now a usage error, exit 2, like any bad flag."""
+    with pytest.raises(SystemExit) as exited:  # argparse's usage error
+        cli.main(["traces", f"--last={last}"])
+    assert exited.value.code == cli.EXIT_USAGE
+    assert "argument --last: " in capsys.readouterr().err
+    assert build_parser().parse_args(["traces", "--last", "1"]).last == 1
+
+
+def test_up_refused_before_starting_says_nothing_about_stopping(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A pre-flight refusal (a busy port) started nothing: no "stopping ..." after the error."""
+    previous = signal.getsignal(signal.SIGTERM)  # `up` installs its own; keep pytest's
+    with socket.socket() as tcp:
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen()
+        try:
+            code = cli.main(["up", "--api-port", str(tcp.getsockname()[1])])
+        except SystemExit as exc:
+            code = exc.code  # type: ignore[assignment]
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+    out, err = capsys.readouterr()
+    assert code not in (0, None)
+    assert "ports already in use" in f"{err}{code}"
+    assert "stopping" not in out + err
