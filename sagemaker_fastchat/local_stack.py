@@ -34,9 +34,9 @@ from sagemaker_fastchat import local_state
 from sagemaker_fastchat.local_state import READY_PATH, StateKeeper
 from sagemaker_fastchat.registry_ops import Registry, put_model
 from sagemaker_fastchat.settings import (
+    DEFAULT_VOTE_SPOOL,
     LocalStackSettings,
     MotoSettings,
-    TracesSettings,
     add_flags,
     settings_from,
 )
@@ -166,8 +166,34 @@ def register(sub: Any) -> None:
 
 def state_dir(settings: LocalStackSettings) -> Path:
     """--state-dir, else $SFC_STATE_DIR, else the XDG default."""
-    chosen = Path(settings.state_dir) if settings.state_dir else None
-    return (chosen or local_state.default_state_dir(settings.xdg_state_home)).expanduser().resolve()
+    return settings.state_folder()
+
+
+def fresh_refusal(folder: Path) -> str | None:
+    """`up --fresh` with votes still in the folder's spool: why it does not start. The spool holds votes
+    the table has not got yet; discarding them silently loses votes, and replaying them into the fresh,
+    empty tables mixes the old state into the new one, so the user chooses."""
+    spool = folder / local_state.VOTE_SPOOL_FILE
+    count = local_state.spooled_votes(spool)
+    if not count:
+        return None
+    return (
+        f"error: --fresh: {spool} holds {count} vote(s) not yet written to the votes table; run `up` "
+        "without --fresh to have them written, or move that file away (to keep them) and run --fresh again"
+    )
+
+
+def legacy_spool_warning(legacy: Path, folder: Path) -> str | None:
+    """Votes an earlier version's stack spooled at the one path every stack shared: this stack does not
+    replay them (they may belong to another stack's tables), so it names them and where they would go."""
+    count = local_state.spooled_votes(legacy)
+    if not count:
+        return None
+    return (
+        f"warning: {legacy} holds {count} vote(s) not yet written (spooled by an earlier version); this "
+        f"stack's spool is {folder / local_state.VOTE_SPOOL_FILE}: move the file there (while the stack is "
+        "stopped) for this stack to write them"
+    )
 
 
 def _port_free(host: str, port: int, kind: socket.SocketKind = socket.SOCK_STREAM) -> bool:
@@ -216,7 +242,9 @@ def stack_env(settings: LocalStackSettings, ports: Ports) -> dict[str, str]:
         "WORKER_URL": f"http://127.0.0.1:{ports.worker}",
         "AWS_XRAY_DAEMON_ADDRESS": f"127.0.0.1:{ports.xray}",
         "XRAY_SAMPLING_RATE": settings.xray_sampling_rate,  # locally every request is traced
-        "XRAY_TRACES_FILE": TracesSettings().file,
+        # This stack's own files, in its state folder: the web's votes spool, the collector's traces.
+        "ARENA_VOTE_SPOOL": str(state_dir(settings) / local_state.VOTE_SPOOL_FILE),
+        "XRAY_TRACES_FILE": str(stack_traces_file(settings)),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -250,9 +278,15 @@ def start_stack(args: argparse.Namespace, sup: Supervisor) -> Ports:
         settings.standin_port,
         settings.xray_port,
     )
+    refusal = fresh_refusal(state_dir(settings)) if args.fresh else None
+    if refusal:
+        raise SystemExit(refusal)
     busy = busy_ports(settings.host, ports)
     if busy:
         raise SystemExit(f"error: ports already in use: {', '.join(busy)} (choose others with --<name>-port)")
+    warning = legacy_spool_warning(DEFAULT_VOTE_SPOOL, state_dir(settings))
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     env = stack_env(settings, ports)
     os.environ.update(env)  # our own boto3 calls below use the same configuration
     loop = "127.0.0.1"
@@ -354,6 +388,18 @@ def client_setup(settings: LocalStackSettings, ports: Ports) -> list[str]:
     return lines
 
 
+def stack_traces_file(settings: LocalStackSettings) -> Path:
+    return state_dir(settings) / local_state.TRACES_FILE
+
+
+def traces_command(settings: LocalStackSettings) -> str:
+    """`traces` for this stack: as it is for the default state folder, else naming this stack's folder."""
+    command = "sagemaker-fastchat traces --last 3"
+    if state_dir(settings) == local_state.state_folder(None, settings.xdg_state_home):
+        return command
+    return f"{command} --state-dir {shlex.quote(str(state_dir(settings)))}"
+
+
 def banner(settings: LocalStackSettings, ports: Ports, web: bool) -> str:
     host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     example = str(resources.files("sagemaker_fastchat.examples").joinpath("tgi.json"))
@@ -366,7 +412,7 @@ def banner(settings: LocalStackSettings, ports: Ports, web: bool) -> str:
         f"  SageMaker stand-in      http://127.0.0.1:{ports.standin}   (faults on demand: /_standin/faults)",
         f"  registry                DynamoDB table {settings.table} at http://127.0.0.1:{ports.moto} (moto)",
         f"  state                   {state_dir(settings)} (kept across restarts; `up --fresh` starts empty)",
-        f"  traces                  sagemaker-fastchat traces --last 3   (in {TracesSettings().file})",
+        f"  traces                  {traces_command(settings)}   (in {stack_traces_file(settings)})",
         "  add a model from another terminal (paste these lines):",
         *(f"    {line}" for line in client_setup(settings, ports)),
         f"    sagemaker-fastchat models put my-model --endpoint demo-tgi-2 --config {shlex.quote(example)}",

@@ -13,6 +13,10 @@ A snapshot is written about a second after a write request reached moto (each fi
 a temporary file, then a rename), and once more at shutdown, so a SIGKILL loses at most the last second.
 On start the snapshot is replayed before the server reports ready, i.e. before the sync and the worker
 start: the sync then finds SSM already matching the table and publishes nothing new.
+
+The folder also holds the web UI's votes spool and the X-Ray collector's traces file (`up` passes their
+paths to those processes), so two stacks on one machine never replay votes into each other's tables nor
+show each other's traces.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ DYNAMODB_FILE = "dynamodb.json"
 SSM_FILE = "ssm.json"
 LOCK_FILE = "lock"
 SNAPSHOT_FILES = (DYNAMODB_FILE, SSM_FILE)
+VOTE_SPOOL_FILE = "votes-spool.jsonl"
+TRACES_FILE = "traces.jsonl"
 FORMAT = 1
 SSM_VERSION_LIMIT = 100  # SSM (and moto) keep the last 100 versions of a parameter
 READY_PATH = "/_sagemaker_fastchat/state"
@@ -49,6 +55,22 @@ def default_state_dir(xdg_state_home: str | None) -> Path:
     variable: settings.LocalStackSettings, where `--state-dir`/`$SFC_STATE_DIR` come first)."""
     base = xdg_state_home or str(Path.home() / ".local" / "state")
     return Path(base).expanduser() / "sagemaker-fastchat"
+
+
+def state_folder(chosen: str | None, xdg_state_home: str | None) -> Path:
+    """--state-dir / $SFC_STATE_DIR when given, else the XDG default; absolute."""
+    folder = Path(chosen) if chosen else default_state_dir(xdg_state_home)
+    return folder.expanduser().resolve()
+
+
+def spooled_votes(spool: Path) -> int:
+    """Votes a spool still holds (not yet in the votes table): its non-blank lines; the recorder empties
+    the file once every vote in it is stored."""
+    try:
+        with spool.open("rb") as f:
+            return sum(1 for line in f if line.strip())
+    except FileNotFoundError:
+        return 0
 
 
 def changed_service(target: str | None) -> str | None:

@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from arena.ratings import DEFAULT_MIN_VOTES
 from arena.votes import DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY
 from contract.snapshot import DEFAULT_PREFIX
+from sagemaker_fastchat import local_state
 from stores.rollout_metrics import DEFAULT_TABLE as DEFAULT_METRICS_TABLE
 from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
 from sync.settings import DEFAULT_TABLE
@@ -37,7 +38,6 @@ StackPort = Annotated[int, Field(ge=1, le=65535)]  # `up` tells its children and
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]  # intervals and timeouts
 Count = Annotated[int, Field(ge=1)]  # concurrency, processes, n, bytes
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # a rate where 0 means unlimited
-DEFAULT_TRACES_FILE = Path.home() / ".cache" / "sagemaker-fastchat" / "traces.jsonl"
 DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
 
 
@@ -271,8 +271,30 @@ class WebSettings(ArenaSettings):
     fastchat_log_level: str = env("FASTCHAT_LOG_LEVEL", "WARNING", _FASTCHAT_LOGS)
 
 
-class TracesSettings(RoleSettings):
-    file: str = env("XRAY_TRACES_FILE", str(DEFAULT_TRACES_FILE), "collector file")
+class StateDirSettings(RoleSettings):
+    """The local stack's state folder (`local_state`): `up` keeps its registry, SSM history, votes spool
+    and traces there, and `traces` finds them there, so two stacks on one machine share none of them."""
+
+    state_dir: str | None = env(
+        "SFC_STATE_DIR",
+        None,
+        "the local stack's state folder: registry, SSM history, votes spool, traces "
+        "(default $XDG_STATE_HOME/sagemaker-fastchat, i.e. ~/.local/state/sagemaker-fastchat)",
+    )
+    xdg_state_home: str | None = env("XDG_STATE_HOME", None, "the XDG state folder", variable_only=True)
+
+    def state_folder(self) -> Path:
+        """--state-dir, else $SFC_STATE_DIR, else the XDG default."""
+        return local_state.state_folder(self.state_dir, self.xdg_state_home)
+
+
+class TracesSettings(StateDirSettings):
+    file: str | None = env(
+        "XRAY_TRACES_FILE", None, "collector file (default: traces.jsonl in the local stack's state folder)"
+    )
+
+    def traces_file(self) -> Path:
+        return Path(self.file).expanduser() if self.file else self.state_folder() / local_state.TRACES_FILE
 
 
 class ModelsSettings(RoleSettings):
@@ -295,7 +317,7 @@ class MotoSettings(RoleSettings):
     region: str = env("AWS_REGION", "us-east-1", "the region whose state is kept")
 
 
-class LocalStackSettings(RoleSettings):
+class LocalStackSettings(StateDirSettings):
     """`up`: the whole stack on one machine (each child gets its own role's flags and variables)."""
 
     host: str = env("BIND_HOST", "127.0.0.1", "bind host of the API and UI (the rest stays on loopback)")
@@ -311,14 +333,7 @@ class LocalStackSettings(RoleSettings):
     ssm_prefix: str = env("SSM_PREFIX", DEFAULT_PREFIX, "SSM prefix")
     poll_interval: Seconds = env("POLL_INTERVAL", 1.0, "seconds between the worker's SSM checks")
     token_rate: NonNegative = env("DEMO_TOKEN_RATE", 20.0, "demo tokens per second per stream, 0 = unlimited")
-    state_dir: str | None = env(
-        "SFC_STATE_DIR",
-        None,
-        "where the registry and the SSM history are kept across restarts "
-        "(default $XDG_STATE_HOME/sagemaker-fastchat, i.e. ~/.local/state/sagemaker-fastchat)",
-    )
-    # Variables only: the XDG base directory, credentials (not for a command line), passed-through choices.
-    xdg_state_home: str | None = env("XDG_STATE_HOME", None, "the XDG state folder", variable_only=True)
+    # Variables only: credentials (not for a command line), passed-through choices.
     access_key_id: str = env("LOCAL_AWS_ACCESS_KEY_ID", "local", "moto's access key", variable_only=True)
     secret_access_key: str = env(
         "LOCAL_AWS_SECRET_ACCESS_KEY", "local", "moto's secret key", variable_only=True

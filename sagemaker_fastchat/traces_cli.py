@@ -7,7 +7,6 @@ import contextlib
 import json
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 from sagemaker_fastchat.settings import TracesSettings, add_flags, settings_from
@@ -41,7 +40,7 @@ def _at_least_one(text: str) -> int:
 
 
 def cmd_traces(args: argparse.Namespace) -> int:
-    path = Path(settings_from(args, TracesSettings).file)
+    path = settings_from(args, TracesSettings).traces_file()
     found = recent_traces(path, args.last)
     if not found:
         print(f"no traces in {path} (is the local stack up, and has a chat run?)")
@@ -57,7 +56,7 @@ def cmd_traces(args: argparse.Namespace) -> int:
 
 
 def cmd_collector(args: argparse.Namespace) -> int:
-    path = Path(settings_from(args, TracesSettings).file)
+    path = settings_from(args, TracesSettings).traces_file()
     collector = Collector(path, port=args.port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

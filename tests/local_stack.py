@@ -36,7 +36,7 @@ class LocalStack:
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
         self.descendants: list[psutil.Process] = []
-        self.traces_file = Path(tempfile.mkdtemp(prefix="sfc-traces-")) / "traces.jsonl"
+        self.traces_file = self.state_dir / "traces.jsonl"  # `up` keeps its traces in its state folder
 
     @property
     def env(self) -> dict[str, str]:
@@ -49,7 +49,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "us-east-1",
             "WORKER_URL": self.worker_url,
-            "XRAY_TRACES_FILE": str(self.traces_file),
+            "SFC_STATE_DIR": str(self.state_dir),  # `traces` reads this stack's file (README)
         }
 
     def dynamodb(self) -> Any:
@@ -86,8 +86,8 @@ class LocalStack:
             argv += [f"--{name}-port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env["FASTCHAT_CONV_LOG_DIR"] = ""
-        env["XRAY_TRACES_FILE"] = str(self.traces_file)
-        env["ARENA_VOTE_SPOOL"] = str(self.traces_file.with_name("votes-spool.jsonl"))
+        for own in ("XRAY_TRACES_FILE", "ARENA_VOTE_SPOOL", "SFC_STATE_DIR"):
+            env.pop(own, None)  # `up` puts both files in --state-dir
         self.process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
         )

@@ -110,7 +110,7 @@ class HarnessStack:
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "us-east-1",
             "WORKER_URL": self.url("worker"),
-            "XRAY_TRACES_FILE": str(self.workdir / "traces.jsonl"),
+            "SFC_STATE_DIR": str(self.workdir / "state"),  # `traces` reads this stack's file
         }
 
     # --- life cycle -------------------------------------------------------------------------------
@@ -125,7 +125,6 @@ class HarnessStack:
         args = parser.parse_args(argv)
         saved = dict(os.environ)
         os.environ["FASTCHAT_CONV_LOG_DIR"] = ""
-        os.environ["XRAY_TRACES_FILE"] = str(self.workdir / "traces.jsonl")
         try:  # start_stack points os.environ at the stack for its own boto3 calls: undo that afterwards
             local_stack.start_stack(args, self.sup)
         finally:
