@@ -218,24 +218,24 @@ def test_a_hung_variant_fails_over_after_the_shorter_first_token_timeout(tmp_pat
     """A variant whose first token is late (the stand-in's first_token_delay) while another healthy one
     remains gets only --failover-first-token-timeout: its conversations are answered by the other variant
     (with the full timeout, 20 s, the late variant would have answered them itself). The last variant to
-    try keeps the full timeout: with both late, every chat is still answered. The margins are wide (a 2 s
-    failover timeout against a healthy first token of milliseconds and a late one of 8 s) so a busy CI
+    try keeps the full timeout: with both late, every chat is still answered. The margins are wide (a 3 s
+    failover timeout against a healthy first token of milliseconds and a late one of 10 s) so a busy CI
     machine cannot turn the healthy variant's first token into a timeout."""
-    fault(env, "demo-tgi-vhung", first_token_delay=8)
+    fault(env, "demo-tgi-vhung", first_token_delay=10)
     variants = [{"endpoint_name": "demo-tgi-vhung", "weight": 50}]
     prompts = [f"USER: chat {i} ASSISTANT:" for i in range(16)]
     with worker(
         tmp_path,
         [item("demo-tgi-vfine", variants)],
         first_token_timeout=20.0,
-        failover_first_token_timeout=2.0,
+        failover_first_token_timeout=3.0,
     ) as url:
         wait_ready(url)
         results = asyncio.run(chats(url, prompts))
         assert all(r[-1]["error_code"] == 0 for r in results)
         assert all("demo-tgi-vfine" in r[-1]["text"] for r in results)
         assert invocations(env, "demo-tgi-vhung") >= 1  # it was chosen, then given up on
-        fault(env, "demo-tgi-vfine", first_token_delay=3)
-        fault(env, "demo-tgi-vhung", first_token_delay=3)
+        fault(env, "demo-tgi-vfine", first_token_delay=4)
+        fault(env, "demo-tgi-vhung", first_token_delay=4)
         results = asyncio.run(chats(url, [p + " again" for p in prompts]))
         assert all(r[-1]["error_code"] == 0 for r in results)
