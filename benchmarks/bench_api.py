@@ -43,7 +43,7 @@ import psutil  # type: ignore[import-untyped]  # (no stubs; a benchmark-only use
 import uvloop
 
 from benchmarks.bench_runtime import direct_stream, pct, standin_stack
-from runtime.adapter import sagemaker_client_config
+from runtime.transport import sagemaker_client_config
 
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))
 PACED_SECONDS = float(os.environ.get("BENCH_PACED_SECONDS", "8"))

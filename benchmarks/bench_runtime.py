@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import boto3
 import httpx
 
-from runtime.adapter import sagemaker_client_config
+from runtime.transport import sagemaker_client_config
 from sagemaker_fastchat.supervisor import http_ready
 from tests.helpers import free_port
 from tests.runtime_stack import CLI, RuntimeStack, model

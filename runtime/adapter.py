@@ -26,8 +26,6 @@ from contract.chunk import (
     ENDPOINT_KINDS,
     INTERNAL,
     INVALID_REQUEST,
-    NOT_FOUND,
-    THROTTLED,
     TIMEOUT,
     UNAVAILABLE,
     WorkerChunk,
@@ -42,34 +40,10 @@ from rollout.assign import rank_variants
 from rollout.breaker import OPEN, Breaker
 from runtime.params import check_params
 from runtime.transport import (
-    AioBotocoreTransport,
     EndpointFailure,
     EndpointTransport,
-    FrameBuffer,
-    SageMakerClient,
-    payload_batches,
-    sagemaker_client_config,
 )
 from runtime.variants import Attempt, Breakers, Recorder, sticky_key
-
-# Re-exported: callers knew them here.
-__all__ = [
-    "ENDPOINT_ERROR",
-    "INTERNAL",
-    "INVALID_REQUEST",
-    "NOT_FOUND",
-    "THROTTLED",
-    "TIMEOUT",
-    "UNAVAILABLE",
-    "AioBotocoreTransport",
-    "FrameBuffer",
-    "Generation",
-    "SageMakerAdapter",
-    "SageMakerClient",
-    "error_chunk",
-    "payload_batches",
-    "sagemaker_client_config",
-]
 
 DEFAULT_FIRST_TOKEN_TIMEOUT = 60.0
 DEFAULT_FAILOVER_FIRST_TOKEN_TIMEOUT = 10.0

@@ -37,7 +37,7 @@ def build_warmup(settings: WorkerSettings) -> Any:
     if not settings.endpoint_check:
         return None
     from contract.endpoints import CachedChecker
-    from runtime.adapter import sagemaker_client_config
+    from runtime.transport import sagemaker_client_config
     from runtime.warmup import Warmup, adapter_probe
     from stores.endpoints import Boto3EndpointChecker
 
@@ -78,11 +78,12 @@ def breaker_policy(settings: WorkerSettings) -> Any:
 def build_worker(settings: WorkerSettings, telemetry: TelemetrySettings | None = None) -> tuple[Any, Any]:
     """The worker and its app, wired to its model-set source (kept separate from serving, for tests)."""
     from runtime import worker as runtime_worker
-    from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
+    from runtime.adapter import SageMakerAdapter
     from runtime.model_set import LiveModelSet
     from runtime.poller import POLLER_SERVICE, Poller
     from runtime.sources import FileSource, SsmSource
     from runtime.tracing import WORKER_SERVICE
+    from runtime.transport import SageMakerClient, sagemaker_client_config
     from runtime.variants import Breakers, assistant_role
     from stores.ssm import SnapshotReader, SsmParameters, ssm_client
 

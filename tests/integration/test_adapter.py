@@ -13,7 +13,8 @@ from aiobotocore.config import AioConfig
 from botocore.exceptions import EventStreamError
 
 from contract.spec import parse_model_item
-from runtime.adapter import SageMakerAdapter, SageMakerClient, payload_batches, sagemaker_client_config
+from runtime.adapter import SageMakerAdapter
+from runtime.transport import SageMakerClient, payload_batches, sagemaker_client_config
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from tests.helpers import example_item, serve_in_thread, standin_streams, wait_for_streams
 

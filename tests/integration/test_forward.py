@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from contract.spec import parse_model_item
-from runtime.adapter import SageMakerAdapter, SageMakerClient, sagemaker_client_config
+from runtime.adapter import SageMakerAdapter
+from runtime.transport import SageMakerClient, sagemaker_client_config
 from sagemaker_fastchat.standin import demo
 from sagemaker_fastchat.standin.server import StandinConfig, create_app
 from tests.helpers import example_item, serve_in_thread

@@ -10,7 +10,7 @@ from botocore.eventstream import ChecksumMismatch, EventStreamBuffer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runtime.adapter import FrameBuffer
+from runtime.transport import FrameBuffer
 from sagemaker_fastchat.standin.eventstream import corrupt, encode_message, payload_part, stream_error
 
 FRAMES = [

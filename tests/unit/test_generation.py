@@ -12,9 +12,10 @@ from fastchat.constants import ErrorCode
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contract.chunk import error_chunk
 from contract.spec import parse_model_item
 from runtime import adapter as adapter_module
-from runtime.adapter import Generation, error_chunk
+from runtime.adapter import Generation
 from runtime.params import MAX_PROMPT_CHARS, check_params
 from sagemaker_fastchat.standin import demo
 from tests.helpers import example_item
