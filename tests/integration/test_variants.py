@@ -69,7 +69,10 @@ async def chats(url: str, prompts: list[str], concurrency: int = 32) -> list[lis
     async def one(client: httpx.AsyncClient, prompt: str) -> list[dict[str, Any]]:
         async with gate:
             body = {"model": "m", "prompt": prompt, "max_new_tokens": 8, "temperature": 0.0}
-            r = await client.post(f"{url}/worker_generate_stream", json=body)
+            try:
+                r = await client.post(f"{url}/worker_generate_stream", json=body)
+            except httpx.TransportError:  # a chat the worker did not answer: counted as failed, not a crash
+                return []
             return [json.loads(f) for f in r.content.split(b"\0") if f]
 
     async with httpx.AsyncClient(timeout=60) as client:
