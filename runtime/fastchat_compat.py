@@ -519,6 +519,21 @@ def answered_by(state: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+# --- Shim 11: a vote click is never lost ---------------------------------------------------------------
+# When both arena answers end, FastChat's `flash_buttons` toggles the vote buttons off and on four times,
+# 0.3 s apart, to catch the eye; a click that lands while they are off does nothing, so the user's vote is
+# silently dropped (on a loaded machine the off phases stretch). Both arena tabs now enable the buttons
+# once, as the flash's last step does. The buttons stay off while the answers stream, as before.
+def _steady_vote_buttons() -> None:
+    web: Any = sys.modules["fastchat.serve.gradio_web_server"]
+
+    def enable_buttons() -> list[Any]:
+        return [web.enable_btn] * 6  # the tabs' btn_list: 4 votes, regenerate, clear
+
+    for name in ("fastchat.serve.gradio_block_arena_named", "fastchat.serve.gradio_block_arena_anony"):
+        sys.modules[name].flash_buttons = enable_buttons  # type: ignore[attr-defined]
+
+
 # --- Entry points: one per role, each applying that role's shims in the order they need -------------------
 def _import_with_our_logging(import_: Callable[[], types.ModuleType]) -> types.ModuleType:
     """Shim 2 around an import of FastChat modules: their loggers are ours before and after."""
@@ -574,7 +589,7 @@ class ArenaHooks:
 
 
 def apply_for_arena(hooks: ArenaHooks) -> None:
-    """After `apply_for_web` and before the page is built: shims 6, 7, 8, 9 and 10. Wrap FastChat's
+    """After `apply_for_web` and before the page is built: shims 6 to 11. Wrap FastChat's
     `bot_response` (tracing, health) before this: shim 9 wraps whatever is there."""
     web = sys.modules.get("fastchat.serve.gradio_web_server")
     if getattr(web, "get_conv_log_filename", None) is not conversation_log_path:  # set by apply_for_web
@@ -584,6 +599,7 @@ def apply_for_arena(hooks: ArenaHooks) -> None:
     _replace_page_parts(hooks.build_about, hooks.build_leaderboard_tab)
     _hide_names_in_battles(hooks.battle_names)
     _note_answering_endpoint()
+    _steady_vote_buttons()
 
 
 def finish_arena_page(demo: Any, title: str) -> list[Any]:

@@ -138,6 +138,21 @@ def test_capture_votes_hands_each_vote_over_and_keeps_fastchats_reveal(ui: Modul
     assert anony.vote_last_response._fastchat_original.__module__ == anony.__name__
 
 
+def test_vote_buttons_are_enabled_once_when_the_answers_end(ui: ModuleType) -> None:
+    """Shim 11: FastChat flashed the vote buttons off and on after the answers, dropping a click that
+    landed in an off phase; both arena tabs now only enable them (all six: votes, regenerate, clear)."""
+    import sys
+
+    fastchat_compat._steady_vote_buttons()
+    for name in ("fastchat.serve.gradio_block_arena_named", "fastchat.serve.gradio_block_arena_anony"):
+        updates = sys.modules[name].flash_buttons()
+        steps = [updates] if isinstance(updates, list) else [list(step) for step in updates]
+        assert steps
+        for step in steps:
+            assert len(step) == 6
+            assert all(button.interactive for button in step)
+
+
 def test_battles_follow_arena_weight_and_health(ui: ModuleType) -> None:
     """Shim 7: a model with arena_weight 0, or paused for failing, is never drawn; unknown names neither."""
     import sys
