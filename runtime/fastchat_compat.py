@@ -368,7 +368,11 @@ def _replace_battle_sampling(weight: Callable[[str], float]) -> None:
 # About tab, sponsor logos from third-party hosts (`acknowledgment_md`), a script from a CDN in the page
 # head, and a Leaderboard tab that needs LMSYS's result files. Texts and logos are emptied before the UI
 # is built, `build_about` and `build_leaderboard_tab` are replaced by the caller's, and after the build
-# the head script and FastChat's notices are removed (`_scrub_page`).
+# the head script and FastChat's notices are removed (`_scrub_page`). The arena tabs' Share button needs
+# that script (html2canvas, from a CDN), so it is hidden with it rather than left doing nothing.
+SHARE_BUTTON = "📷  Share"
+
+
 def _replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: Callable[..., Any]) -> None:
     for name in VOTE_MODULES:
         module = sys.modules.get(name)
@@ -380,8 +384,8 @@ def _replace_page_parts(build_about: Callable[[], Any], build_leaderboard_tab: C
 
 
 def _scrub_page(demo: Any, title: str) -> list[Any]:
-    """Remove FastChat's notices and head script; return the model-description Markdown blocks (so the
-    caller can fill them from the live set on every page load)."""
+    """Remove FastChat's notices, head script and the Share buttons that need it; return the model-
+    description Markdown blocks (so the caller can fill them from the live set on every page load)."""
     import gradio as gr
 
     demo.head = ""
@@ -394,6 +398,8 @@ def _scrub_page(demo: Any, title: str) -> list[Any]:
                 block.visible = False
         elif isinstance(block, gr.Markdown) and block.elem_id == "model_description_markdown":
             descriptions.append(block)
+        elif isinstance(block, gr.Button) and block.value == SHARE_BUTTON:
+            block.visible = False
     return descriptions
 
 

@@ -8,7 +8,9 @@ leaderboard reads a few hundred counter items instead of every vote.
 
 Per-voter cap: a rated vote also adds 1 to its voter's counter for the day (an item in the counts
 table), in the same transaction, on condition that the counter is below the cap. When it is not, the
-vote is written again without any counter, flagged `over_cap`: kept (and exported) but never rated.
+vote is written again without any counter, flagged `over_cap`: kept (and exported) but never rated. A
+voter's counter is needed only on its day: it carries `expires` (the counts table's TTL attribute, epoch
+seconds, VOTER_COUNTER_DAYS after its day began) so DynamoDB drops it; the pair counters never expire.
 
 `VoteRecorder` keeps the web UI off the store's path: a vote is appended to a local spool file (fsync'd)
 and handed to a background thread; when the store cannot be reached the thread retries in order, and a
@@ -116,6 +118,8 @@ class UnconfiguredVotesStore:
 
 # --- DynamoDB -----------------------------------------------------------------------------------------
 _serializer = TypeSerializer()
+TTL_ATTRIBUTE = "expires"  # the counts table's TTL attribute: only voter counters carry it
+VOTER_COUNTER_DAYS = 3  # a voter's day counter outlives its UTC day (and clock skew) before it expires
 # Throttling, server faults, a table not created yet, a transaction that collided with another: retry.
 _TRANSIENT = {
     "ProvisionedThroughputExceededException",
@@ -169,7 +173,7 @@ class DynamoVotesStore:
             }
         ]
         if cap is not None:
-            actions.append(self._add_one(cap, below=self.max_per_voter))
+            actions.append(self._add_one(cap, below=self.max_per_voter, expires=_voter_expiry(vote)))
         actions.extend(self._add_one(counter) for counter in counters(vote))
         try:
             self.dynamodb.transact_write_items(TransactItems=actions)
@@ -195,16 +199,24 @@ class DynamoVotesStore:
             raise StoreUnavailable(str(exc)) from exc
         return "stored"
 
-    def _add_one(self, counter: Counter, below: int | None = None) -> TransactWriteItemTypeDef:
-        """A transaction action adding 1 to a counter (on condition it is below `below`, when given)."""
+    def _add_one(
+        self, counter: Counter, below: int | None = None, expires: int | None = None
+    ) -> TransactWriteItemTypeDef:
+        """A transaction action adding 1 to a counter (on condition it is below `below`, when given; the
+        item expiring at `expires`, epoch seconds, when given)."""
         values: dict[str, UniversalAttributeValueTypeDef] = {":one": {"N": "1"}}
+        names = {"#t": counter.type}
         update: UpdateTypeDef = {
             "TableName": self.counts_table,
             "Key": {"bucket": {"S": counter.bucket}, "pair": {"S": counter.pair}},
             "UpdateExpression": "ADD #t :one",
-            "ExpressionAttributeNames": {"#t": counter.type},
+            "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
         }
+        if expires is not None:
+            update["UpdateExpression"] += " SET #x = :x"
+            names["#x"] = TTL_ATTRIBUTE
+            values[":x"] = {"N": str(expires)}
         if below is not None:
             update["ConditionExpression"] = "attribute_not_exists(#t) OR #t < :cap"
             values[":cap"] = {"N": str(below)}
@@ -239,8 +251,13 @@ class DynamoVotesStore:
         except (BotoCoreError, ClientError) as exc:  # the leaderboard says so instead of failing
             raise StoreUnavailable(str(exc)) from exc
         for item in items:
-            counts = {k: int(v["N"]) for k, v in item.items() if "N" in v}
+            counts = {k: int(v["N"]) for k, v in item.items() if "N" in v and k != TTL_ATTRIBUTE}
             yield item["pair"]["S"], counts
+
+
+def _voter_expiry(vote: Vote) -> int:
+    day = date.fromisoformat(vote.day())
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) + VOTER_COUNTER_DAYS * 86_400
 
 
 def _reasons_from_message(message: str) -> list[str]:
@@ -254,7 +271,7 @@ def _reasons_from_message(message: str) -> list[str]:
 def create_tables(dynamodb: DynamoDBClient, votes_table: str, counts_table: str) -> None:
     """Create the two tables when missing (the local stack; CloudFormation creates them on AWS)."""
     ensure_table(dynamodb, votes_table, "vote_id")
-    ensure_table(dynamodb, counts_table, "bucket", "pair")
+    ensure_table(dynamodb, counts_table, "bucket", "pair", ttl_attribute=TTL_ATTRIBUTE)
 
 
 # --- The recorder: spool, then store, off the caller's path -----------------------------------------------

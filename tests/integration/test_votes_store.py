@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -187,3 +187,15 @@ def test_the_voter_cap_on_dynamodb() -> None:
         check_voter_cap(store)
         voters = dict(store.counter_rows("voters|day|2025-11-30"))
         assert voters == {"k1": {"votes": 2}, "k2": {"votes": 2}}
+        # A voter's day counter expires by the table's TTL three days after its day began; the
+        # leaderboard's pair counters never expire.
+        ttl = client.describe_time_to_live(TableName="counts")["TimeToLiveDescription"]
+        assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires")
+        items = client.scan(TableName="counts")["Items"]
+        expiring = [i for i in items if "expires" in i]
+        assert {(i["bucket"]["S"], i["pair"]["S"]) for i in expiring} == {
+            (i["bucket"]["S"], i["pair"]["S"]) for i in items if i["bucket"]["S"].startswith("voters|")
+        }
+        for i in expiring:
+            day = datetime.fromisoformat(i["bucket"]["S"].rsplit("|", 1)[1]).replace(tzinfo=UTC)
+            assert int(i["expires"]["N"]) == day.timestamp() + 3 * 86_400

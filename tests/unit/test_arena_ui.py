@@ -176,10 +176,13 @@ def test_battles_follow_arena_weight_and_health(ui: ModuleType) -> None:
 
 
 def test_the_page_keeps_none_of_lmsys(ui: ModuleType) -> None:
-    """Shim 8: FastChat's notices are emptied and hidden; the description blocks are handed back."""
+    """Shim 8: FastChat's notices are emptied and hidden; the description blocks are handed back; the
+    Share button, which needs the removed CDN script, is hidden."""
     import gradio as gr
 
     with gr.Blocks() as demo:
+        share = gr.Button(value="📷  Share")  # as FastChat's arena tabs build it
+        regenerate = gr.Button(value="🔄  Regenerate")
         gr.Markdown("LMSYS notice", elem_id="notice_markdown")
         gr.Markdown("", elem_id="notice_markdown")
         described = gr.Markdown("old list", elem_id="model_description_markdown")
@@ -193,6 +196,8 @@ def test_the_page_keeps_none_of_lmsys(ui: ModuleType) -> None:
     ]
     assert [n.value for n in notices] == ["", ""]
     assert demo.stylesheets == []  # system fonts: no Google-hosted stylesheet
+    assert not share.visible
+    assert regenerate.visible
 
 
 def test_third_party_tags_are_stripped_from_the_page_only() -> None:
