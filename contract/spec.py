@@ -107,6 +107,15 @@ class ModelSpec:
     other_variants: tuple[Variant, ...] = field(default=(), repr=False)
 
     @cached_property
+    def config_hash(self) -> str:
+        """The hash of what answers through this spec's own endpoint: the spec without its other variants
+        and their weights (== `hash` for a model without variants, and for a variant's spec). A vote names
+        the answering variant's, so a rollout's weight steps do not split a model's leaderboard row."""
+        if "variants" not in self.document:
+            return self.hash
+        return content_hash({k: v for k, v in self.document.items() if k != "variants"})
+
+    @cached_property
     def response_reader(self) -> MultiReader:
         """All response paths compiled into one reader (built once per spec, shared by its streams)."""
         return MultiReader(dict(self.response_mapping))

@@ -70,6 +70,7 @@ class Route:
     def describe(self) -> dict[str, Any]:
         return {
             "endpoint_name": self.endpoint_name,
+            "hash": self.variant.spec.config_hash,  # what a vote on this variant's answer names
             "weight": self.weight,
             "configured_weight": self.variant.weight,
             "primary": self.variant.primary,

@@ -127,6 +127,19 @@ class VoteSettings:
     keep_text: bool = False
 
 
+def _answering_hash(entry: Mapping[str, Any], answered: str) -> str:
+    """The spec hash a vote names: the answering variant's config hash (a rollout's weight steps leave
+    it alone), the model's own hash without variants, "" when a model with variants did not say which
+    one answered."""
+    variants = entry.get("variants")
+    if not isinstance(variants, list) or len(variants) <= 1:
+        return str(entry.get("hash") or "")
+    for variant in variants:
+        if isinstance(variant, Mapping) and answered and variant.get("endpoint_name") == answered:
+            return str(variant.get("hash") or "")
+    return ""
+
+
 def build_vote(  # noqa: PLR0917 (FastChat's handler arguments, then the UI's context)
     tab: str,
     vote_type: str,
@@ -148,15 +161,16 @@ def build_vote(  # noqa: PLR0917 (FastChat's handler arguments, then the UI's co
         endpoint = str(entry.get("endpoint_name") or "")
         variants = entry.get("variants")
         single = not isinstance(variants, list) or len(variants) <= 1
+        # the worker says which variant answered; a model with one endpoint has no choice
+        answered = fastchat_compat.answered_by(state) or (endpoint if single else "")
         refs.append(
             ModelRef(
                 name,
                 version if entry else None,
                 endpoint,
-                str(entry.get("hash") or ""),
+                _answering_hash(entry, answered),
                 str(entry.get("conv_template") or ""),
-                # the worker says which variant answered; a model with one endpoint has no choice
-                fastchat_compat.answered_by(state) or (endpoint if single else ""),
+                answered,
             )
         )
     conv = states[0].conv

@@ -427,6 +427,8 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
             while httpx.get(f"{url}/ready").status_code != 200:
                 pass
             live = {m["name"]: m for m in httpx.get(f"{url}/model-set").json()["models"]}
+            hashes = {v["endpoint_name"]: v["hash"] for v in live["m"]["variants"]}
+            assert len(set(hashes.values())) == 2
             seen = set()
             for i in range(12):
                 s = web.State("m")
@@ -439,8 +441,14 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
                 assert vote is not None
                 assert vote.models[0].variant == answered
                 assert vote.models[0].endpoint == "demo-tgi-vote-a"  # the model's primary
+                # the answering variant's config hash: a rollout's weight steps leave it alone
+                assert vote.models[0].spec_hash == hashes[answered]
                 seen.add(answered)
             assert seen == {"demo-tgi-vote-a", "demo-tgi-vote-b"}
+            unknown = web.State("m")  # an answer no variant was noted for (an older worker)
+            vote = arena_ui.build_vote("direct", "upvote", [unknown], ["m"], "sess", live, 1, SETTINGS)
+            assert vote is not None
+            assert (vote.models[0].variant, vote.models[0].spec_hash) == ("", "")
     finally:
         web.model_worker_stream_iter = saved
     single = state(ui, "alpha")  # one endpoint, nothing noted (an older worker): its endpoint

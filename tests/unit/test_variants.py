@@ -114,6 +114,25 @@ def test_rollout_state_is_accepted_and_not_hashed() -> None:
         assert "rollout" not in spec.document
 
 
+def test_config_hashes_ignore_weights_and_continue_across_a_rollout() -> None:
+    """What a vote names (`config_hash`): each variant's endpoint and config, not the weights, so a
+    rollout's weight steps keep one leaderboard row per config. The primary's equals the model's hash
+    before the rollout began; the candidate's equals the model's hash once it is promoted."""
+    before = parse_model_item(example_item("tgi"))
+    assert before.config_hash == before.hash
+    override = example_item("openai-sse")[CFG]
+    steps = [
+        parse_model_item(with_variants([{"endpoint_name": "cand", "weight": w, CFG: override}]))
+        for w in (5, 25, 50)
+    ]
+    assert len({s.hash for s in steps}) == 3  # the model's hash moves with each step (the worker re-applies)
+    primaries = {s.variants()[0].spec.config_hash for s in steps}
+    candidates = {s.variants()[1].spec.config_hash for s in steps}
+    assert primaries == {before.hash}
+    promoted = parse_model_item({**example_item("tgi"), "endpoint_name": "cand", CFG: override})
+    assert candidates == {promoted.hash}
+
+
 V = "variants"
 OK = {"endpoint_name": "cand-1", "weight": 10}
 INVALID: list[tuple[str, Any, str, str]] = [
