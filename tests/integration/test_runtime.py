@@ -94,7 +94,10 @@ def test_hot_swap_with_streams_in_flight(stack: RuntimeStack) -> None:
     base = [model("alpha"), model("beta", "lmi-jsonlines")]
     start = stack.publish(base).version or 0
     stack.wait_version(start)
-    prompt = "[[tokens:60]] [[rate:15]]"  # ~4 s per stream
+    # ~10 s per stream: on a loaded CI machine starting 24 streams and the swap's propagation took
+    # longer than the 4 s streams this used, so the earliest stream ended before the swap.
+    tokens = 150
+    prompt = f"[[tokens:{tokens}]] [[rate:15]]"
     started = threading.Semaphore(0)
 
     def run(i: int) -> tuple[str, str, str | None, float, float]:
@@ -145,7 +148,7 @@ def test_hot_swap_with_streams_in_flight(stack: RuntimeStack) -> None:
     for name, text, finish, first, end in results:
         endpoint = "demo-tgi" if name == "alpha" else "demo-lmi"
         assert text.startswith(f"Demo model {endpoint} (not a real LLM):"), text
-        assert len(text.split()) == 7 + 59  # 7 header words + 59 reply words: nothing truncated
+        assert len(text.split()) == 7 + tokens - 1  # 7 header words + the reply's: nothing truncated
         assert finish == "stop"
         assert first < swap_seen[0] < end  # the version advanced while this stream was open
     stack.wait_version(stack.publish(base).version or 0)
