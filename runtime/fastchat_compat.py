@@ -13,6 +13,7 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -525,6 +526,69 @@ def answered_by(state: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
+# --- Shim 12: each web conversation keeps its own variant ----------------------------------------------
+# The worker picks a model's variant per conversation: by the request's `conversation_id` when there is
+# one, else by a hash of the first user turn (runtime/variants.py). FastChat's UI sends no id, so every
+# conversation that opened with the same words ("hi") went to the same variant, skewing a rollout's split
+# on common prompts. Each UI `State` already has a random `conv_id` (new per conversation, kept by
+# regenerations); it is copied onto the state's conversation, and the stream iterator (FastChat's own
+# request, rebuilt here with one field more) sends it as `conversation_id`.
+CONVERSATION_ID = "sticky_conversation_id"  # an attribute of our own on FastChat's Conversation
+
+
+def _send_conversation_ids() -> None:
+    web: Any = sys.modules["fastchat.serve.gradio_web_server"]
+    init = getattr(web.State.__init__, "_unstamped", web.State.__init__)
+
+    def stamped(self: Any, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        setattr(self.conv, CONVERSATION_ID, str(self.conv_id))
+
+    stamped._unstamped = init  # type: ignore[attr-defined]
+    web.State.__init__ = stamped
+
+    def stream_iter(  # noqa: PLR0917 (FastChat's signature, called positionally by bot_response)
+        conv: Any,
+        model_name: str,
+        worker_addr: str,
+        prompt: str,
+        temperature: float,
+        repetition_penalty: float,
+        top_p: float,
+        max_new_tokens: int,
+        images: list[Any],
+    ) -> Iterator[Any]:
+        gen_params: dict[str, Any] = {
+            "model": model_name,
+            "prompt": prompt,
+            "temperature": temperature,
+            "repetition_penalty": repetition_penalty,
+            "top_p": top_p,
+            "max_new_tokens": max_new_tokens,
+            "stop": conv.stop_str,
+            "stop_token_ids": conv.stop_token_ids,
+            "echo": False,
+        }
+        conversation_id = getattr(conv, CONVERSATION_ID, "")
+        if isinstance(conversation_id, str) and conversation_id:
+            gen_params["conversation_id"] = conversation_id
+        if len(images) > 0:
+            gen_params["images"] = images
+        response = web.requests.post(
+            worker_addr + "/worker_generate_stream",
+            headers=web.headers,
+            json=gen_params,
+            stream=True,
+            timeout=web.WORKER_API_TIMEOUT,
+        )
+        for chunk in response.iter_lines(decode_unicode=False, delimiter=b"\0"):
+            if chunk:
+                yield json.loads(chunk.decode())
+
+    # shim 10 wraps what is there: it applies after this one
+    web.model_worker_stream_iter = stream_iter
+
+
 # --- Shim 11: a vote click is never lost ---------------------------------------------------------------
 # When both arena answers end, FastChat's `flash_buttons` toggles the vote buttons off and on four times,
 # 0.3 s apart, to catch the eye; a click that lands while they are off does nothing, so the user's vote is
@@ -595,7 +659,7 @@ class ArenaHooks:
 
 
 def apply_for_arena(hooks: ArenaHooks) -> None:
-    """After `apply_for_web` and before the page is built: shims 6 to 11. Wrap FastChat's
+    """After `apply_for_web` and before the page is built: shims 6 to 12. Wrap FastChat's
     `bot_response` (tracing, health) before this: shim 9 wraps whatever is there."""
     web = sys.modules.get("fastchat.serve.gradio_web_server")
     if getattr(web, "get_conv_log_filename", None) is not conversation_log_path:  # set by apply_for_web
@@ -604,6 +668,7 @@ def apply_for_arena(hooks: ArenaHooks) -> None:
     _replace_battle_sampling(hooks.battle_weight)
     _replace_page_parts(hooks.build_about, hooks.build_leaderboard_tab)
     _hide_names_in_battles(hooks.battle_names)
+    _send_conversation_ids()
     _note_answering_endpoint()
     _steady_vote_buttons()
 

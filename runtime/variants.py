@@ -1,7 +1,8 @@
 """Worker-side variant routing facts: the sticky key, the per-endpoint breakers, one attempt's outcome.
 
 The sticky key (README "Rollout: variants on the worker"): the request's `conversation_id` parameter when
-the caller passes one (the OpenAI API forwards an `X-Conversation-Id` header there), else a hash of the
+the caller passes one (the OpenAI API forwards an `X-Conversation-Id` header there, the web UI each
+conversation's id: runtime/fastchat_compat.py shim 12), else a hash of the
 conversation's first user turn: the prompt up to the first assistant turn of the model's conversation
 template, which every later turn and every regeneration of that conversation repeats unchanged.
 """

@@ -395,11 +395,12 @@ def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
         anony.bot_response = saved
 
 
-def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
+@pytest.fixture
+def two_variants(
     ui: ModuleType, tmp_path: Path, standin_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Shim 10 through FastChat's real stream iterator and our real worker (two variants on the stand-in,
-    whose demo answers name their endpoint): each vote names the endpoint that answered the last turn."""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Our real worker serving model "m" from two variants 50/50 on the stand-in (whose demo answers name
+    their endpoint), with FastChat's real stream iterator under shims 12 and 10: (worker url, live set)."""
     import sys
 
     import httpx
@@ -417,44 +418,81 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
     }
     (tmp_path / "models.json").write_text(json.dumps([item]))
     web = sys.modules["fastchat.serve.gradio_web_server"]
-    saved = web.model_worker_stream_iter
+    saved, saved_init = web.model_worker_stream_iter, web.State.__init__
     _, app = build_worker(worker_args(str(tmp_path / "models.json"), endpoint_check=False))
     try:
+        fastchat_compat._send_conversation_ids()
         fastchat_compat._note_answering_endpoint()
         fastchat_compat._note_answering_endpoint()  # idempotent
-        assert web.model_worker_stream_iter._unnoted is getattr(saved, "_unnoted", saved)
         with serve_in_thread(app) as url:
             while httpx.get(f"{url}/ready").status_code != 200:
                 pass
-            live = {m["name"]: m for m in httpx.get(f"{url}/model-set").json()["models"]}
-            hashes = {v["endpoint_name"]: v["hash"] for v in live["m"]["variants"]}
-            assert len(set(hashes.values())) == 2
-            seen = set()
-            for i in range(12):
-                s = web.State("m")
-                s.conv.append_message(s.conv.roles[0], f"question {i}")
-                s.conv.append_message(s.conv.roles[1], None)
-                prompt = s.conv.get_prompt()
-                frames = list(web.model_worker_stream_iter(s.conv, "m", url, prompt, 0.7, 1.0, 1.0, 8, []))
-                answered = frames[-1]["text"].split()[2]  # "Demo model <endpoint> ..."
-                vote = arena_ui.build_vote("direct", "upvote", [s], ["m"], "sess", live, 1, SETTINGS)
-                assert vote is not None
-                assert vote.models[0].variant == answered
-                assert vote.models[0].endpoint == "demo-tgi-vote-a"  # the model's primary
-                # the answering variant's config hash: a rollout's weight steps leave it alone
-                assert vote.models[0].spec_hash == hashes[answered]
-                seen.add(answered)
-            assert seen == {"demo-tgi-vote-a", "demo-tgi-vote-b"}
-            unknown = web.State("m")  # an answer no variant was noted for (an older worker)
-            vote = arena_ui.build_vote("direct", "upvote", [unknown], ["m"], "sess", live, 1, SETTINGS)
-            assert vote is not None
-            assert (vote.models[0].variant, vote.models[0].spec_hash) == ("", "")
+            yield url, {m["name"]: m for m in httpx.get(f"{url}/model-set").json()["models"]}
     finally:
-        web.model_worker_stream_iter = saved
+        web.model_worker_stream_iter, web.State.__init__ = saved, saved_init
+
+
+def ask(url: str, s: Any, text: str | None = None) -> str:
+    """Stream one answer for FastChat state `s` (a new user turn `text`, or the last one again, as a
+    regeneration does) through FastChat's stream iterator: the endpoint that answered."""
+    import sys
+
+    web = sys.modules["fastchat.serve.gradio_web_server"]
+    if text is not None:
+        s.conv.append_message(s.conv.roles[0], text)
+        s.conv.append_message(s.conv.roles[1], None)
+    prompt = s.conv.get_prompt()
+    frames = list(web.model_worker_stream_iter(s.conv, "m", url, prompt, 0.7, 1.0, 1.0, 8, []))
+    return str(frames[-1]["text"].split()[2])  # "Demo model <endpoint> ..."
+
+
+def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
+    ui: ModuleType, two_variants: tuple[str, dict[str, Any]]
+) -> None:
+    """Shim 10: each vote names the endpoint that answered the last turn, and that variant's config hash."""
+    import sys
+
+    web = sys.modules["fastchat.serve.gradio_web_server"]
+    url, live = two_variants
+    hashes = {v["endpoint_name"]: v["hash"] for v in live["m"]["variants"]}
+    assert len(set(hashes.values())) == 2
+    seen = set()
+    for i in range(12):
+        s = web.State("m")
+        answered = ask(url, s, f"question {i}")
+        vote = arena_ui.build_vote("direct", "upvote", [s], ["m"], "sess", live, 1, SETTINGS)
+        assert vote is not None
+        assert vote.models[0].variant == answered
+        assert vote.models[0].endpoint == "demo-tgi-vote-a"  # the model's primary
+        # the answering variant's config hash: a rollout's weight steps leave it alone
+        assert vote.models[0].spec_hash == hashes[answered]
+        seen.add(answered)
+    assert seen == {"demo-tgi-vote-a", "demo-tgi-vote-b"}
+    unknown = web.State("m")  # an answer no variant was noted for (an older worker)
+    vote = arena_ui.build_vote("direct", "upvote", [unknown], ["m"], "sess", live, 1, SETTINGS)
+    assert vote is not None
+    assert (vote.models[0].variant, vote.models[0].spec_hash) == ("", "")
     single = state(ui, "alpha")  # one endpoint, nothing noted (an older worker): its endpoint
     vote = arena_ui.build_vote("direct", "upvote", [single], ["alpha"], "s", LIVE, 1, SETTINGS)
     assert vote is not None
     assert vote.models[0].variant == "ep-a"
+
+
+def test_each_web_conversation_keeps_its_own_variant(two_variants: tuple[str, dict[str, Any]]) -> None:
+    """Shim 12: the sticky key is the conversation, not its first turn: conversations that open alike
+    ("hi") still split by weight; a regeneration and a later turn keep the conversation's variant."""
+    import sys
+
+    web = sys.modules["fastchat.serve.gradio_web_server"]
+    url, _ = two_variants
+    chosen = set()
+    for _ in range(16):
+        s = web.State("m")
+        first = ask(url, s, "hi")
+        assert ask(url, s) == first  # regenerated
+        assert ask(url, s, "and then?") == first  # the next turn
+        chosen.add(first)
+    assert chosen == {"demo-tgi-vote-a", "demo-tgi-vote-b"}
 
 
 def test_battles_hide_the_endpoint_names_of_every_variant() -> None:
