@@ -133,6 +133,8 @@ def _answering_hash(entry: Mapping[str, Any], answered: str) -> str:
     one answered."""
     variants = entry.get("variants")
     if not isinstance(variants, list) or len(variants) <= 1:
+        if answered and answered != entry.get("endpoint_name"):
+            return ""  # the live set changed since the answer (a promotion): its config is not this one
         return str(entry.get("hash") or "")
     for variant in variants:
         if isinstance(variant, Mapping) and answered and variant.get("endpoint_name") == answered:

@@ -532,7 +532,9 @@ def answered_by(state: Any) -> str:
 # conversation that opened with the same words ("hi") went to the same variant, skewing a rollout's split
 # on common prompts. Each UI `State` already has a random `conv_id` (new per conversation, kept by
 # regenerations); it is copied onto the state's conversation, and the stream iterator (FastChat's own
-# request, rebuilt here with one field more) sends it as `conversation_id`.
+# request, rebuilt here with one field more) sends it as `conversation_id`. (FastChat replaces a state's
+# conversation only on its image path, which this text-only page never takes; such a conversation would
+# fall back to the first-turn key.)
 CONVERSATION_ID = "sticky_conversation_id"  # an attribute of our own on FastChat's Conversation
 
 
@@ -569,6 +571,7 @@ def _send_conversation_ids() -> None:
             "stop_token_ids": conv.stop_token_ids,
             "echo": False,
         }
+        web.logger.info(f"==== request ====\n{gen_params}")  # as FastChat's (shown at INFO only)
         conversation_id = getattr(conv, CONVERSATION_ID, "")
         if isinstance(conversation_id, str) and conversation_id:
             gen_params["conversation_id"] = conversation_id

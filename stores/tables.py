@@ -20,8 +20,13 @@ def ensure_table(
     ttl_attribute: str | None = None,
 ) -> None:
     """Create table `name` keyed by `hash_key` (and `range_key`) unless it exists, with a stream of new
-    and old images when `stream`, and items expiring at their `ttl_attribute` when given."""
+    and old images when `stream`, and items expiring at their `ttl_attribute` when given (also turned on
+    for a table created earlier without it)."""
     if name in dynamodb.list_tables().get("TableNames", []):
+        if ttl_attribute:
+            ttl = dynamodb.describe_time_to_live(TableName=name).get("TimeToLiveDescription", {})
+            if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+                _enable_ttl(dynamodb, name, ttl_attribute)
         return
     keys: list[tuple[str, KeyTypeType]] = [(hash_key, "HASH")]
     if range_key:
@@ -37,6 +42,10 @@ def ensure_table(
         **extra,
     )
     if ttl_attribute:
-        dynamodb.update_time_to_live(
-            TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl_attribute}
-        )
+        _enable_ttl(dynamodb, name, ttl_attribute)
+
+
+def _enable_ttl(dynamodb: DynamoDBClient, name: str, attribute: str) -> None:
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": attribute}
+    )

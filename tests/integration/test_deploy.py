@@ -259,7 +259,7 @@ def test_sync_endpoint_check_is_off_by_default_and_granted_only_when_on() -> Non
 def test_arena_permissions_and_tables_match_the_code() -> None:
     """The task may put votes and move and read counters, nothing else; the tables' keys are the store's,
     with point-in-time recovery; the web container gets the table names it reads."""
-    from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE
+    from stores.votes import DEFAULT_COUNTS_TABLE, DEFAULT_VOTES_TABLE, TTL_ATTRIBUTE
 
     role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
     arena = [p for p in role["Policies"] if p["PolicyName"] == "arena"]
@@ -276,6 +276,9 @@ def test_arena_permissions_and_tables_match_the_code() -> None:
     ]
     for table in (votes, counts):
         assert table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    # voters' cap counters expire (stores/votes.py); the votes never do
+    assert counts["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTRIBUTE, "Enabled": True}
+    assert "TimeToLiveSpecification" not in votes
     web = next(c for c in containers() if c["Name"] == "web")
     env = {e["Name"] for e in web["Environment"]}
     assert {"VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"} <= env

@@ -177,6 +177,21 @@ def test_counters_unreadable_is_unavailable() -> None:
             read_totals(store, "battle", "name")
 
 
+def test_a_counts_table_created_before_the_ttl_gets_it() -> None:
+    """A local stack's counts table from an older version (no TTL) gets it when the tables are ensured."""
+    from stores.tables import ensure_table
+
+    with mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1")
+        ensure_table(client, "counts", "bucket", "pair")
+        before = client.describe_time_to_live(TableName="counts")["TimeToLiveDescription"]
+        assert before["TimeToLiveStatus"] == "DISABLED"
+        create_tables(client, "votes", "counts")
+        create_tables(client, "votes", "counts")  # again: nothing to do
+        ttl = client.describe_time_to_live(TableName="counts")["TimeToLiveDescription"]
+        assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "expires")
+
+
 def test_the_voter_cap_on_dynamodb() -> None:
     """The cap's contract holds on DynamoDB: the voter's counter moves in the vote's transaction, and a
     vote over the cap is written again, flagged, without counters."""

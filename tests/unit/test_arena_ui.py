@@ -356,8 +356,8 @@ def test_battle_answers_hide_their_models_names(ui: ModuleType) -> None:
 
 def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
     """`apply_for_arena` (after `apply_for_web`, as the web process does) wires each hook: votes (6),
-    battle weights (7), the About and Leaderboard tabs (8), hidden names (9), the answering variant (10);
-    applied twice, nothing stacks."""
+    battle weights (7), the About and Leaderboard tabs (8), hidden names (9), the answering variant (10),
+    steady vote buttons (11), conversation ids (12); applied twice, nothing stacks."""
     import sys
 
     anony = sys.modules["fastchat.serve.gradio_block_arena_anony"]
@@ -377,13 +377,19 @@ def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
         build_leaderboard_tab=leaderboard,
         battle_names=lambda name: [name],
     )
+    web = sys.modules["fastchat.serve.gradio_web_server"]
+    named = sys.modules["fastchat.serve.gradio_block_arena_named"]
     saved = anony.bot_response
+    saved_web = web.model_worker_stream_iter, web.State.__init__
     try:
         fastchat_compat.apply_for_arena(hooks)
         fastchat_compat.apply_for_arena(hooks)
         assert anony.bot_response._unmasked is saved
-        web = sys.modules["fastchat.serve.gradio_web_server"]
         assert not hasattr(web.model_worker_stream_iter._unnoted, "_unnoted")  # shim 10, once
+        assert not hasattr(web.State.__init__._unstamped, "_unstamped")  # shim 12, once
+        assert web.model_worker_stream_iter._unnoted.__module__ == fastchat_compat.__name__
+        assert anony.flash_buttons is named.flash_buttons  # shim 11 in both tabs
+        assert anony.flash_buttons.__module__ == fastchat_compat.__name__
         anony.models = ["alpha", "bravo", "charlie"]
         assert {anony.get_battle_pair() for _ in range(50)} <= {("alpha", "bravo"), ("bravo", "alpha")}
         assert multi.build_about is about
@@ -393,6 +399,7 @@ def test_the_arena_entry_point_applies_every_arena_shim(ui: ModuleType) -> None:
         assert seen == ["battle:leftvote"]
     finally:
         anony.bot_response = saved
+        web.model_worker_stream_iter, web.State.__init__ = saved_web
 
 
 @pytest.fixture
@@ -432,6 +439,18 @@ def two_variants(
         web.model_worker_stream_iter, web.State.__init__ = saved, saved_init
 
 
+def conversation(key: str) -> Any:
+    """A FastChat state for model "m" with a fixed conversation id (FastChat's is random: fixed ids make
+    which variant each conversation gets the same on every run)."""
+    import sys
+
+    s = sys.modules["fastchat.serve.gradio_web_server"].State("m")
+    assert getattr(s.conv, fastchat_compat.CONVERSATION_ID) == s.conv_id  # shim 12 stamped it
+    s.conv_id = key
+    setattr(s.conv, fastchat_compat.CONVERSATION_ID, key)
+    return s
+
+
 def ask(url: str, s: Any, text: str | None = None) -> str:
     """Stream one answer for FastChat state `s` (a new user turn `text`, or the last one again, as a
     regeneration does) through FastChat's stream iterator: the endpoint that answered."""
@@ -458,7 +477,7 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
     assert len(set(hashes.values())) == 2
     seen = set()
     for i in range(12):
-        s = web.State("m")
+        s = conversation(f"vote {i}")
         answered = ask(url, s, f"question {i}")
         vote = arena_ui.build_vote("direct", "upvote", [s], ["m"], "sess", live, 1, SETTINGS)
         assert vote is not None
@@ -472,6 +491,16 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
     vote = arena_ui.build_vote("direct", "upvote", [unknown], ["m"], "sess", live, 1, SETTINGS)
     assert vote is not None
     assert (vote.models[0].variant, vote.models[0].spec_hash) == ("", "")
+    # a promotion between the answer and the vote: the model has one endpoint now, not the one that
+    # answered, so the vote names no config rather than the new one
+    promoted = {"m": {**live["m"], "endpoint_name": "demo-tgi-vote-b", "variants": live["m"]["variants"][1:]}}
+    s = conversation("before the promotion")
+    s.conv.append_message(s.conv.roles[0], "hi")
+    s.conv.append_message(s.conv.roles[1], "an answer")
+    setattr(s.conv, fastchat_compat.ANSWERED_BY, "demo-tgi-vote-a")
+    vote = arena_ui.build_vote("direct", "upvote", [s], ["m"], "sess", promoted, 2, SETTINGS)
+    assert vote is not None
+    assert (vote.models[0].variant, vote.models[0].spec_hash) == ("demo-tgi-vote-a", "")
     single = state(ui, "alpha")  # one endpoint, nothing noted (an older worker): its endpoint
     vote = arena_ui.build_vote("direct", "upvote", [single], ["alpha"], "s", LIVE, 1, SETTINGS)
     assert vote is not None
@@ -481,13 +510,10 @@ def test_a_vote_on_a_model_with_two_variants_names_the_variant_that_answered(
 def test_each_web_conversation_keeps_its_own_variant(two_variants: tuple[str, dict[str, Any]]) -> None:
     """Shim 12: the sticky key is the conversation, not its first turn: conversations that open alike
     ("hi") still split by weight; a regeneration and a later turn keep the conversation's variant."""
-    import sys
-
-    web = sys.modules["fastchat.serve.gradio_web_server"]
     url, _ = two_variants
     chosen = set()
-    for _ in range(16):
-        s = web.State("m")
+    for i in range(16):
+        s = conversation(f"alike {i}")
         first = ask(url, s, "hi")
         assert ask(url, s) == first  # regenerated
         assert ask(url, s, "and then?") == first  # the next turn
