@@ -153,6 +153,22 @@ def battle_names(entry: dict[str, Any], name: str) -> list[str]:
     return [name, str(entry.get("endpoint_name") or ""), *(str(e) for e in endpoints if e)]
 
 
+def keep_connections_open(seconds: int) -> None:
+    """Gradio's server closes an idle connection after uvicorn's default 5 s and has no setting for it;
+    behind a load balancer that reuses idle connections for longer (ours: 300 s) a request on one being
+    closed gets a 502. Every gradio server built after this keeps them `seconds` (idempotent)."""
+    from gradio import http_server
+
+    init = getattr(http_server.Server.__init__, "_default_keep_alive", http_server.Server.__init__)
+
+    def with_keep_alive(self: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        config.timeout_keep_alive = seconds
+        init(self, config, *args, **kwargs)
+
+    with_keep_alive._default_keep_alive = init  # type: ignore[attr-defined]
+    http_server.Server.__init__ = with_keep_alive  # type: ignore[method-assign]
+
+
 def gr_intro(texts: arena_ui.PageTexts) -> None:
     import gradio as gr
 

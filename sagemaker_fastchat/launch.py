@@ -184,6 +184,7 @@ def run_api(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        timeout_keep_alive=settings.keep_alive,
     )
     return 0
 

@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError
 
 from contract.items import InputError
 from runtime import arena_ui, fastchat_compat
-from runtime.web_ui import LiveModelInfo, WebSetup, build_arena_demo, prepare_ui
+from runtime.web_ui import LiveModelInfo, WebSetup, build_arena_demo, keep_connections_open, prepare_ui
 from sagemaker_fastchat.settings import WebSettings, add_flags, settings_from
 from stores.votes import DynamoVotesStore, UnconfiguredVotesStore, VotesStore
 from telemetry.settings import TelemetrySettings
@@ -73,6 +73,7 @@ def run_web(args: argparse.Namespace) -> int:
     demo = build_arena_demo(module, setup, info, store, recorder)
     from starlette.middleware import Middleware
 
+    keep_connections_open(settings.keep_alive)
     demo.queue(default_concurrency_limit=settings.concurrency, status_update_rate=10, api_open=False).launch(
         server_name=settings.host,
         server_port=settings.port,

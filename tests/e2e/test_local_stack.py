@@ -47,6 +47,37 @@ def test_health_checks_of_the_deployment_answer(local_stack: LocalStack) -> None
     assert local_stack.cli("healthcheck", f"http://127.0.0.1:{ports['api']}/nope").returncode == 1
 
 
+def test_idle_connections_outlive_the_load_balancers_idle_timeout(local_stack: LocalStack) -> None:
+    """The API and the web UI keep an idle keep-alive connection open (HTTP_KEEP_ALIVE_SECONDS, 310 s by
+    default, above the load balancer's 300 s): uvicorn's default closed it after 5 s, and a load balancer
+    reusing such a connection answered the user with a 502. Past 5 s idle, each socket still answers."""
+    import http.client
+
+    paths = {"api": "/health", "web": "/config"}
+    connections = {
+        name: http.client.HTTPConnection("127.0.0.1", local_stack.ports[name], timeout=30) for name in paths
+    }
+
+    def ask(name: str) -> int:
+        connections[name].request("GET", paths[name])  # HTTP/1.1: the connection is kept
+        response = connections[name].getresponse()
+        response.read()
+        return response.status
+
+    try:
+        for name in paths:
+            assert ask(name) == 200
+        sockets = {name: c.sock for name, c in connections.items()}
+        time.sleep(7)  # idle past uvicorn's default keep-alive of 5 s
+        for name in paths:
+            # a closed connection fails here (http.client does not reconnect a socket it still holds)
+            assert ask(name) == 200, name
+            assert connections[name].sock is sockets[name]
+    finally:
+        for c in connections.values():
+            c.close()
+
+
 def test_conv_template_applies_in_the_api_path(local_stack: LocalStack) -> None:
     """demo-openai's conv_template (raw) shapes the prompt the endpoint receives; demo-tgi's does not."""
     chat(local_stack, "demo-openai", "[[say:x]] template check")

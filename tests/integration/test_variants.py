@@ -75,7 +75,11 @@ async def chats(url: str, prompts: list[str], concurrency: int = 32) -> list[lis
                 return []
             return [json.loads(f) for f in r.content.split(b"\0") if f]
 
-    async with httpx.AsyncClient(timeout=60) as client:
+    # A pooled connection is dropped after 2 s idle, before uvicorn's 5 s keep-alive close: reusing one
+    # just as the server closes it resets it (httpx.ReadError), a race of the test's client, not the
+    # worker's (our API's pool to the worker expires connections after 4 s for the same reason).
+    limits = httpx.Limits(keepalive_expiry=2.0)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         return await asyncio.gather(*(one(client, p) for p in prompts))
 
 
