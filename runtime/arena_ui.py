@@ -22,7 +22,7 @@ from arena.board import battle_matrices, board
 from arena.ratings import DEFAULT_MIN_VOTES
 from arena.votes import ERROR_MARK, PAIR_TYPES, SINGLE_TYPES, ModelRef, Vote, voter_key
 from runtime import fastchat_compat
-from stores.votes import StoreUnavailable, VoteRecorder, VotesStore, read_totals
+from stores.votes import SpoolDirectory, StoreUnavailable, VoteRecorder, VotesStore, read_totals
 
 log = structlog.get_logger("arena")
 
@@ -355,5 +355,7 @@ class ArenaPage:
                 demo.load(lambda: [self.descriptions()] * len(description_blocks), None, description_blocks)
 
 
-def start_recorder(store: VotesStore, spool: Path) -> VoteRecorder:
-    return VoteRecorder(store, spool).start()
+def start_recorder(store: VotesStore, spool: Path, shared_dir: Path | None = None) -> VoteRecorder:
+    """The votes recorder: spooling to `spool`, or to a file of its own in `shared_dir` when given."""
+    shared = SpoolDirectory(shared_dir) if shared_dir is not None else None
+    return VoteRecorder(store, spool, shared=shared).start()

@@ -254,6 +254,12 @@ class WebSettings(ArenaSettings):
         str(DEFAULT_VOTE_SPOOL),
         "votes wait here until the votes table has them (keep it on a persistent disk)",
     )
+    vote_spool_dir: str | None = env(
+        "ARENA_VOTE_SPOOL_DIR",
+        None,
+        "a directory every web process shares (e.g. EFS): each spools to its own file there and adopts"
+        " the votes of processes that are gone (set: ARENA_VOTE_SPOOL is not used)",
+    )
     max_votes_per_voter: int = env(
         "ARENA_MAX_VOTES_PER_VOTER_PER_DAY",
         DEFAULT_MAX_VOTES_PER_VOTER_PER_DAY,

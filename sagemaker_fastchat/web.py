@@ -61,7 +61,8 @@ def run_web(args: argparse.Namespace) -> int:
     except BotoCoreError as exc:  # e.g. no region: the UI still runs, votes wait in the spool
         log.error("votes_store_unconfigured", error=str(exc))
         store = UnconfiguredVotesStore(str(exc))
-    recorder = arena_ui.start_recorder(store, Path(settings.vote_spool))
+    shared = Path(settings.vote_spool_dir) if settings.vote_spool_dir else None
+    recorder = arena_ui.start_recorder(store, Path(settings.vote_spool), shared)
     setup = WebSetup(
         controller_address=settings.controller_address,
         min_votes=settings.min_votes,

@@ -15,14 +15,20 @@ seconds, VOTER_COUNTER_DAYS after its day began) so DynamoDB drops it; the pair 
 `VoteRecorder` keeps the web UI off the store's path: a vote is appended to a local spool file (fsync'd)
 and handed to a background thread; when the store cannot be reached the thread retries in order, and a
 restarted process replays the spool first. The spool is emptied once every vote in it is stored.
+
+`SpoolDirectory` is for a spool shared by several processes (an EFS volume mounted by every task): each
+process spools to a file of its own and holds a lock on it while it lives; the votes of a process that is
+gone (a replaced task) are adopted by any live one, so no task's end loses the votes it was holding.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import queue
 import threading
+import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -275,6 +281,91 @@ def create_tables(dynamodb: DynamoDBClient, votes_table: str, counts_table: str)
 
 
 # --- The recorder: spool, then store, off the caller's path -----------------------------------------------
+def read_spool(spool: Path) -> Iterator[Vote]:
+    """The votes of a spool file, in order (a torn last line, from a process stopped mid-write, skipped)."""
+    try:
+        f = spool.open(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return
+    with f:
+        for line in f:
+            try:
+                vote = parse_vote(json.loads(line))
+            except ValueError:
+                vote = "spool: a torn line (the process stopped mid-write)"
+            if isinstance(vote, Vote):
+                yield vote
+            else:
+                log.warning("spool_line_skipped", problem=vote, spool=str(spool))
+
+
+class SpoolDirectory:
+    """A spool directory several processes share (README "Arena": an EFS volume across tasks).
+
+    A process claims `votes-<id>.jsonl` and holds an exclusive flock on `votes-<id>.lock` while it lives
+    (the kernel, or EFS's lease, drops it when the process dies, however it dies). A lock file nobody
+    holds marks a spool whose process is gone: `orphans` hands each such spool over while holding its lock
+    (so one adopter takes it), and removes it once its votes are in the adopter's own spool. A crash in
+    between leaves the votes in both spools: they are stored once (votes are put on condition of a new id).
+    """
+
+    PREFIX = "votes-"
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.id = uuid.uuid4().hex
+        self._lock_fd: int | None = None
+
+    @property
+    def spool(self) -> Path:
+        return self.directory / f"{self.PREFIX}{self.id}.jsonl"
+
+    def _lock_path(self, spool_id: str) -> Path:
+        return self.directory / f"{self.PREFIX}{spool_id}.lock"
+
+    def claim(self) -> Path:
+        """Lock this process's own spool (held until `release` or the process ends); its path."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self._lock_fd is None:
+            fd = os.open(self._lock_path(self.id), os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random id: never held elsewhere
+            self._lock_fd = fd
+        return self.spool
+
+    def orphans(self) -> Iterator[Path]:
+        """Each spool whose process is gone, locked while the caller takes its votes; removed after."""
+        for lock in sorted(self.directory.glob(f"{self.PREFIX}*.lock")):
+            spool_id = lock.name[len(self.PREFIX) : -len(".lock")]
+            if spool_id == self.id:
+                continue
+            try:
+                fd = os.open(lock, os.O_RDWR)
+            except OSError:
+                continue  # adopted and removed by another process just now
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue  # its process is alive
+            try:
+                spool = self.directory / f"{self.PREFIX}{spool_id}.jsonl"
+                yield spool
+                spool.unlink(missing_ok=True)
+                lock.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
+
+    def release(self, spool_empty: bool) -> None:
+        """On a clean stop: remove this process's files when nothing waits in them, then unlock."""
+        if self._lock_fd is None:
+            return
+        if spool_empty:
+            self.spool.unlink(missing_ok=True)
+            self._lock_path(self.id).unlink(missing_ok=True)
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+
 class VoteRecorder:
     """Records votes without blocking the caller beyond one fsync'd append, losing none."""
 
@@ -285,8 +376,14 @@ class VoteRecorder:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         max_spool_bytes: int = MAX_SPOOL_BYTES,
+        *,
+        shared: SpoolDirectory | None = None,  # spool in a shared directory instead (`spool` unused)
+        adopt_every: float = 60.0,  # seconds between looks for spools left by processes that are gone
     ) -> None:
         self.store = store
+        self.shared = shared
+        self.adopt_every = adopt_every
+        spool = shared.claim() if shared is not None else spool
         self.spool = spool
         self.rejected = spool.with_name(spool.name + ".rejected")
         self.retry_initial, self.retry_max = retry_initial, retry_max
@@ -302,11 +399,12 @@ class VoteRecorder:
         """Replay what an earlier process spooled (in order), then start the writer thread."""
         self.spool.parent.mkdir(parents=True, exist_ok=True)
         with self._lock:
-            for vote in self._read_spool():
+            for vote in read_spool(self.spool):
                 self._pending += 1
                 self._queue.put(vote)
         if self._pending:
             log.info("votes_replaying", count=self._pending, spool=str(self.spool))
+        self.adopt()
         self._thread = threading.Thread(target=self._run, name="vote-recorder", daemon=True)
         self._thread.start()
         return self
@@ -336,31 +434,44 @@ class VoteRecorder:
     def pending(self) -> int:
         return self._pending
 
+    def adopt(self) -> int:
+        """Take over the votes of shared-directory spools whose processes are gone (into this process's
+        own spool, durably, before theirs is removed); how many. Never raises: a spool that cannot be
+        read now is left for a later look."""
+        if self.shared is None:
+            return 0
+        adopted = 0
+        try:
+            for orphan in self.shared.orphans():
+                votes = list(read_spool(orphan))
+                for vote in votes:
+                    if not self.record(vote):
+                        raise OSError(f"{self.spool} is full")  # keep the orphan: adopt it later
+                adopted += len(votes)
+                log.info("votes_adopted", count=len(votes), spool=str(orphan))
+        except OSError as exc:
+            log.error("votes_adoption_failed", error=str(exc), directory=str(self.shared.directory))
+        return adopted
+
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the writer (after a last try within `timeout`); unstored votes stay in the spool."""
+        """Stop the writer (after a last try within `timeout`); unstored votes stay in the spool (in a
+        shared directory, for a live process to adopt)."""
         self.flush(timeout)
         self._stop.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
-
-    def _read_spool(self) -> Iterator[Vote]:
-        if not self.spool.exists():
-            return
-        with self.spool.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    vote = parse_vote(json.loads(line))
-                except ValueError:
-                    vote = "spool: a torn line (the process stopped mid-write)"
-                if isinstance(vote, Vote):
-                    yield vote
-                else:
-                    log.warning("spool_line_skipped", problem=vote)
+        if self.shared is not None:
+            with self._lock:
+                self.shared.release(spool_empty=self._pending == 0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            vote = self._queue.get()
+            try:
+                vote = self._queue.get(timeout=self.adopt_every if self.shared is not None else None)
+            except queue.Empty:
+                self.adopt()
+                continue
             if vote is None:
                 return
             delay = self.retry_initial

@@ -281,20 +281,34 @@ def test_arena_permissions_and_tables_match_the_code() -> None:
     assert "TimeToLiveSpecification" not in votes
     web = next(c for c in containers() if c["Name"] == "web")
     env = {e["Name"] for e in web["Environment"]}
-    assert {"VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"} <= env
-    # The spool is on a task volume and a web process that exits restarts in place: its votes are replayed.
-    spool = next(e["Value"] for e in web["Environment"] if e["Name"] == "ARENA_VOTE_SPOOL")
+    assert {"VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL_DIR"} <= env
+    # The spool directory is the EFS volume every task mounts (each web process adopts the spools of
+    # processes that are gone), and a web process that exits restarts in place.
+    spool = next(e["Value"] for e in web["Environment"] if e["Name"] == "ARENA_VOTE_SPOOL_DIR")
     (mount,) = web["MountPoints"]
-    assert spool.startswith(mount["ContainerPath"] + "/")
-    task = template("fastchat-template.yaml")["Resources"]["TaskDefinition"]["Properties"]
-    assert {"Name": mount["SourceVolume"]} in task["Volumes"]
+    assert spool == mount["ContainerPath"]
+    resources = template("fastchat-template.yaml")["Resources"]
+    task = resources["TaskDefinition"]["Properties"]
+    (volume,) = [v for v in task["Volumes"] if v["Name"] == mount["SourceVolume"]]
+    efs = volume["EFSVolumeConfiguration"]
+    assert efs["TransitEncryption"] == "ENABLED"
+    assert efs["AuthorizationConfig"]["IAM"] == "ENABLED"
+    assert resources["VotesSpoolFileSystem"]["DeletionPolicy"] == "Retain"
+    assert resources["VotesSpoolFileSystem"]["Properties"]["Encrypted"] is True
+    access_point = resources["VotesSpoolAccessPoint"]["Properties"]
+    assert access_point["PosixUser"] == {"Uid": "10001", "Gid": "10001"}  # the image's user
+    nfs = resources["VotesSpoolSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert [(r["FromPort"], r["SourceSecurityGroupId"]) for r in nfs] == [
+        (2049, {"Ref": "TaskSecurityGroup"})
+    ]
+    assert {"VotesSpoolMountTargetA", "VotesSpoolMountTargetB"} <= set(resources["Service"]["DependsOn"])
     assert web["RestartPolicy"]["Enabled"] is True
     assert (
         f"install -d -o 10001 -g 10001 {mount['ContainerPath']}"
         in (ROOT / "docker" / "runtime.Dockerfile").read_text()
     )
     settings = (ROOT / "sagemaker_fastchat" / "settings.py").read_text()
-    for name in ("VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL"):
+    for name in ("VOTES_TABLE", "VOTE_COUNTS_TABLE", "ARENA_VOTE_SPOOL_DIR"):
         assert f'"{name}"' in settings
 
 
