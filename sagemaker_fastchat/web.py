@@ -62,7 +62,11 @@ def run_web(args: argparse.Namespace) -> int:
         log.error("votes_store_unconfigured", error=str(exc))
         store = UnconfiguredVotesStore(str(exc))
     shared = Path(settings.vote_spool_dir) if settings.vote_spool_dir else None
-    recorder = arena_ui.start_recorder(store, Path(settings.vote_spool), shared)
+    try:
+        recorder = arena_ui.start_recorder(store, Path(settings.vote_spool), shared)
+    except OSError as exc:  # a spool that cannot be written would lose every vote: refuse to start
+        where = f"ARENA_VOTE_SPOOL_DIR: {shared}" if shared else f"ARENA_VOTE_SPOOL: {settings.vote_spool}"
+        raise InputError(f"{where}: cannot be used ({exc.strerror or exc})") from None
     setup = WebSetup(
         controller_address=settings.controller_address,
         min_votes=settings.min_votes,

@@ -187,6 +187,21 @@ def test_a_negative_cap_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--max-votes-per-voter: must be 0 (no cap) or more" in err
 
 
+@pytest.mark.parametrize("variable", ["ARENA_VOTE_SPOOL_DIR", "ARENA_VOTE_SPOOL"])
+def test_a_spool_that_cannot_be_written_stops_the_web_ui(
+    variable: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A spool path that cannot be created (here: under a regular file) would lose every vote: `web`
+    refuses to start with one line naming the variable, instead of a traceback."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(variable, str(blocker / "spool"))
+    monkeypatch.setenv("WORKER_URL", "http://127.0.0.1:9")  # nothing there: the page's lookups just fail
+    code, _, err = run(capfd, "web", "--port", "0")  # fd-level: FastChat's import swaps sys.stderr
+    assert code == 1
+    assert f"error: {variable}: {blocker / 'spool'}: cannot be used" in err
+
+
 def test_a_line_that_is_not_utf8_is_refused_alone(
     tables: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
