@@ -1,9 +1,10 @@
 """A staged rollout's state: the registry item's `rollout` attribute, parsed and written back (pure).
 
 Written only by `sagemaker-fastchat models rollout` / `rollout pause|resume|abort` and the step runner
-(sync/rollout_step.py); the spec parser ignores it (docs/design.md "Rollout"). The candidate's weight and
-config live in the item's `variants` (which is in the spec and published); this is the bookkeeping around
-them: the plan (steps, bake time, thresholds), where the rollout is, and what happened so far.
+(sync/rollout_step.py); the spec parser ignores it (docs/design.md "Registry", its `rollout` attribute).
+The candidate's weight and config live in the item's `variants` (which is in the spec and published);
+this is the bookkeeping around them: the plan (steps, bake time, thresholds), where the rollout is, and
+what happened so far.
 
 `parse_state` is total: any value gives a RolloutState or a `rollout.field: why` problem line.
 """

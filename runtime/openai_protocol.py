@@ -20,6 +20,7 @@ import orjson
 from fastchat.constants import SERVER_ERROR_MSG, ErrorCode
 from fastchat.conversation import Conversation, SeparatorStyle
 
+from contract.chunk import error_chunk
 from contract.tokens import approx_token_count
 
 MAX_STOP = 4  # OpenAI's limit
@@ -534,7 +535,8 @@ def _load_frame(raw: bytes) -> dict[str, Any] | None:
     try:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return {"text": "the worker sent a frame that is not JSON", "error_code": ErrorCode.INTERNAL_ERROR}
+        # The splitter does not know the model: worker_error names it (a 502, as for any bad answer).
+        return dict(error_chunk("", "the worker sent a frame that is not JSON"))
     return doc if isinstance(doc, dict) else None
 
 

@@ -1,6 +1,6 @@
 """Worker-side variant routing facts: the sticky key, the per-endpoint breakers, one attempt's outcome.
 
-The sticky key (README "Rollout: variants on the worker"): the request's `conversation_id` parameter when
+The sticky key (README "Variants on the worker"): the request's `conversation_id` parameter when
 the caller passes one (the OpenAI API forwards an `X-Conversation-Id` header there, the web UI each
 conversation's id: runtime/fastchat_compat.py shim 12), else a hash of the
 conversation's first user turn: the prompt up to the first assistant turn of the model's conversation

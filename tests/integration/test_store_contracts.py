@@ -1,19 +1,31 @@
 """One contract per store port: the same assertions against the boto3 adapter on moto and the in-memory
-fake in `stores.testing`, so the fakes the other tests use are proven faithful."""
+fake in `stores.testing`, so the fakes the other tests use are proven faithful. The endpoint checker's
+adapter also runs against the SageMaker stand-in, whose DescribeEndpoint reports any status on demand
+(moto creates every endpoint InService). The votes and outcome-count stores have theirs in
+test_votes_store.py and test_rollout_metrics.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING
 
 import boto3
+import httpx
 import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
+from contract.endpoints import SERVING_STATUSES, EndpointChecker, EndpointVerdict, FakeEndpointChecker
 from contract.snapshot import SnapshotError
+from stores.endpoints import Boto3EndpointChecker
 from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore, create_table
 from stores.ssm import MAX_VERSIONS, ParameterStore, SnapshotWriter, SsmParameters
 from stores.testing import InMemoryParameters, InMemoryRegistry
+
+if TYPE_CHECKING:
+    from mypy_boto3_sagemaker import SageMakerClient
 
 TABLE = "contract-registry"
 
@@ -36,6 +48,57 @@ def registry(request: pytest.FixtureRequest) -> Iterator[RegistryStore]:
         client = boto3.client("dynamodb", region_name="us-east-1")
         create_table(client, TABLE)
         yield DynamoRegistry(client, TABLE)
+
+
+@dataclass
+class Endpoints:
+    """An endpoint checker and how to give one of its endpoints a status."""
+
+    checker: EndpointChecker
+    add: Callable[[str, str], None]  # (endpoint, EndpointStatus)
+
+
+def _moto_endpoint(client: SageMakerClient, name: str, status: str) -> None:
+    assert status == "InService", "moto creates every endpoint InService"
+    role = "arn:aws:iam::123456789012:role/contract"
+    client.create_model(ModelName=name, ExecutionRoleArn=role, PrimaryContainer={"Image": "contract"})
+    client.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "v",
+                "ModelName": name,
+                "InitialInstanceCount": 1,
+                "InstanceType": "ml.g4dn.xlarge",
+            }
+        ],
+    )
+    client.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
+@pytest.fixture(params=["fake", "moto", "standin"])
+def endpoints(request: pytest.FixtureRequest) -> Iterator[Endpoints]:
+    if request.param == "fake":
+        fake = FakeEndpointChecker()
+        yield Endpoints(fake, fake.statuses.__setitem__)
+        return
+    if request.param == "moto":
+        with mock_aws():
+            client = boto3.client("sagemaker", region_name="us-east-1")
+            yield Endpoints(Boto3EndpointChecker(client), partial(_moto_endpoint, client))
+        return
+    url: str = request.getfixturevalue("standin_url")  # the session's stand-in: faults cleared after
+    added: list[str] = []
+
+    def add(name: str, status: str) -> None:
+        httpx.post(f"{url}/_standin/faults/{name}", json={"status": status}).raise_for_status()
+        added.append(name)
+
+    yield Endpoints(
+        Boto3EndpointChecker(boto3.client("sagemaker", endpoint_url=url, region_name="us-east-1")), add
+    )
+    for name in added:
+        httpx.delete(f"{url}/_standin/faults/{name}").raise_for_status()
 
 
 # --- ParameterStore -------------------------------------------------------------------------------------
@@ -197,3 +260,36 @@ def test_a_fake_registry_fails_on_demand() -> None:
     fake.heal()
     assert fake.scan() == [_item("a")]
     assert fake.calls["scan"] == 2
+
+
+# --- EndpointChecker ------------------------------------------------------------------------------------
+# Names the stand-in knows as demo endpoints (neither "creating" nor "failed" in them: the status is set).
+SERVING = "demo-tgi-contract-serving"
+
+
+def test_endpoints_pass_a_serving_endpoint(endpoints: Endpoints) -> None:
+    endpoints.add(SERVING, "InService")
+    assert endpoints.checker.check(SERVING) == EndpointVerdict(True, status="InService")
+
+
+def test_endpoints_refuse_a_missing_endpoint_for_good(endpoints: Endpoints) -> None:
+    """AWS's ValidationException "Could not find endpoint" is read as a verdict, not a failed check."""
+    verdict = endpoints.checker.check("no-such-endpoint")
+    assert (verdict.ok, verdict.status, verdict.transient) == (False, None, False)
+    assert verdict.reason is not None
+    assert verdict.reason.startswith("endpoint no-such-endpoint does not exist (Could not find endpoint ")
+
+
+@pytest.mark.parametrize("endpoints", ["fake", "standin"], indirect=True)
+@pytest.mark.parametrize(
+    "status", ["InService", "Updating", "Creating", "Failed", "OutOfService", "Deleting"]
+)
+def test_endpoints_read_each_status(endpoints: Endpoints, status: str) -> None:
+    """The statuses that still serve pass; every other one refuses, naming it."""
+    name = f"demo-tgi-contract-{status.lower()}"
+    endpoints.add(name, status)
+    verdict = endpoints.checker.check(name)
+    assert (verdict.ok, verdict.status, verdict.transient) == (status in SERVING_STATUSES, status, False)
+    if not verdict.ok:
+        assert verdict.reason is not None
+        assert verdict.reason.startswith(f"endpoint {name} is {status}, not InService")

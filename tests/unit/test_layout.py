@@ -1,11 +1,14 @@
 """The code layout of docs/design.md "Code layout", checked on the source: which package may import which,
-and only settings classes read the environment."""
+no module imports itself through others, and only settings classes read the environment."""
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from graphlib import CycleError, TopologicalSorter
+from itertools import pairwise
 from pathlib import Path
+from typing import TypeGuard
 
 ROOT = Path(__file__).resolve().parents[2]
 OURS = ("sagemaker_fastchat", "sync", "runtime", "stores", "contract", "arena", "rollout", "telemetry")
@@ -30,15 +33,30 @@ def sources(*packages: str) -> Iterator[tuple[str, ast.Module]]:
             yield path.relative_to(ROOT).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
 
 
+def _is_type_checking(node: ast.AST) -> TypeGuard[ast.If]:
+    """`if TYPE_CHECKING:` or `if typing.TYPE_CHECKING:`."""
+    test = node.test if isinstance(node, ast.If) else None
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def imported_names(node: ast.AST, *, type_checking: bool = True) -> Iterator[str]:
+    """The dotted names a module imports, at the top or inside a function: `import a.b` gives `a.b`,
+    `from a.b import c` gives `a.b.c` (a submodule, or a name defined in `a.b`). `type_checking=False`
+    leaves out the imports under `if TYPE_CHECKING:`, which never run (its `else:` does)."""
+    if isinstance(node, ast.Import):
+        yield from (alias.name for alias in node.names)
+    elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+        yield from (f"{node.module}.{alias.name}" for alias in node.names)
+    for child in ast.iter_child_nodes(node):
+        for part in child.orelse if not type_checking and _is_type_checking(child) else [child]:
+            yield from imported_names(part, type_checking=type_checking)
+
+
 def imported_packages(tree: ast.Module) -> set[str]:
     """Our top-level packages a module imports, at the top or inside a function."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0])
-    return found & set(OURS)
+    return {name.split(".")[0] for name in imported_names(tree)} & set(OURS)
 
 
 def test_packages_import_only_what_is_below_them() -> None:
@@ -51,6 +69,67 @@ def test_packages_import_only_what_is_below_them() -> None:
         if imported - MAY_IMPORT[package] - {package}
     ]
     assert wrong == []
+
+
+def module_name(path: str) -> str:
+    parts = path.removesuffix(".py").split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(modules: Mapping[str, ast.Module]) -> dict[str, set[str]]:
+    """Each of our modules and ours it imports when it runs (top level or in a function, not under
+    TYPE_CHECKING). A name resolves to its longest prefix that is a module: `from a.b import f` is `a.b`,
+    `from a import b` is `a.b` when b is a module. A package's own `__init__` is not counted as a
+    dependency of its modules, as import checkers do not: that edge would make every re-export a cycle."""
+
+    def resolve(name: str) -> str:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    return {
+        module: {found for name in imported_names(tree, type_checking=False) if (found := resolve(name))}
+        - {module}
+        for module, tree in modules.items()
+    }
+
+
+def import_cycle(graph: Mapping[str, set[str]]) -> list[str] | None:
+    """One cycle, each module importing the next (the first repeated at the end), or None."""
+    try:
+        TopologicalSorter(graph).prepare()  # reads the graph as node -> what comes before it
+    except CycleError as exc:
+        return list(reversed(exc.args[1]))
+    return None
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    """No import cycle between our modules, within a package or across (issue 14's was runtime/launch.py
+    and runtime/web_ui.py importing each other): each module can be read, and loaded, on its own."""
+    graph = import_graph({module_name(path): tree for path, tree in sources(*OURS)})
+    assert "runtime.worker" in graph["sagemaker_fastchat.launch"]  # the graph sees real imports
+    cycle = import_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_sees_a_cycle() -> None:
+    """The check itself: an import inside a function closes a cycle, one under TYPE_CHECKING does not;
+    `from package import module` is an edge to the module."""
+    modules = {
+        "p": ast.parse(""),
+        "p.a": ast.parse("from p.b import f"),
+        "p.b": ast.parse("import os\ndef f():\n    from p import c"),
+        "p.c": ast.parse(
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import p.a\nelse:\n    import p"
+        ),
+    }
+    assert import_graph(modules) == {"p": set(), "p.a": {"p.b"}, "p.b": {"p.c"}, "p.c": {"p"}}
+    assert import_cycle(import_graph(modules)) is None
+    modules["p.c"] = ast.parse("if True:\n    import p.a")
+    cycle = import_cycle(import_graph(modules))
+    assert cycle is not None
+    assert sorted(cycle[1:]) == ["p.a", "p.b", "p.c"]
+    assert all(b in import_graph(modules)[a] for a, b in pairwise(cycle))
 
 
 def _is_environ(node: ast.AST) -> bool:

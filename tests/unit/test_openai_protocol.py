@@ -175,6 +175,17 @@ def test_frames_split_anywhere() -> None:
         assert [f["text"] for f in frames] == ["a", "ab", "abc"]
 
 
+def test_a_frame_that_is_not_json_is_a_bad_gateway() -> None:
+    """A frame that does not parse becomes an error frame of FastChat's shape, with our `error` object,
+    which the API answers as 502 naming the model and the worker; the frames around it are kept."""
+    frames = p.FrameSplitter().feed(b'{"text": "a", "error_code": 0}\0{not json\0[1]\0')
+    assert [f["error_code"] for f in frames] == [0, ErrorCode.INTERNAL_ERROR]  # not a dict: skipped
+    assert frames[1]["error"]["kind"] == "endpoint_error"
+    err = p.worker_error(frames[1], "alpha", "worker http://w")
+    assert (err.status, err.code) == (502, "endpoint_error")
+    assert err.message == "model alpha (worker http://w): the worker sent a frame that is not JSON"
+
+
 def test_choice_deltas_and_logprobs() -> None:
     """Cumulative text becomes deltas; FastChat's cumulative logprobs become the new tokens only."""
     c = p.Choice(0)
