@@ -76,6 +76,9 @@ class Route:
             "primary": self.variant.primary,
             "excluded": self.excluded,
             "breaker": self.breaker.describe(),
+            # the canonical fields this variant's config maps (the API refuses parameters it cannot carry)
+            "request_fields": sorted(self.variant.spec.request_mapping),
+            "response_fields": sorted(self.variant.spec.response_mapping),
         }
 
 
@@ -119,6 +122,11 @@ class SageMakerAdapter:
             Route(v, breakers.get(v.endpoint_name), excluded.get(v.endpoint_name)) for v in spec.variants()
         )
         self._routable = [r for r in self.routes if r.weight > 0]
+        # What every variant that can answer maps (a request may reach any of them: its sticky choice or a
+        # failover), so a parameter is carried whichever answers, or refused by the API.
+        answering = [r.variant.spec for r in self._routable or self.routes]
+        self.request_fields = frozenset.intersection(*(frozenset(s.request_mapping) for s in answering))
+        self.response_fields = frozenset.intersection(*(frozenset(s.response_mapping) for s in answering))
         self.assistant_role = assistant_role
         self.recorder = recorder
 

@@ -607,6 +607,27 @@ def _steady_vote_buttons() -> None:
         sys.modules[name].flash_buttons = enable_buttons  # type: ignore[attr-defined]
 
 
+# --- Shim 13: no "high traffic" headline in the web UI ------------------------------------------------
+# FastChat's web UI answers "NETWORK ERROR DUE TO HIGH TRAFFIC. PLEASE REGENERATE OR REFRESH THIS PAGE."
+# (`SERVER_ERROR_MSG`) when the controller knows no worker for the model or the worker connection fails,
+# whatever the cause, so users blame load that is not there. Every FastChat server module holding that
+# text under the name (imported by name, so patching fastchat.constants would miss them) gets a clear one.
+NO_SERVER_MSG = (
+    "No server is serving this model right now, or it could not be reached; try again in a moment."
+)
+
+
+def _plain_server_error_message() -> None:
+    from fastchat.constants import SERVER_ERROR_MSG
+
+    for name, module in list(sys.modules.items()):
+        if (
+            name.startswith("fastchat.serve.")
+            and getattr(module, "SERVER_ERROR_MSG", None) == SERVER_ERROR_MSG
+        ):
+            module.SERVER_ERROR_MSG = NO_SERVER_MSG  # type: ignore[attr-defined]
+
+
 # --- Entry points: one per role, each applying that role's shims in the order they need -------------------
 def _import_with_our_logging(import_: Callable[[], types.ModuleType]) -> types.ModuleType:
     """Shim 2 around an import of FastChat modules: their loggers are ours before and after."""
@@ -639,13 +660,15 @@ UI_MODULE = "fastchat.serve.gradio_web_server_multi"
 
 def apply_for_web(templates: TemplateLookup) -> Any:
     """FastChat's multi-tab UI module, imported torch-free (shim 1) with sanitized chat output (4), its
-    logging routed through ours and no conversation files (2, 2b), the arena's Send button fixed (5) and
-    templates from the live set (3). The arena's own parts follow with `apply_for_arena`."""
+    logging routed through ours and no conversation files (2, 2b), the arena's Send button fixed (5),
+    templates from the live set (3) and a plain message instead of "high traffic" (13). The arena's own
+    parts follow with `apply_for_arena`."""
     _enforce_chatbot_sanitizing()
     module = _import_with_our_logging(lambda: import_torch_free(UI_MODULE))
     _complete_arena_send_outputs()
     _redirect_conversation_logs()
     _install_live_template_adapter(templates)
+    _plain_server_error_message()
     return module
 
 

@@ -50,6 +50,9 @@ class ModelSet:
                     "context_length": self.adapters[name].spec.context_length,
                     "description": self.adapters[name].spec.description,
                     "arena_weight": self.adapters[name].spec.arena_weight,
+                    # the canonical fields every variant that can answer maps (the API refuses the rest)
+                    "request_fields": sorted(self.adapters[name].request_fields),
+                    "response_fields": sorted(self.adapters[name].response_fields),
                     # each endpoint serving the name: weight, warm-up exclusion, circuit breaker
                     "variants": self.adapters[name].describe(),
                 }

@@ -162,6 +162,9 @@ class Target:
     conv_template: str | None = None
     context_length: int | None = None
     version: str | None = None  # the spec hash (ours): a changed spec gets its template again
+    # The canonical fields the model's config maps (ours; None for other workers: nothing is refused)
+    request_fields: frozenset[str] | None = None
+    response_fields: frozenset[str] | None = None
 
     @property
     def where(self) -> str:
@@ -256,6 +259,8 @@ class Directory:
                         m.get("conv_template"),
                         m.get("context_length") or 4096,
                         m.get("hash"),
+                        _fields(m.get("request_fields")),
+                        _fields(m.get("response_fields")),
                     )
             else:
                 status = await self.http.post_json(f"{address}/worker_get_status", {})
@@ -324,6 +329,11 @@ class Directory:
             self._templates.clear()
         self._templates[key] = (conv, now)
         return conv
+
+
+def _fields(value: Any) -> frozenset[str] | None:
+    """A published field list (None when the worker publishes none: an older worker of ours)."""
+    return frozenset(str(v) for v in value) if isinstance(value, list) else None
 
 
 # --- serving -------------------------------------------------------------------------------------------
@@ -432,6 +442,7 @@ class Api:
         body = await self.read_json(request)
         req: p.Sampling = p.parse_chat(body, self.limits) if chat else p.parse_completion(body, self.limits)
         target = await self.directory.resolve(req.model)
+        p.check_mapped(req, target.request_fields, target.response_fields)
         template = await self.directory.template(target) if chat else None
         params = p.worker_params(req, template, target.context_length)
         # The sticky key for a model's variants (issue 17): X-Conversation-Id, else OpenAI's `user` field.

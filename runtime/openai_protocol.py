@@ -180,6 +180,7 @@ class Sampling:
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    max_tokens_param: str = "max_tokens"  # the key that set max_tokens (chat: or max_completion_tokens)
 
 
 @dataclass(frozen=True)
@@ -304,9 +305,10 @@ def _sampling(body: Mapping[str, Any], limits: Limits, max_tokens_keys: tuple[st
             raise invalid("stream_options", "'stream_options' must be an object.", "invalid_type")
         include_usage = _boolean(options, "include_usage")
     n = _integer(body, "n", 1, limits.max_n)
-    max_tokens = None
+    max_tokens, max_tokens_param = None, max_tokens_keys[0]
     for key in max_tokens_keys:
-        max_tokens = _integer(body, key, 1, limits.max_tokens) or max_tokens
+        if (value := _integer(body, key, 1, limits.max_tokens)) is not None:
+            max_tokens, max_tokens_param = value, key
     seed = body.get("seed")
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise invalid("seed", "'seed' must be an integer.", "invalid_type")
@@ -316,6 +318,7 @@ def _sampling(body: Mapping[str, Any], limits: Limits, max_tokens_keys: tuple[st
         "include_usage": include_usage,
         "n": n or 1,
         "max_tokens": max_tokens,
+        "max_tokens_param": max_tokens_param,
         "temperature": _number(body, "temperature", 0, 2),
         "top_p": _number(body, "top_p", 0, 1),
         "top_k": _integer(body, "top_k", -1, 1 << 20),
@@ -422,6 +425,57 @@ def parse_completion(body: Any, limits: Limits = Limits()) -> CompletionRequest:
     return CompletionRequest(**common, logprobs=top is not None, top_logprobs=top or 0, prompt=prompt)
 
 
+# --- what the model's endpoint config can carry ------------------------------------------------------
+# Parameter -> the canonical request field that carries it to the endpoint (request.mapping), and its
+# neutral values: OpenAI's default (FastChat's for top_k and repetition_penalty), which means the same as
+# leaving the parameter out, so SDKs and frameworks that send defaults pass whatever the config maps.
+# `stop` is not here: the worker enforces stop strings itself, mapped or not; `n` is the API's own.
+_CARRIED: tuple[tuple[str, str, tuple[float, ...]], ...] = (
+    ("max_tokens", "max_new_tokens", ()),
+    ("temperature", "temperature", (1.0,)),
+    ("top_p", "top_p", (1.0,)),
+    ("top_k", "top_k", (-1, 0)),  # <= 0 is "off"
+    ("repetition_penalty", "repetition_penalty", (1.0,)),
+    ("presence_penalty", "presence_penalty", (0.0,)),
+    ("frequency_penalty", "frequency_penalty", (0.0,)),
+    ("seed", "seed", ()),
+)
+
+
+def _unmapped(model: str, param: str, why: str) -> ApiError:
+    return invalid(param, f"model {model}'s endpoint config {why}.", "unsupported_parameter")
+
+
+def check_mapped(
+    req: Sampling, request_fields: frozenset[str] | None, response_fields: frozenset[str] | None
+) -> None:
+    """Refuse (400 naming it) a parameter set to a non-neutral value that the model's endpoint config
+    does not map, so it would be silently dropped. The fields are what our worker publishes per model
+    (mapped by every variant that can answer); None (any other FastChat worker): nothing is refused."""
+    if request_fields is None or response_fields is None:
+        return
+    for attr, field_name, neutral in _CARRIED:
+        value = getattr(req, attr)
+        if value is not None and value not in neutral and field_name not in request_fields:
+            if attr == "max_tokens":
+                param = req.max_tokens_param
+                why = f"does not map `{field_name}` (what `{param}` sets); remove `{param}` or add "
+                raise _unmapped(req.model, param, f"{why}`{field_name}` to request.mapping")
+            raise _unmapped(req.model, attr, f"does not map `{attr}`; remove it or add it to request.mapping")
+    if req.logprobs and "logprobs" not in response_fields:
+        why = "maps no `logprobs` in response.mapping; remove `logprobs` or add it to response.mapping"
+        raise _unmapped(req.model, "logprobs", why)
+    # Alternatives come only from an endpoint asked for them (OpenAI-style `top_logprobs`) that returns
+    # them in the mapped `logprobs` object; TGI's `token.logprob` is one number. (A legacy completion's
+    # `logprobs: N` is also its on-switch, so it is not refused: its top_logprobs stay empty; README.)
+    if isinstance(req, ChatRequest) and req.top_logprobs and "top_logprobs" not in request_fields:
+        why = (
+            "cannot supply alternative tokens: it does not map `top_logprobs`; remove it, or add it to "
+            "request.mapping for an endpoint that returns them in the mapped `logprobs`"
+        )
+        raise _unmapped(req.model, "top_logprobs", why)
+
+
 # --- worker parameters ----------------------------------------------------------------------------
 def conversation_from_worker(data: Mapping[str, Any]) -> Conversation:
     """A Conversation from a worker's `/worker_get_conv_template` answer (FastChat's dataclass as a dict)."""
@@ -508,6 +562,8 @@ def worker_params(req: Sampling, template: Conversation | None, context_length: 
             params[key] = value
     if req.logprobs:
         params["logprobs"] = max(req.top_logprobs, 1)
+        if req.top_logprobs:  # for a config that maps it (OpenAI-style endpoints)
+            params["top_logprobs"] = req.top_logprobs
     return {k: v for k, v in params.items() if v is not None}
 
 

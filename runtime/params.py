@@ -24,6 +24,7 @@ MAX_STOP_TOKEN_IDS = 1_024
 MAX_NEW_TOKENS = 1_048_576  # FastChat's API server sends 1024 * 1024 for "no limit"
 MAX_TOP_K = 100_000
 SEED_BOUND = 2**63
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 # name -> (lowest, highest) for the numeric sampling parameters
 _NUMBERS: dict[str, tuple[float, float]] = {
@@ -38,6 +39,7 @@ _INTEGERS: dict[str, tuple[int, int]] = {
     "max_new_tokens": (1, MAX_NEW_TOKENS),
     "top_k": (-1, MAX_TOP_K),  # -1 (FastChat) or 0 means "off"
     "seed": (-SEED_BOUND, SEED_BOUND - 1),
+    "top_logprobs": (0, MAX_TOP_LOGPROBS),  # written where a config maps it (OpenAI-style endpoints)
 }
 _BOOLEANS = ("echo", "do_sample")
 

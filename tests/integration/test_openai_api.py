@@ -256,6 +256,50 @@ def test_invalid_requests_are_400_naming_the_param(
     assert error["param"] == param
 
 
+@pytest.mark.parametrize(
+    ("model_name", "kwargs", "param"),
+    [
+        ("alpha", {"presence_penalty": 0.5}, "presence_penalty"),  # tgi.json maps no penalties
+        ("beta", {"frequency_penalty": 1.0}, "frequency_penalty"),  # nor does lmi-jsonlines.json
+        ("chatty", {"extra_body": {"top_k": 5}}, "top_k"),  # openai-sse.json maps no top_k
+        ("chatty", {"extra_body": {"repetition_penalty": 1.2}}, "repetition_penalty"),
+        ("alpha", {"logprobs": True, "top_logprobs": 2}, "top_logprobs"),  # token.logprob: one number
+    ],
+)
+def test_parameters_the_config_cannot_carry_are_refused(
+    stack: RuntimeStack, model_name: str, kwargs: dict[str, Any], param: str
+) -> None:
+    """A parameter the model's endpoint config does not map used to be dropped silently: 400 naming it,
+    and how to fix the config. Neutral values (OpenAI's defaults) and mapped parameters pass."""
+    body: dict[str, Any] = {"model": model_name, "messages": user("[[say:x]]"), **kwargs}
+    err = status_of(lambda: client(stack).chat.completions.create(**body))
+    assert err.status_code == 400
+    error = error_of(err)
+    assert (error["param"], error["code"]) == (param, "unsupported_parameter")
+    assert f"model {model_name}'s endpoint config" in error["message"]
+    assert "request.mapping" in error["message"]
+
+
+def test_neutral_and_mapped_parameters_pass(stack: RuntimeStack) -> None:
+    c = client(stack)
+    neutral = c.chat.completions.create(
+        model="alpha",
+        messages=user("[[say:fine]]"),
+        presence_penalty=0,
+        frequency_penalty=0,
+        n=1,
+        top_p=1,
+        temperature=1,
+    )
+    assert neutral.choices[0].message.content == "fine"
+    mapped = c.chat.completions.create(
+        model="chatty", messages=user("hi"), presence_penalty=0.5, extra_body={"top_k": -1}
+    )
+    assert (mapped.choices[0].message.content or "").startswith("Demo model demo-")
+    err = status_of(lambda: c.completions.create(model="alpha", prompt="[[say:x]]", frequency_penalty=0.5))
+    assert error_of(err)["param"] == "frequency_penalty"
+
+
 def test_raw_http_errors(stack: RuntimeStack) -> None:
     """Invalid JSON is a 400, a body over 4 MB a 413; neither echoes server paths."""
     url = f"{stack.api_url}/chat/completions"
@@ -347,6 +391,16 @@ def test_error_mid_stream_is_an_error_event(stack: RuntimeStack) -> None:
     assert text.startswith("Demo model demo-lmi")
     assert "ModelStreamError" in str(caught.value)
     assert "beta" in str(caught.value)
+    # On the wire: the error is the last event; no finish chunk and no [DONE] follow it (README)
+    body = {"model": "beta", "messages": user("[[tokens:30]] [[fail-after:3]]"), "stream": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", f"{stack.api_url}/chat/completions", json=body, headers=headers) as r:
+        assert r.status_code == 200
+        events = [line for line in r.iter_lines() if line]
+    assert "data: [DONE]" not in events
+    assert events[0].startswith("data: {")
+    assert "error" in json.loads(events[-1].removeprefix("data: "))
+    assert not any("error" in json.loads(e.removeprefix("data: ")) for e in events[:-1])
 
 
 def test_auth_on_every_route(stack: RuntimeStack) -> None:

@@ -532,3 +532,19 @@ def test_battles_hide_the_endpoint_names_of_every_variant() -> None:
     }
     assert set(battle_names(entry, "m")) == {"m", "live", "cand"}
     assert battle_names({}, "m") == ["m", ""]
+
+
+def test_no_ui_module_says_high_traffic(ui: ModuleType) -> None:
+    """Shim 13: FastChat's UI answered "NETWORK ERROR DUE TO HIGH TRAFFIC..." when no worker served the
+    model or the worker could not be reached; every FastChat UI module holding the message has ours."""
+    import sys
+
+    web = sys.modules["fastchat.serve.gradio_web_server"]
+    assert web.SERVER_ERROR_MSG == fastchat_compat.NO_SERVER_MSG  # the one bot_response reads
+    held = {
+        name: module.SERVER_ERROR_MSG
+        for name, module in sys.modules.items()
+        if name.startswith("fastchat.serve.") and hasattr(module, "SERVER_ERROR_MSG")
+    }
+    assert "fastchat.serve.gradio_web_server" in held
+    assert not [name for name, text in held.items() if "HIGH TRAFFIC" in str(text)], held

@@ -120,3 +120,21 @@ def test_text_only_grows_and_never_contains_a_stop(tokens: list[str], stop: list
     joined = "".join(tokens)
     cuts = [joined.find(s) for s in stop if s in joined]
     assert final["text"] == (joined[: min(cuts)] if cuts else joined)
+
+
+def test_logprobs_one_number_or_an_openai_object_with_alternatives() -> None:
+    """TGI's `token.logprob` is one number (no alternatives: the API refuses top_logprobs for it); an
+    OpenAI-style `logprobs` object carries each token's alternatives when the endpoint was asked."""
+    tgi = OutputAssembler(logprobs=[])
+    tgi.push(StreamEvent(text="a", logprobs=-0.5))
+    assert tgi.finish().get("logprobs") == {"tokens": ["a"], "token_logprobs": [-0.5], "top_logprobs": [{}]}
+    alts = [{"token": "a", "logprob": -0.1}, {"token": "b", "logprob": -2.0}]
+    openai_style = OutputAssembler(logprobs=[])
+    openai_style.push(
+        StreamEvent(text="a", logprobs={"content": [{"token": "a", "logprob": -0.1, "top_logprobs": alts}]})
+    )
+    assert openai_style.finish().get("logprobs") == {
+        "tokens": ["a"],
+        "token_logprobs": [-0.1],
+        "top_logprobs": [{"a": -0.1, "b": -2.0}],
+    }

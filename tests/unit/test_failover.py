@@ -284,3 +284,43 @@ def test_a_store_failing_outside_its_contract_never_counts_twice() -> None:
     assert recorder.dropped == 3
     recorder.flush()
     assert sum(c.requests for c in store.read("m", 0)) == 1  # what the store applied, once
+
+
+BARE = {
+    "request": {"defaults": {"inputs": ""}, "mapping": {"prompt": "$.inputs"}},
+    "response": {"mapping": {"text": "$.t"}},
+}
+
+
+def test_published_fields_are_what_every_answering_variant_maps() -> None:
+    """A parameter reaches the endpoint only if the variant that answers maps it: the model publishes
+    the fields every variant that can answer maps (weight 0 cannot answer), and each variant its own."""
+    from runtime.model_set import ModelSet
+
+    spec = parse_model_item(
+        {
+            **example_item("tgi"),
+            "model_name": "m",
+            "endpoint_name": "live",
+            "variants": [
+                {
+                    "endpoint_name": "cand",
+                    "weight": 50,
+                    "endpoint_req_config": example_item("openai-sse")["endpoint_req_config"],
+                },
+                {"endpoint_name": "off", "weight": 0, "endpoint_req_config": BARE},
+            ],
+        }
+    )
+    a = SageMakerAdapter(spec, None)
+    assert a.request_fields == {"stream", "max_new_tokens", "temperature", "top_p", "stop", "seed"}
+    assert "presence_penalty" in {
+        *next(v for v in a.describe() if v["endpoint_name"] == "cand")["request_fields"]
+    }
+    assert a.response_fields == {"text", "finish_reason", "generated_tokens", "id", "logprobs"}
+    model = ModelSet(1, {"m": a}, ("m",)).describe()["models"][0]
+    assert model["request_fields"] == sorted(a.request_fields)
+    assert model["response_fields"] == sorted(a.response_fields)
+    alone = SageMakerAdapter(parse_model_item({**example_item("openai-sse"), "model_name": "o"}), None)
+    assert {"presence_penalty", "frequency_penalty", "messages"} <= alone.request_fields
+    assert "top_k" not in alone.request_fields

@@ -136,6 +136,8 @@ def test_what_fastchat_sends_passes() -> None:
         ({"stop_token_ids": 2}, "stop_token_ids", ErrorCode.VALIDATION_TYPE_ERROR),
         ({"seed": "7"}, "seed", ErrorCode.VALIDATION_TYPE_ERROR),
         ({"seed": 2**64}, "seed", ErrorCode.PARAM_OUT_OF_RANGE),
+        ({"top_logprobs": 21}, "top_logprobs", ErrorCode.PARAM_OUT_OF_RANGE),  # written where mapped
+        ({"top_logprobs": "2"}, "top_logprobs", ErrorCode.VALIDATION_TYPE_ERROR),
         ({"echo": "yes"}, "echo", ErrorCode.VALIDATION_TYPE_ERROR),
         ({"do_sample": 1}, "do_sample", ErrorCode.VALIDATION_TYPE_ERROR),
         ({"prompt": None}, "prompt", ErrorCode.VALIDATION_TYPE_ERROR),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -63,6 +64,17 @@ class FakeWorker:
         yield orjson.dumps({"text": "hello", "error_code": 0}) + b"\0"
 
 
+@asynccontextmanager
+async def sdk_client(app: Any) -> AsyncIterator[openai.AsyncOpenAI]:
+    """The official client talking to the app in process (its lifespan running)."""
+    async with app.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport) as http:
+            yield openai.AsyncOpenAI(
+                base_url="http://api/v1", api_key="none", max_retries=0, http_client=http
+            )
+
+
 @pytest.mark.parametrize(
     ("prompt", "status", "code", "streams"),
     [
@@ -84,21 +96,14 @@ def test_worker_side_failures_with_the_openai_client(
     app = create_app(Settings(controller_address=CONTROLLER, worker_timeout=1), lambda: fake)
 
     async def run() -> None:
-        async with app.lifespan_context(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport) as http:
-                client = openai.AsyncOpenAI(
-                    base_url="http://api/v1", api_key="none", max_retries=0, http_client=http
+        async with sdk_client(app) as client:
+            ok = await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            assert ok.choices[0].message.content == "hello"
+            fake.streams = 0
+            with pytest.raises(openai.InternalServerError) as caught:  # the SDK's 5xx
+                await client.chat.completions.create(
+                    model="m", messages=[{"role": "user", "content": prompt}], stream=stream
                 )
-                ok = await client.chat.completions.create(
-                    model="m", messages=[{"role": "user", "content": "hi"}]
-                )
-                assert ok.choices[0].message.content == "hello"
-                fake.streams = 0
-                with pytest.raises(openai.InternalServerError) as caught:  # the SDK's 5xx
-                    await client.chat.completions.create(
-                        model="m", messages=[{"role": "user", "content": prompt}], stream=stream
-                    )
         assert caught.value.status_code == status
         body = caught.value.body
         assert isinstance(body, dict)
@@ -187,5 +192,69 @@ def test_health_answers_other_methods_with_405_and_allow() -> None:
                 assert r.headers["allow"] == "GET, HEAD"
                 assert "not allowed" in r.json()["error"]["message"]
             assert (await http.post("http://api/elsewhere")).status_code == 404
+
+    asyncio.run(run())
+
+
+class MappingWorker(FakeWorker):
+    """Our worker publishing what m's config maps (no penalties), or any other FastChat worker (no
+    /model-set: nothing about mappings); it records what each stream was asked."""
+
+    def __init__(self, ours: bool) -> None:
+        super().__init__()
+        self.ours = ours
+        self.asked: list[Mapping[str, Any]] = []
+
+    async def get_json(self, url: str) -> Any:
+        if not self.ours:
+            return None  # FastChat's workers have no /model-set
+        model = (await super().get_json(url))["models"][0]
+        fields = ["prompt", "max_new_tokens", "temperature", "top_p", "stop", "seed"]
+        return {"models": [{**model, "request_fields": fields, "response_fields": ["text"]}]}
+
+    async def post_json(self, url: str, body: Mapping[str, Any]) -> Any:
+        if url == f"{WORKER}/worker_get_status":
+            return {"model_names": ["m"]}
+        if url == f"{WORKER}/model_details":
+            return {"context_length": 4096}
+        if url == f"{WORKER}/worker_get_conv_template":
+            return {"conv": {"name": "raw", "sep_style": 12, "roles": ["user", "assistant"], "sep": ""}}
+        return await super().post_json(url, body)
+
+    def stream(self, url: str, body: Mapping[str, Any]) -> AsyncIterator[bytes]:
+        self.asked.append(body)
+        return super().stream(url, body)
+
+
+@pytest.mark.parametrize("ours", [True, False])
+def test_unmapped_parameters_refused_only_where_the_worker_publishes_mappings(ours: bool) -> None:
+    """Our worker publishes the fields m's config maps: a penalty it cannot carry is a 400 naming it
+    (the endpoint is never called), a neutral one passes. Another FastChat worker publishes nothing:
+    the parameter goes to it as before."""
+    fake = MappingWorker(ours)
+    app = create_app(Settings(controller_address=CONTROLLER), lambda: fake)
+    user = [{"role": "user", "content": "hi"}]
+
+    async def run() -> None:
+        async with sdk_client(app) as client:
+            ok = await client.chat.completions.create(
+                model="m", messages=user, presence_penalty=0, frequency_penalty=0, n=1
+            )
+            assert ok.choices[0].message.content == "hello"
+            call = client.chat.completions.create(model="m", messages=user, presence_penalty=0.5)
+            if not ours:
+                await call
+                assert fake.asked[-1]["presence_penalty"] == 0.5
+                return
+            with pytest.raises(openai.BadRequestError) as caught:
+                await call
+        assert caught.value.body == {
+            "message": "model m's endpoint config does not map `presence_penalty`; remove "
+            "it or add it to request.mapping.",
+            "type": "invalid_request_error",
+            "param": "presence_penalty",
+            "code": "unsupported_parameter",
+        }
+        assert len(fake.asked) == 1
 
     asyncio.run(run())

@@ -9,7 +9,9 @@ import pytest
 from fastchat.constants import SERVER_ERROR_MSG, ErrorCode
 from fastchat.conversation import get_conv_template
 
+from contract.spec import parse_model_item
 from runtime import openai_protocol as p
+from tests.helpers import example_item
 
 
 def chat(**changes: Any) -> dict[str, Any]:
@@ -286,3 +288,83 @@ def test_a_model_that_is_not_a_string_says_so(model: object, why: str) -> None:
         p.parse_chat(body, p.Limits())
     assert caught.value.param == "model"
     assert why in caught.value.message
+
+
+# What the shipped TGI config maps (sagemaker_fastchat/examples/tgi.json): no penalties.
+_TGI = parse_model_item(example_item("tgi"))
+TGI_REQUEST, TGI_RESPONSE = frozenset(_TGI.request_mapping), frozenset(_TGI.response_mapping)
+
+
+def mapped_refusal(body: Any, parse: Any = p.parse_chat) -> p.ApiError:
+    with pytest.raises(p.ApiError) as caught:
+        p.check_mapped(parse(body), TGI_REQUEST, TGI_RESPONSE)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (chat(presence_penalty=0.5), "presence_penalty"),
+        (chat(frequency_penalty=-1), "frequency_penalty"),
+        (chat(logprobs=True, top_logprobs=2), "top_logprobs"),
+    ],
+)
+def test_a_parameter_the_config_does_not_map_is_refused(body: Any, param: str) -> None:
+    """Silently dropped before: the config has no field to carry it. 400, `param` names it, the message
+    names the model and says how to fix it."""
+    err = mapped_refusal(body)
+    assert (err.status, err.param, err.code) == (400, param, "unsupported_parameter")
+    assert err.message.startswith("model m's endpoint config")
+    assert f"`{param}`; remove it" in err.message
+    completion = {"model": "m", "prompt": "x", "presence_penalty": 1}
+    assert mapped_refusal(completion, p.parse_completion).param == "presence_penalty"
+
+
+def test_unmapped_parameters_by_their_carrying_field() -> None:
+    """max_tokens / max_completion_tokens travel as max_new_tokens; logprobs needs the response's."""
+    no_max = TGI_REQUEST - {"max_new_tokens"}
+    for key in ("max_tokens", "max_completion_tokens"):
+        with pytest.raises(p.ApiError) as caught:
+            p.check_mapped(p.parse_chat(chat(**{key: 5})), no_max, TGI_RESPONSE)
+        assert caught.value.param == key
+        assert "`max_new_tokens` (what" in caught.value.message
+    with pytest.raises(p.ApiError) as caught:
+        p.check_mapped(p.parse_chat(chat(logprobs=True)), TGI_REQUEST, frozenset({"text"}))
+    assert caught.value.param == "logprobs"
+    for key, value in (("top_k", 5), ("repetition_penalty", 1.2), ("seed", 0), ("temperature", 0.5)):
+        with pytest.raises(p.ApiError) as caught:
+            p.check_mapped(p.parse_chat(chat(**{key: value})), frozenset({"prompt"}), TGI_RESPONSE)
+        assert caught.value.param == key
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        # OpenAI's defaults (FastChat's for top_k / repetition_penalty) mean "not set": SDKs send them
+        {"presence_penalty": 0, "frequency_penalty": 0.0, "n": 1, "top_p": 1, "temperature": 1},
+        {"top_k": -1, "repetition_penalty": 1.0, "stop": ["x"], "logprobs": False, "top_logprobs": 0},
+        {"presence_penalty": None, "seed": None, "max_tokens": None},
+    ],
+)
+def test_neutral_values_pass_whatever_is_mapped(changes: dict[str, Any]) -> None:
+    p.check_mapped(p.parse_chat(chat(**changes)), frozenset({"prompt"}), frozenset({"text"}))
+
+
+def test_mapped_parameters_and_other_workers_pass() -> None:
+    body = chat(presence_penalty=0.5, top_k=3, seed=1, max_tokens=9, logprobs=True, top_logprobs=2)
+    everything = TGI_REQUEST | {"presence_penalty", "top_logprobs"}
+    p.check_mapped(p.parse_chat(body), everything, TGI_RESPONSE)
+    p.check_mapped(p.parse_chat(body), None, None)  # a FastChat worker that publishes no mapping
+    # a legacy completion's logprobs=N is also its on-switch (FastChat's own check sends logprobs=1)
+    p.check_mapped(
+        p.parse_completion({"model": "m", "prompt": "x", "logprobs": 1}), TGI_REQUEST, TGI_RESPONSE
+    )
+
+
+def test_worker_params_carry_top_logprobs_for_a_config_that_maps_it() -> None:
+    req = p.parse_chat(chat(logprobs=True, top_logprobs=3))
+    params = p.worker_params(req, get_conv_template("raw"), None)
+    assert (params["logprobs"], params["top_logprobs"]) == (3, 3)
+    assert "top_logprobs" not in p.worker_params(
+        p.parse_chat(chat(logprobs=True)), get_conv_template("raw"), None
+    )

@@ -167,3 +167,19 @@ def test_unservable_stop_is_a_request_error(stop: Any, words: str) -> None:
     with pytest.raises(RequestError, match=words):
         tgi(stop=stop)
     assert len(normalize_stop(stop)) <= MAX_STOP_STRINGS
+
+
+def test_top_logprobs_reaches_an_openai_style_endpoint_that_maps_it() -> None:
+    """The API refuses a chat's top_logprobs unless the config maps `top_logprobs`; mapped, the requested
+    number is written (the endpoint returns the alternatives in the mapped `logprobs` object)."""
+    item = example_item("openai-sse")
+    config = item["endpoint_req_config"]
+    request = {
+        **config["request"],
+        "defaults": {**config["request"]["defaults"], "logprobs": True},
+        "mapping": {**config["request"]["mapping"], "top_logprobs": "$.top_logprobs"},
+    }
+    spec = parse_model_item({**item, "endpoint_req_config": {**config, "request": request}})
+    body = build_request(spec, {"prompt": "Hi", "logprobs": 3, "top_logprobs": 3})
+    assert (body["logprobs"], body["top_logprobs"]) == (True, 3)
+    assert "top_logprobs" not in build_request(spec, {"prompt": "Hi"})
