@@ -6,6 +6,13 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+
+# Tests never assert timings: hypothesis's per-example deadline (200 ms) and its too-slow health check
+# fail property tests at random on a loaded 2-core CI machine. Each test's own @settings still applies.
+hypothesis_settings.register_profile("untimed", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("untimed")
 
 # Never talk to real AWS from tests, whatever the machine's environment holds.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
