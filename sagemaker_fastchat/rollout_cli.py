@@ -370,12 +370,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _not_published(args: argparse.Namespace) -> str | None:
     """Why the published model set rejected the model's current item (the sync's endpoint check refuses
-    a candidate that does not exist or is not serving), or None; a set that cannot be read says so."""
+    a candidate that does not exist or is not serving), or None; a set that cannot be read is a warning
+    (the rest of the status comes from the registry and the counts)."""
     reader = SnapshotReader(SsmParameters(boto3.client("ssm")), validate_prefix(args.ssm_prefix))
     try:
         published = reader.load_manifest()
     except (BotoCoreError, ClientError, SnapshotError) as exc:
-        return f"the published model set cannot be read ({exc})"
+        print(f"warning: the published model set cannot be read: {exc}", file=sys.stderr)
+        return None
     return published.manifest.rejected.get(args.name) if published is not None else None
 
 

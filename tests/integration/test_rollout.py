@@ -15,6 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from contract.dynamo import untype_item
@@ -570,6 +571,26 @@ def test_no_endpoint_check_skips_it_and_the_sync_check_keeps_the_last_good_spec(
     assert json.loads(capsys.readouterr().out)["not_published"].startswith(reason)
     assert ctl("status", "--ssm-prefix", PREFIX) == 0
     assert f"  not published: {reason}" in capsys.readouterr().out
+    assert ctl("status", "--ssm-prefix", "/elsewhere") == 0  # nothing published there: no such line
+    assert "not published" not in capsys.readouterr().out
     monkeypatch.setenv("ROLLOUT_ENDPOINT_CHECK", "false")
     assert ctl("abort") == 0
     assert rollout("--endpoint", "demo-tgi-elsewhere") == 0  # the variable turns the check off too
+
+
+def test_status_without_the_published_set_warns_and_shows_the_rest(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Unreadable:
+        def __init__(self, *_: Any) -> None:
+            pass
+
+        def load_manifest(self) -> None:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetParameter")
+
+    monkeypatch.setattr(rollout_cli, "SnapshotReader", Unreadable)
+    capsys.readouterr()
+    assert ctl("status") == 0
+    out, err = capsys.readouterr()
+    assert "warning: the published model set cannot be read: " in err
+    assert "running, step 1 of 4" in out
