@@ -3,7 +3,8 @@
 `Warmup.admit(candidates)` runs in the model-set poller's thread (never on the serving loop) for the specs
 whose hash changed, and returns the ones refused, with their reasons. The poller then keeps each refused
 model's last good spec serving (or leaves the model out when it had none), and the reasons show in
-`/model-set` (`rejected`), in a `model_refused` log line and in the poller's trace.
+`/model-set` (`rejected`), in a `model_refused` log line and in the poller's trace (`warm-up`: `refused`,
+and `variants_excluded` for the variants left out of a model that went live).
 
 Two steps per candidate, bounded in time:
 1. its endpoint exists and is serving (DescribeEndpoint, `contract.endpoints`), all endpoints checked
@@ -118,6 +119,12 @@ class Warmup:
                 span.meta("candidates", [s.name for s in candidates])
                 span.meta("refused", refused)
                 span.annotate("models_refused", len(refused))
+                # admitted candidates with some variants left out: {model: {endpoint: why}}
+                excluded = {
+                    s.name: dict(self.excluded[s.name]) for s in candidates if s.name in self.excluded
+                }
+                span.meta("variants_excluded", excluded)
+                span.annotate("variants_excluded", sum(len(e) for e in excluded.values()))
                 if refused:
                     span.error("; ".join(refused.values()))
             return refused

@@ -374,6 +374,8 @@ def client_setup(settings: LocalStackSettings, ports: Ports) -> list[str]:
         lines.append(f"source {shlex.quote(str(Path(sys.prefix) / 'bin' / 'activate'))}")
     exports = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{ports.moto}",
+        # DescribeEndpoint (`models rollout` checks its candidate) answers from the stand-in, as for workers
+        "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{ports.standin}",
         "AWS_ACCESS_KEY_ID": "local",
         "AWS_SECRET_ACCESS_KEY": "local",
         "AWS_DEFAULT_REGION": settings.region,

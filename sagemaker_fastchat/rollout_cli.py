@@ -21,11 +21,14 @@ from typing import Any
 
 import boto3
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.dynamo import untype_item
+from contract.endpoints import EndpointChecker
 from contract.errors import Problem, SpecError
 from contract.items import InputError, read_json
 from contract.json_shape import short_repr
+from contract.snapshot import SnapshotError, validate_prefix
 from contract.spec import model_name_problem
 from rollout import decide as decisions
 from rollout.start import Plan, parse_duration, parse_steps, start_changes, steps_sequence
@@ -41,8 +44,10 @@ from rollout.state import (
 )
 from sagemaker_fastchat.config_tools import MAX_CONFIG_FILE_BYTES, read_text_file
 from sagemaker_fastchat.settings import ModelsSettings, add_flags
+from stores.endpoints import Boto3EndpointChecker
 from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
+from stores.ssm import SnapshotReader, SsmParameters
 from sync import rollout_step
 from sync.rollout_step import RolloutRunner, listed, update_item, variant_stats, write_state
 from telemetry.settings import TelemetrySettings
@@ -82,6 +87,7 @@ def add_models_parser(msub: Any) -> None:
         help="a TTFT rollback also needs the candidate's p95 this many ms above the live one's (0 to 120000)",
     )
     _tables(p, registry=False)
+    add_flags(p, ModelsSettings, only=("endpoint_check",))  # --no-endpoint-check
     p.set_defaults(handler=cmd_start)
 
 
@@ -92,6 +98,7 @@ def register(sub: Any) -> None:
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
     _tables(status)
+    add_flags(status, ModelsSettings, only=("ssm_prefix",))  # what the sync published (or rejected)
     status.set_defaults(handler=cmd_status)
     for action, what in (
         ("pause", "hold the candidate at its weight until resumed"),
@@ -196,6 +203,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     registry = _registry(args)
     typed = _item(registry, args.name)
     changes, state = start_changes(untype_item(typed), args.endpoint, config, plan, time.time())
+    if args.endpoint_check:
+        _check_candidate(args.name, args.endpoint, endpoint_checker())
     try:
         update_item(registry, args.name, typed.get("rollout"), changes)
     except ConcurrentChangeError:
@@ -213,6 +222,26 @@ def cmd_start(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
+
+
+def endpoint_checker() -> EndpointChecker:
+    """DescribeEndpoint through boto3 (the local stack's stand-in with AWS_ENDPOINT_URL_SAGEMAKER)."""
+    return Boto3EndpointChecker()
+
+
+def _check_candidate(name: str, endpoint: str, checker: EndpointChecker) -> None:
+    """Refuse (nothing written) a candidate that does not exist or is not serving: as a variant it would
+    be rejected by the sync's check, or left out by every worker, and the rollout would wait for requests
+    it can never get. A check that itself fails (AccessDenied, throttled, unreachable) is no verdict:
+    a warning, and the workers check before the candidate takes traffic."""
+    verdict = checker.check(endpoint)
+    if not verdict.ok and not verdict.transient:
+        raise InputError(
+            f"{name}: {verdict.reason}; nothing written (start the rollout once it is InService, "
+            "or skip this check with --no-endpoint-check)"
+        )
+    if verdict.reason:
+        print(f"warning: {name}: {verdict.reason}", file=sys.stderr)
 
 
 def cmd_operate(args: argparse.Namespace) -> int:
@@ -257,10 +286,16 @@ def _stats_line(name: str, stats: decisions.VariantStats) -> str:
 
 
 def status_document(
-    state: RolloutState, now: float, stats: dict[str, decisions.VariantStats] | str
+    state: RolloutState,
+    now: float,
+    stats: dict[str, decisions.VariantStats] | str,
+    not_published: str | None = None,
 ) -> dict[str, Any]:
-    """What `rollout status` shows: the state, the counts since the step started, the next tick's decision."""
+    """What `rollout status` shows: the state, the counts since the step started, the next tick's decision,
+    and why the sync did not publish the model's current item (its last good spec serves instead)."""
     doc: dict[str, Any] = {"rollout": state.to_json(), "weight": state.weight}
+    if not_published:
+        doc["not_published"] = not_published
     if isinstance(stats, str):
         doc["counts_unavailable"] = stats
         return doc
@@ -291,7 +326,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stats = variant_stats(_outcomes(args), args.name, state)
     except OutcomesUnavailable as exc:
         stats = f"outcome counts cannot be read: {exc}"
-    doc = status_document(state, now, stats)
+    doc = status_document(state, now, stats, _not_published(args))
     if args.json:
         print(json.dumps(doc, ensure_ascii=False))
         return 0
@@ -308,6 +343,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(f"  started {_ago(now, state.started_at)}; this step started {_ago(now, state.step_started_at)}")
     if state.reason:
         print(f"  reason: {state.reason}")
+    if doc.get("not_published"):
+        print(
+            f"  not published: {doc['not_published']} (the sync kept the model's last good spec, with "
+            "the candidate's weight before this change; `rollout abort` ends it, or once the endpoint "
+            "is InService, `rollout pause` and `resume` write the item again for the sync to publish)"
+        )
     if isinstance(stats, str):
         print(f"  counts: {stats}")
     else:
@@ -325,6 +366,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         note = f": {event.reason}" if event.reason else ""
         print(f"    {when} {event.event} ({event.weight:g}%){note}")
     return 0
+
+
+def _not_published(args: argparse.Namespace) -> str | None:
+    """Why the published model set rejected the model's current item (the sync's endpoint check refuses
+    a candidate that does not exist or is not serving), or None; a set that cannot be read is a warning
+    (the rest of the status comes from the registry and the counts)."""
+    reader = SnapshotReader(SsmParameters(boto3.client("ssm")), validate_prefix(args.ssm_prefix))
+    try:
+        published = reader.load_manifest()
+    except (BotoCoreError, ClientError, SnapshotError) as exc:
+        print(f"warning: the published model set cannot be read: {exc}", file=sys.stderr)
+        return None
+    return published.manifest.rejected.get(args.name) if published is not None else None
 
 
 def cmd_step(args: argparse.Namespace) -> int:

@@ -322,6 +322,11 @@ class ModelsSettings(RoleSettings):
     metrics_table: str = env(
         "ROLLOUT_METRICS_TABLE", DEFAULT_METRICS_TABLE, "the rollout's outcome counts table"
     )
+    endpoint_check: bool = env(
+        "ROLLOUT_ENDPOINT_CHECK",
+        True,
+        "start the rollout without checking that --endpoint exists and is InService (DescribeEndpoint)",
+    )
 
 
 class MotoSettings(RoleSettings):

@@ -45,6 +45,7 @@ class LocalStack:
         return {
             **clean,
             "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.ports['moto']}",
+            "AWS_ENDPOINT_URL_SAGEMAKER": f"http://127.0.0.1:{self.ports['standin']}",
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",
             "AWS_DEFAULT_REGION": "us-east-1",

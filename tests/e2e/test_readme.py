@@ -60,6 +60,7 @@ def test_walkthrough_runs_against_a_fresh_stack_and_ctrl_c_stops_it() -> None:
         script = walkthrough()
         script = script.replace("127.0.0.1:5000", f"127.0.0.1:{stack.ports['moto']}")
         script = script.replace("127.0.0.1:8000", f"127.0.0.1:{stack.ports['api']}")
+        script = script.replace("127.0.0.1:8080", f"127.0.0.1:{stack.ports['standin']}")
         venv_bin = str(Path(sys.executable).parent)
         script = script.replace("source .venv/bin/activate", f'export PATH="{venv_bin}:$PATH"')
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}

@@ -367,7 +367,9 @@ def test_rollout_wiring_matches_the_code() -> None:
     }
     assert by_sid["ReadOutcomeCounts"]["Resource"] == {"Fn::GetAtt": ["RolloutMetricsTable", "Arn"]}
     operator = res["OperatorPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert {"dynamodb:UpdateItem", "dynamodb:Query"} <= set(actions(operator))
+    assert {"dynamodb:UpdateItem", "dynamodb:Query", "sagemaker:DescribeEndpoint"} <= set(actions(operator))
+    (describe,) = [s for s in operator if s["Sid"] == "CheckRolloutCandidates"]
+    assert describe["Condition"] == {"StringEquals": {"aws:ResourceTag/sagemaker-fastchat": "enabled"}}
 
     role = template("fastchat-template.yaml")["Resources"]["TaskRole"]["Properties"]
     rollout = [p for p in role["Policies"] if p["PolicyName"] == "rollout"]

@@ -13,15 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from contract.dynamo import untype_item
+from contract.endpoints import FakeEndpointChecker
 from contract.spec import ModelSpec, parse_model_item
 from rollout.decide import since
 from rollout.histogram import bucket_of
 from rollout.state import ABORTED, DONE, PAUSED, ROLLED_BACK, RUNNING, RolloutState, parse_state
-from sagemaker_fastchat import registry_ops
+from sagemaker_fastchat import registry_ops, rollout_cli
 from sagemaker_fastchat.cli import main
 from stores.registry import ConcurrentChangeError, DynamoRegistry
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomeCounts, create_table
@@ -89,9 +92,23 @@ def ctl(*args: str) -> int:
     return main(["rollout", *args[:1], MODEL, "--table", TABLE, *args[1:]])
 
 
+def serving(*endpoints: str) -> None:
+    """SageMaker endpoints on moto (InService), which `models rollout` describes before it writes."""
+    sm = boto3.client("sagemaker", region_name="us-east-1")
+    role = "arn:aws:iam::123456789012:role/sagemaker"
+    for name in endpoints:
+        sm.create_model(ModelName=name, ExecutionRoleArn=role, PrimaryContainer={"Image": "tgi:latest"})
+        variant = {"VariantName": "all", "ModelName": name, "InitialInstanceCount": 1}
+        sm.create_endpoint_config(
+            EndpointConfigName=name, ProductionVariants=[{**variant, "InstanceType": "ml.g4dn.xlarge"}]
+        )
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
 @pytest.fixture
 def stack() -> Iterator[Stack]:
     with mock_aws():
+        serving(CAND, "demo-v3", "demo-tgi-v3")
         s = Stack()
         create_table(s.reg.ddb, "sagemaker-fastchat-rollout-metrics")
         assert rollout("--endpoint", CAND, "--bake", "10m") == 0
@@ -496,3 +513,84 @@ def test_the_ttft_floor_is_a_plan_setting(stack: Stack, capsys: pytest.CaptureFi
     assert rollout("--endpoint", "demo-tgi-v3", "--min-ttft-p95-delta-ms", "200") == 0
     assert "max TTFT p95 ratio 1.5x when at least 200 ms slower" in capsys.readouterr().out
     assert stack.state().min_ttft_p95_delta_ms == 200.0
+
+
+def start_fresh(stack: Stack) -> None:
+    """End the fixture's rollout so a new one may start."""
+    assert ctl("abort") == 0
+    stack.reg.deliver()
+
+
+def test_a_candidate_that_does_not_exist_is_refused_before_anything_is_written(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """DescribeEndpoint (moto here, the stand-in locally) before the write: exit 1, one clear line."""
+    start_fresh(stack)
+    before = stack.item()
+    capsys.readouterr()
+    assert rollout("--endpoint", "demo-tgi-nowhere") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {MODEL}: endpoint demo-tgi-nowhere does not exist (")
+    assert "nothing written" in err
+    assert "--no-endpoint-check" in err
+    assert stack.item() == before
+
+
+def test_a_candidate_not_in_service_is_refused_and_a_failed_check_warns(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    start_fresh(stack)
+    fake = FakeEndpointChecker({"demo-tgi-new": "Creating", "demo-tgi-hidden": "!AccessDeniedException"})
+    monkeypatch.setattr(rollout_cli, "endpoint_checker", lambda: fake)
+    capsys.readouterr()
+    assert rollout("--endpoint", "demo-tgi-new") == 1
+    assert f"error: {MODEL}: endpoint demo-tgi-new is Creating, not InService; nothing written" in (
+        capsys.readouterr().err
+    )
+    assert stack.state().status == ABORTED  # the old rollout, untouched
+    assert rollout("--endpoint", "demo-tgi-hidden") == 0  # cannot check: no verdict, the workers check
+    assert "warning: demo-tgi: cannot check endpoint demo-tgi-hidden" in capsys.readouterr().err
+    assert stack.state().candidate == "demo-tgi-hidden"
+    assert fake.calls == ["demo-tgi-new", "demo-tgi-hidden"]
+
+
+def test_no_endpoint_check_skips_it_and_the_sync_check_keeps_the_last_good_spec(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--no-endpoint-check` writes a candidate that does not exist; the sync's own check
+    (SYNC_ENDPOINT_CHECK) then rejects that spec, the last good one stays published (the candidate gets
+    nothing), and `rollout status` says why."""
+    start_fresh(stack)
+    stack.reg.handler.checker = FakeEndpointChecker({LIVE: "InService", CAND: "InService"})
+    assert rollout("--endpoint", "demo-tgi-nowhere", "--no-endpoint-check") == 0
+    assert stack.state().candidate == "demo-tgi-nowhere"
+    assert "demo-tgi-nowhere" not in weights(stack.published())
+    capsys.readouterr()
+    assert ctl("status", "--ssm-prefix", PREFIX, "--json") == 0
+    reason = f"{MODEL}: variants[0].endpoint_name: endpoint demo-tgi-nowhere does not exist"
+    assert json.loads(capsys.readouterr().out)["not_published"].startswith(reason)
+    assert ctl("status", "--ssm-prefix", PREFIX) == 0
+    assert f"  not published: {reason}" in capsys.readouterr().out
+    assert ctl("status", "--ssm-prefix", "/elsewhere") == 0  # nothing published there: no such line
+    assert "not published" not in capsys.readouterr().out
+    monkeypatch.setenv("ROLLOUT_ENDPOINT_CHECK", "false")
+    assert ctl("abort") == 0
+    assert rollout("--endpoint", "demo-tgi-elsewhere") == 0  # the variable turns the check off too
+
+
+def test_status_without_the_published_set_warns_and_shows_the_rest(
+    stack: Stack, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Unreadable:
+        def __init__(self, *_: Any) -> None:
+            pass
+
+        def load_manifest(self) -> None:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "GetParameter")
+
+    monkeypatch.setattr(rollout_cli, "SnapshotReader", Unreadable)
+    capsys.readouterr()
+    assert ctl("status") == 0
+    out, err = capsys.readouterr()
+    assert "warning: the published model set cannot be read: " in err
+    assert "running, step 1 of 4" in out

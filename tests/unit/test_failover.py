@@ -7,17 +7,28 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import botocore.exceptions
+import pytest
+
 from contract.chunk import WorkerChunk
 from contract.spec import parse_model_item
 from rollout.breaker import OPEN, BreakerPolicy
 from runtime.adapter import SageMakerAdapter
 from runtime.outcomes import OutcomeRecorder
 from runtime.tracing import WORKER_SERVICE
-from runtime.transport import EndpointError, EndpointFailure, MockTransport, Script, Unavailable
+from runtime.transport import (
+    EndpointError,
+    EndpointFailure,
+    EndpointTimeout,
+    MockTransport,
+    Script,
+    Unavailable,
+    client_failure,
+)
 from runtime.variants import Attempt, Breakers, sticky_key
 from sagemaker_fastchat.standin import demo
 from stores.testing import MemoryOutcomeStore
-from telemetry.testing import recording_tracer
+from telemetry.testing import recording_tracer, sent
 from tests.helpers import example_item
 
 SPEC = parse_model_item(
@@ -92,16 +103,97 @@ def test_an_explicit_conversation_id_decides() -> None:
     )  # not a string: ignored
 
 
-def test_a_variant_refusing_connections_fails_over_before_the_first_token() -> None:
-    endpoints = Endpoints(cand=refused("cand"))
-    a = adapter(endpoints)
-    for i in range(30):
-        out, attempts = chat(a, f"USER: q{i} ASSISTANT:")
+def test_the_workers_split_over_10000_conversations_is_within_2_points_and_sticky() -> None:
+    """The adapter's own choice (sticky key from `conversation_id`, weights from the spec, excluded and
+    weight-0 variants dropped), not just the ranking function: 70/30 within 2 points, and a second call
+    for the same conversation makes the same choice."""
+    spec = parse_model_item(
+        {
+            **example_item("tgi"),
+            "model_name": "m",
+            "endpoint_name": "live",
+            "variants": [{"endpoint_name": "cand", "weight": 30}, {"endpoint_name": "off", "weight": 0}],
+        }
+    )
+    a = SageMakerAdapter(spec, Endpoints().transport)
+    a.assistant_role = "ASSISTANT:"
+    ids = [f"conv-{i}" for i in range(10_000)]
+    first = {
+        c: a.ranked({"prompt": "USER: hi ASSISTANT:", "conversation_id": c})[0].endpoint_name for c in ids
+    }
+    counts = Counter(first.values())
+    assert set(counts) == {"live", "cand"}  # weight 0 is never chosen
+    assert abs(counts["live"] / 100 - 70) <= 2, counts
+    assert abs(counts["cand"] / 100 - 30) <= 2, counts
+    for c in ids:  # a later turn of the same conversation (another prompt) keeps its variant
+        params = {"prompt": "USER: hi ASSISTANT: hello</s>USER: more ASSISTANT:", "conversation_id": c}
+        assert a.ranked(params)[0].endpoint_name == first[c]
+
+
+def client_error(code: str, status: int, message: str = "boom") -> botocore.exceptions.ClientError:
+    response: Any = {
+        "Error": {"Code": code, "Message": message},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return botocore.exceptions.ClientError(response, "InvokeEndpointWithResponseStream")
+
+
+# What SageMaker answers before a first token, as the real transport maps it (runtime/transport.py), for
+# each endpoint-side failure README "Failover before the first token" lists.
+BEFORE_THE_FIRST_TOKEN = {
+    "refused": (refused("cand"), "unavailable"),
+    "throttled (429)": (client_failure(client_error("ThrottlingException", 429), "cand", False), "throttled"),
+    "5xx": (client_failure(client_error("InternalFailure", 500), "cand", False), "endpoint_error"),
+    "ModelError (424)": (client_failure(client_error("ModelError", 424), "cand", False), "endpoint_error"),
+    "ModelNotReady": (
+        client_failure(client_error("ModelNotReadyException", 429), "cand", False),
+        "unavailable",
+    ),
+    "503": (client_failure(client_error("ServiceUnavailable", 503), "cand", False), "unavailable"),
+    "does not exist": (
+        client_failure(client_error("ValidationError", 400, "Endpoint cand not found."), "cand", False),
+        "unavailable",
+    ),
+    "endpoint's own 4xx": (
+        client_failure(client_error("ValidationError", 400, "Input validation error"), "cand", False),
+        "endpoint_error",
+    ),
+    "read timeout": (EndpointTimeout("endpoint cand timed out"), "timeout"),
+    "stream error before a token": (
+        EndpointError("endpoint cand failed mid-stream (ModelStreamError: x)", started=True),
+        "endpoint_error",
+    ),
+}
+
+
+@pytest.mark.parametrize("failure", BEFORE_THE_FIRST_TOKEN, ids=list(BEFORE_THE_FIRST_TOKEN))
+def test_an_endpoint_side_failure_fails_over_before_the_first_token(failure: str) -> None:
+    error, kind = BEFORE_THE_FIRST_TOKEN[failure]
+    endpoints = Endpoints(cand=error)
+    failed_over = 0
+    for i in range(30):  # a fresh adapter (and breaker) each time: only failover, no open breaker
+        out, attempts = chat(adapter(endpoints), f"USER: q{i} ASSISTANT:")
         assert out[-1]["text"] == "answer from live"
         assert out[-1].get("endpoint") == "live"  # the last chunk names the variant that answered
         assert all(c["error_code"] == 0 for c in out)
         assert [x.endpoint for x in attempts][-1] == "live"
-        assert all(x.failed_over for x in attempts[:-1])
+        assert all(x.failed_over and x.error_kind == kind for x in attempts[:-1])
+        failed_over += len(attempts) > 1
+    assert failed_over  # the failing variant was the sticky choice of some conversations
+
+
+def test_a_request_the_config_refuses_is_not_failed_over() -> None:
+    """`invalid_request` (a parameter out of range, a request the config cannot build) is the request's
+    fault, not the endpoint's: every variant would refuse it, so it is the answer, and no endpoint is
+    called."""
+    endpoints = Endpoints()
+    a = adapter(endpoints)
+    for i in range(20):
+        out, attempts = chat(a, f"USER: q{i} ASSISTANT:", max_new_tokens=0)
+        assert out[-1].get("error", {}).get("kind") == "invalid_request"
+        assert len(attempts) == 1
+        assert not attempts[0].failed_over
+    assert endpoints.transport.calls == []
 
 
 def test_never_fails_over_after_a_token() -> None:
@@ -194,16 +286,26 @@ def test_generation_finished_names_the_variant_and_the_failovers() -> None:
         async for _ in traced_stream(a.generate_stream(params, trace.attempts), trace):
             pass
 
+    segments = []
     with capture_logs() as logs:
         for i in range(10):
-            trace = GenerationTrace(recording_tracer(WORKER_SERVICE), None, "m", "live", 3)
+            tracer = recording_tracer(WORKER_SERVICE)
+            trace = GenerationTrace(tracer, None, "m", "live", 3)
             asyncio.run(run(i))
+            (segment,) = sent(tracer)
+            segments.append(segment)
     finished = [e for e in logs if e["event"] == "generation_finished"]
     assert len(finished) == 10
     assert {e["variant"] for e in finished} == {"live"}
     failed_over = [e for e in finished if "failovers" in e]
     assert failed_over  # some conversations were assigned the refusing variant first
     assert all(e["failovers"] == ["cand: unavailable"] for e in failed_over)
+    # The trace: `variant` annotated on the segment (searchable), failovers in the call's metadata.
+    assert {s["annotations"]["variant"] for s in segments} == {"live"}
+    assert all(s["annotations"]["endpoint_name"] == "live" for s in segments)
+    calls = [s["subsegments"][0]["metadata"]["sagemaker-fastchat"] for s in segments]
+    assert [c.get("failovers") for c in calls] == [e.get("failovers") for e in finished]
+    assert all(c["variant"] == "live" for c in calls)
 
 
 def test_only_the_last_variant_to_try_is_retried_by_the_transport() -> None:

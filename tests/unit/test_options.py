@@ -116,6 +116,8 @@ def test_the_banner_names_the_stand_in_for_its_faults() -> None:
 
     text = banner(up("--standin-port", "18105"), Ports(1, 2, 3, 4, 5, 18105, 7), web=True)
     assert "SageMaker stand-in      http://127.0.0.1:18105" in text
+    # the exports to paste send DescribeEndpoint there too (`models rollout` checks its candidate)
+    assert "AWS_ENDPOINT_URL_SAGEMAKER=http://127.0.0.1:18105" in text
 
 
 @pytest.mark.parametrize(

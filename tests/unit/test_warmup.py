@@ -12,6 +12,7 @@ from runtime.model_set import ModelSet, build_model_set
 from runtime.sources import Snapshot
 from runtime.warmup import Warmup
 from sagemaker_fastchat.registry_ops import merge_worker_state
+from telemetry.testing import recording_tracer, sent
 from tests.helpers import example_item
 
 
@@ -182,6 +183,22 @@ def test_a_failing_variant_stays_out_with_weight_0_and_the_model_goes_live() -> 
     warmup, _, _ = gate({"x": "Creating", "y": "Failed"})
     refused = warmup.admit([with_variants("b", "x", ("y", 50))])
     assert refused["b"].startswith("no variant passed: x: endpoint x is Creating")
+
+
+def test_the_warm_up_trace_names_the_excluded_variants() -> None:
+    """Like refused models, variants left out of a model that went live are in the poller's trace:
+    the `warm-up` subsegment's metadata (model, endpoint, why) and a count annotation."""
+    tracer = recording_tracer("sagemaker-fastchat-poller")
+    warmup, _, _ = gate({"live": "InService", "cand": "Creating", "x": "Failed"})
+    with tracer.span("poll"):
+        refused = warmup.admit([with_variants("a", "live", ("cand", 20)), spec("b", "x")])
+    assert set(refused) == {"b"}
+    (segment,) = sent(tracer)
+    sub = next(s for s in segment["subsegments"] if s["name"] == "warm-up")
+    meta = sub["metadata"]["sagemaker-fastchat"]
+    assert meta["variants_excluded"] == {"a": {"cand": "endpoint cand is Creating, not InService"}}
+    assert meta["refused"] == {"b": "endpoint x is Failed, not InService"}
+    assert sub["annotations"]["variants_excluded"] == 1
 
 
 def test_each_variant_is_probed_through_its_own_endpoint() -> None:
