@@ -90,8 +90,10 @@ def test_length_finish(standin_url: str) -> None:
 def test_a_stop_string_hangs_up_on_the_endpoint(standin_url: str) -> None:
     """Once the stop string is seen, the endpoint's stream is closed: its remaining tokens are not read."""
     _, abandoned = standin_streams(standin_url)
+    # 40 s of tokens: a loaded CI machine once stalled the in-process stand-in long enough that the whole
+    # 4 s stream it used to send went out at once, ending normally before the hang-up.
     out = chunks(
-        adapter(standin_url, "tgi"), "[[tokens:200]] [[rate:50]]", stop=["demo-tgi"], max_new_tokens=300
+        adapter(standin_url, "tgi"), "[[tokens:2000]] [[rate:50]]", stop=["demo-tgi"], max_new_tokens=3000
     )
     assert out[-1]["text"] == "Demo model "
     assert out[-1]["finish_reason"] == "stop"
