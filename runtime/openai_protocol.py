@@ -132,7 +132,9 @@ def worker_error(frame: Mapping[str, Any], model: str, where: str) -> ApiError:
         status, type_, code_name = _BY_CODE[code]
     else:
         status, type_, code_name = 502, "server_error", "endpoint_error"
-    if model not in text:
+    # Our worker's messages begin "model NAME: ..." (contract.chunk.error_chunk); any other worker's get
+    # that prefix here (a name merely inside the text, "m" in "out of memory", does not count).
+    if not text.startswith((f"model {model}:", f"model {model} (")):
         text = f"model {model} ({where}): {text}"
     param = detail.get("param") if isinstance(detail.get("param"), str) else None
     return ApiError(status, text, type_, param, code_name)

@@ -201,6 +201,15 @@ def test_choice_deltas_and_logprobs() -> None:
     assert out["content"][0]["top_logprobs"][0]["token"] == "He"
 
 
+def test_another_workers_error_names_the_model_even_when_its_text_holds_the_name() -> None:
+    """Another FastChat worker's error text gets "model NAME (where):" in front, even when the model's
+    name happens to occur in it ("m" in "out of memory"); our worker's "model m: ..." is left alone."""
+    other = p.worker_error({"text": "CUDA out of memory", "error_code": 50002}, "m", "worker http://w")
+    assert other.message == "model m (worker http://w): CUDA out of memory"
+    ours = p.worker_error({"text": "model m: endpoint e failed", "error_code": 50001}, "m", "endpoint e")
+    assert ours.message == "model m: endpoint e failed"
+
+
 @pytest.mark.parametrize(
     ("frame", "status", "code"),
     [
