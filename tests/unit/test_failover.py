@@ -139,7 +139,7 @@ def client_error(code: str, status: int, message: str = "boom") -> botocore.exce
 
 
 # What SageMaker answers before a first token, as the real transport maps it (runtime/transport.py), for
-# each endpoint-side failure README "Failover before the first token" lists.
+# each endpoint-side failure README "Variants on the worker" lists under failover before the first token.
 BEFORE_THE_FIRST_TOKEN = {
     "refused": (refused("cand"), "unavailable"),
     "throttled (429)": (client_failure(client_error("ThrottlingException", 429), "cand", False), "throttled"),
