@@ -12,6 +12,11 @@ Rules (README "Rollout"):
   rate above `max_error_rate`, or its TTFT p95 both above `max_ttft_p95_ratio` times the baseline's and
   at least `min_ttft_p95_delta_ms` above it (a ratio of small times is noise: 6 ms vs 4 ms is 1.5x);
   compared only when the baseline has `min_requests` first tokens of its own in the same window.
+- A step advances or promotes only once it is live: the candidate's weight in the published model set
+  (what workers serve) is the step's weight. The sync may refuse the item (its endpoint check, an
+  invalid item) or not have published it yet; meanwhile the step holds with the reason, and counts read
+  at the older weight never move it on. A breach still rolls back (safety first). The tick that first
+  sees the step live records the time (`step_live_at`): its bake time and counting window start there.
 - Otherwise the step holds until its bake time is over, then advances to the next weight; reaching the
   last step (100) promotes the candidate: it becomes the model's endpoint (and config) and the variants
   go away.
@@ -25,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +39,7 @@ from rollout.state import ABORTED, ACTIVE, DONE, MAX_REASON, PAUSED, ROLLED_BACK
 
 HOLD, ADVANCE, PROMOTE, ROLLBACK, NOTHING = "hold", "advance", "promote", "rollback", "nothing"
 TTFT_QUANTILE = 0.95
+LIVE_TOLERANCE = 0.01  # weights are 0..100 percent; the published one is the number the runner wrote
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,19 @@ class VariantStats:
 
 
 @dataclass(frozen=True)
+class Published:
+    """What the published model set says of the candidate (sync/rollout_step.published_candidate)."""
+
+    weight: float | None  # its weight in the model's published spec; None: not there, or not readable
+    why: str = ""  # why the model's current item is not what is published (a rejection), if known
+
+
+@dataclass(frozen=True)
 class Decision:
     action: str  # hold, advance, promote, rollback or nothing
-    state: RolloutState  # after the decision (the same state for hold and nothing)
+    # after the decision: the same state for nothing, and for hold but for the time the step was first
+    # seen live (`step_live_at`, which the runner then writes)
+    state: RolloutState
     reason: str  # why, in words (shown by `rollout status`, logged by the runner)
 
 
@@ -67,9 +83,20 @@ def percent(fraction: float) -> str:
     return f"{fraction * 100:.3g}%"
 
 
+def step_clock(state: RolloutState) -> float:
+    """Where the step's bake time and counts start: when it was first seen live, else its registry write."""
+    return state.step_live_at if state.step_live_at is not None else state.step_started_at
+
+
+def is_live(state: RolloutState, published: Published) -> bool:
+    """The step's weight is what workers serve."""
+    return published.weight is not None and abs(published.weight - state.weight) <= LIVE_TOLERANCE
+
+
 def counts_minute(state: RolloutState) -> int:
-    """The first epoch minute whose outcome counts the step reads: the whole minute it started in."""
-    return int(state.step_started_at // 60)
+    """The first epoch minute whose outcome counts the step reads: the whole minute it started in (went
+    live in, once seen live)."""
+    return int(step_clock(state) // 60)
 
 
 def window_start(state: RolloutState) -> float:
@@ -104,8 +131,11 @@ def breach(state: RolloutState, candidate: VariantStats, baseline: VariantStats)
     return None
 
 
-def decide(state: RolloutState, now: float, stats: Mapping[str, VariantStats]) -> Decision:
-    """What one tick of the step runner does with this rollout now."""
+def decide(
+    state: RolloutState, now: float, stats: Mapping[str, VariantStats], published: Published
+) -> Decision:
+    """What one tick of the step runner does with this rollout now (`published`: the candidate in the
+    published model set)."""
     if state.status != RUNNING:
         return Decision(NOTHING, state, f"the rollout is {state.status.replace('_', ' ')}")
     candidate = stats.get(state.candidate, VariantStats())
@@ -115,14 +145,21 @@ def decide(state: RolloutState, now: float, stats: Mapping[str, VariantStats]) -
         return Decision(
             ROLLBACK, state.with_event(now, "rolled_back", why, status=ROLLED_BACK, reason=why), why
         )
-    progress = f"{candidate.requests} of {state.min_requests} candidate requests {since(state)}"
-    baked = now - state.step_started_at
+    window = since(state)  # the one the counts were read for
+    progress = f"{candidate.requests} of {state.min_requests} candidate requests {window}"
+    if not is_live(state, published):
+        waiting = published.why or "waiting for the sync"
+        where = f"step {state.step + 1} ({state.weight:g}%)"
+        return Decision(HOLD, state, f"{where} is not published yet: {waiting}; {progress}")
+    if state.step_live_at is None:
+        state = replace(state, step_live_at=now)  # first seen live: bake and counts start now
+    baked = now - step_clock(state)
     if baked < state.bake_seconds:
         left = state.bake_seconds - baked
         return Decision(HOLD, state, f"baking at {state.weight:g}%: {left:.0f} s left; {progress}")
     if candidate.requests < state.min_requests:
         return Decision(HOLD, state, f"bake time over at {state.weight:g}%; waiting for {progress}")
-    summary = f"{candidate.requests} requests {since(state)}, error rate {percent(candidate.error_rate)}"
+    summary = f"{candidate.requests} requests {window}, error rate {percent(candidate.error_rate)}"
     following = state.step + 1
     if following >= len(state.steps) - 1:
         last = len(state.steps) - 1

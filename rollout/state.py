@@ -70,6 +70,10 @@ class RolloutState:
     # ms (served from cache, the local stand-in) a ratio alone is noise (6 ms vs 4 ms is 1.5x).
     # Last, with a default: states written before it existed read as DEFAULT_MIN_TTFT_P95_DELTA_MS.
     min_ttft_p95_delta_ms: float = DEFAULT_MIN_TTFT_P95_DELTA_MS
+    # When the step runner first saw this step in the published model set (the sync may refuse or delay
+    # the item: workers keep the older weight meanwhile); bake time and outcome counts start here once
+    # set. None until then. Optional, last: states written before it existed read as None.
+    step_live_at: float | None = None
 
     @property
     def weight(self) -> float:
@@ -80,6 +84,8 @@ class RolloutState:
 
     def with_event(self, at: float, event: str, note: str = "", **changes: Any) -> RolloutState:
         """The state with `changes` applied and the event (with `note`) appended to its history."""
+        if "step_started_at" in changes:
+            changes.setdefault("step_live_at", None)  # a new (or resumed) step is live once seen published
         new = replace(self, **changes)
         entry = Event(at, event, new.weight, note[:MAX_REASON])
         return replace(new, history=(*new.history, entry)[-MAX_HISTORY:])
@@ -88,6 +94,8 @@ class RolloutState:
         doc = asdict(self)
         doc["steps"] = list(self.steps)
         doc["history"] = [asdict(e) for e in self.history]
+        if self.step_live_at is None:
+            del doc["step_live_at"]  # as states were written before the field existed
         return doc
 
     def dumps(self) -> str:
@@ -216,6 +224,8 @@ def parse_state(raw: object) -> RolloutState | list[str]:
     for key in ("step_started_at", "started_at"):
         want(key, _time(doc.get(key)), "must be a time in epoch seconds")
     want("reason", isinstance(doc.get("reason", ""), str), "must be a string")
+    live_at = doc.get("step_live_at")
+    want("step_live_at", live_at is None or _time(live_at), "must be a time in epoch seconds or null")
     history = _history(doc.get("history", []))
     if isinstance(history, str):
         problems.append(f"rollout.history: {history}")
@@ -237,6 +247,7 @@ def parse_state(raw: object) -> RolloutState | list[str]:
         reason=doc.get("reason", "")[:MAX_REASON],
         history=history,
         min_ttft_p95_delta_ms=float(doc.get("min_ttft_p95_delta_ms", DEFAULT_MIN_TTFT_P95_DELTA_MS)),
+        step_live_at=None if live_at is None else float(live_at),
     )
 
 

@@ -49,7 +49,14 @@ from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
 from stores.ssm import SnapshotReader, SsmParameters
 from sync import rollout_step
-from sync.rollout_step import RolloutRunner, listed, update_item, variant_stats, write_state
+from sync.rollout_step import (
+    RolloutRunner,
+    listed,
+    published_candidate,
+    update_item,
+    variant_stats,
+    write_state,
+)
 from telemetry.settings import TelemetrySettings
 
 log = structlog.get_logger("rollout")
@@ -119,6 +126,8 @@ def register(sub: Any) -> None:
     run.add_argument("--interval", type=_interval, default=60.0, help="seconds, 1 to 3600")
     _tables(run)
     run.set_defaults(handler=cmd_run)
+    for runs in (step, run):  # a step moves on only once the sync has published it
+        add_flags(runs, ModelsSettings, only=("ssm_prefix",))
 
 
 def _interval(text: str) -> float:
@@ -136,7 +145,7 @@ def _interval(text: str) -> float:
 def cmd_run(args: argparse.Namespace) -> int:
     """`sagemaker-fastchat rollout run`: the step runner on a timer (what the local stack starts)."""
     TelemetrySettings().configure_logging()
-    runner = RolloutRunner(_registry(args), _outcomes(args))
+    runner = _runner(args)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     log.info("rollout_runner_started", interval=args.interval)
@@ -144,6 +153,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         for _ in rollout_step.run_every(runner, args.interval, stop):
             pass
     return 0
+
+
+def _runner(args: argparse.Namespace) -> RolloutRunner:
+    return RolloutRunner(_registry(args), _outcomes(args), _snapshot(args))
+
+
+def _snapshot(args: argparse.Namespace) -> SnapshotReader:
+    return SnapshotReader(SsmParameters(boto3.client("ssm")), validate_prefix(args.ssm_prefix))
 
 
 def _registry(args: argparse.Namespace) -> RegistryStore:
@@ -289,13 +306,16 @@ def status_document(
     state: RolloutState,
     now: float,
     stats: dict[str, decisions.VariantStats] | str,
-    not_published: str | None = None,
+    published: decisions.Published | None,
 ) -> dict[str, Any]:
     """What `rollout status` shows: the state, the counts since the step started, the next tick's decision,
-    and why the sync did not publish the model's current item (its last good spec serves instead)."""
+    the candidate's published weight (what workers serve; None when not published or, with `published`
+    None, the set cannot be read) and why the sync did not publish the model's current item (its last
+    good spec serves instead)."""
     doc: dict[str, Any] = {"rollout": state.to_json(), "weight": state.weight}
-    if not_published:
-        doc["not_published"] = not_published
+    doc["published_weight"] = published.weight if published is not None else None
+    if published is not None and published.why:
+        doc["not_published"] = published.why
     if isinstance(stats, str):
         doc["counts_unavailable"] = stats
         return doc
@@ -312,7 +332,8 @@ def status_document(
         }
         for name, s in stats.items()
     }
-    decision = decisions.decide(state, now, stats)
+    unreadable = decisions.Published(None, "the published model set cannot be read")
+    decision = decisions.decide(state, now, stats, published or unreadable)
     doc["next_tick"] = {"action": decision.action, "reason": decision.reason}
     return doc
 
@@ -326,7 +347,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         stats = variant_stats(_outcomes(args), args.name, state)
     except OutcomesUnavailable as exc:
         stats = f"outcome counts cannot be read: {exc}"
-    doc = status_document(state, now, stats, _not_published(args))
+    doc = status_document(state, now, stats, _published(args, state))
     if args.json:
         print(json.dumps(doc, ensure_ascii=False))
         return 0
@@ -341,6 +362,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{_ttft_rule(state)}; min requests {state.min_requests}"
     )
     print(f"  started {_ago(now, state.started_at)}; this step started {_ago(now, state.step_started_at)}")
+    if state.step_live_at is not None:
+        print(f"  this step was first seen published {_ago(now, state.step_live_at)}; its bake started then")
+    if doc["published_weight"] is not None:
+        print(f"  published: candidate weight {doc['published_weight']:g}% (what workers serve)")
     if state.reason:
         print(f"  reason: {state.reason}")
     if doc.get("not_published"):
@@ -368,22 +393,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _not_published(args: argparse.Namespace) -> str | None:
-    """Why the published model set rejected the model's current item (the sync's endpoint check refuses
-    a candidate that does not exist or is not serving), or None; a set that cannot be read is a warning
-    (the rest of the status comes from the registry and the counts)."""
-    reader = SnapshotReader(SsmParameters(boto3.client("ssm")), validate_prefix(args.ssm_prefix))
+def _published(args: argparse.Namespace, state: RolloutState) -> decisions.Published | None:
+    """The candidate in the published model set, with why the sync rejected the model's current item (its
+    endpoint check refuses a candidate that does not exist or is not serving); None when the set cannot be
+    read, with a warning (the rest of the status comes from the registry and the counts)."""
     try:
-        published = reader.load_manifest()
+        return published_candidate(_snapshot(args), args.name, state.candidate)
     except (BotoCoreError, ClientError, SnapshotError) as exc:
         print(f"warning: the published model set cannot be read: {exc}", file=sys.stderr)
         return None
-    return published.manifest.rejected.get(args.name) if published is not None else None
 
 
 def cmd_step(args: argparse.Namespace) -> int:
-    runner = RolloutRunner(_registry(args), _outcomes(args))
-    results = runner.tick()
+    results = _runner(args).tick()
     if args.json:
         print(json.dumps([r.__dict__ for r in results], ensure_ascii=False))
         return 0

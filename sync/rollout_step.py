@@ -9,8 +9,11 @@ same second) therefore never both apply a step: the second one's condition fails
 until its next tick. The write then goes the normal way, stream -> sync -> SSM, so every step is a
 published, versioned, rollback-able model set.
 
-A hold writes nothing (the spec does not change, and nothing needs recording): the runner is stateless,
-and `rollout status` recomputes what the next tick would do.
+A step moves on only once it is live: the runner reads the candidate's weight in the published model set
+(`published_candidate`, SSM) and holds while the sync has not published the step (or refused it, or the
+set cannot be read), rollbacks excepted. A hold writes nothing, but for the tick that first sees the step
+live: it records that time in `rollout` (the step's bake time starts there). `rollout status` recomputes
+what the next tick would do.
 """
 
 from __future__ import annotations
@@ -23,16 +26,19 @@ from typing import Any
 
 import boto3
 import structlog
+from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.dynamo import to_typed_value, untype_item
 from contract.errors import SpecError
 from contract.registry import ActiveListError, parse_active_list
+from contract.snapshot import SnapshotError
 from contract.spec import ALL_MODELS_KEY, parse_model_item
 from rollout.decide import (
     HOLD,
     NOTHING,
     Decision,
     ItemMismatch,
+    Published,
     VariantStats,
     counts_minute,
     decide,
@@ -47,6 +53,7 @@ from stores.rollout_metrics import (
     OutcomesUnavailable,
     merge,
 )
+from stores.ssm import SnapshotReader, SsmParameters, ssm_client
 from sync.settings import SyncSettings
 from telemetry.settings import TelemetrySettings
 
@@ -71,11 +78,39 @@ def update_item(registry: RegistryStore, name: str, expected_rollout: Any, chang
     registry.update_if(name, typed, "rollout", expected_rollout)
 
 
+# --- The published model set (stores/ssm.py's reader) ---------------------------------------------------
+def published_candidate(reader: SnapshotReader, model: str, candidate: str) -> Published:
+    """The candidate's weight in `model`'s published spec (None when the model or the candidate is not
+    in the set), and why the model's current item is not published (the manifest's rejection of it, or
+    its `not_published`; "" when it says nothing: the sync has not got to it yet). Raises BotoCoreError,
+    ClientError or SnapshotError when the set cannot be read."""
+    found = reader.load_manifest()
+    if found is None:
+        return Published(None)
+    manifest = found.manifest
+    why = manifest.rejected.get(model) or manifest.not_published
+    entry = manifest.entry(model)
+    if entry is None:
+        return Published(None, why)
+    spec = reader.load_spec(entry.parameter, entry.version, entry.hash, model)
+    weight = next((v.weight for v in spec.variants() if v.endpoint_name == candidate), None)
+    return Published(weight, why)
+
+
+def read_published(reader: SnapshotReader, model: str, candidate: str) -> Published:
+    """published_candidate, with a set that cannot be read as the reason (never a verdict: the step holds)."""
+    try:
+        return published_candidate(reader, model, candidate)
+    except (BotoCoreError, ClientError, SnapshotError) as exc:
+        log.warning("rollout_published_set_unreadable", model=model, error=str(exc))
+        return Published(None, f"the published model set cannot be read: {exc}")
+
+
 # --- The step ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StepResult:
     model: str
-    action: str  # hold, advance, promote, rollback, nothing, stopped, invalid, unavailable, conflict
+    action: str  # hold, advance, promote, rollback, nothing, stopped, invalid, unavailable, conflict, failed
     reason: str
     weight: float | None = None  # the candidate's weight after the step
 
@@ -108,9 +143,16 @@ def write_state(
 
 
 class RolloutRunner:
-    def __init__(self, registry: RegistryStore, outcomes: OutcomeStore, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        registry: RegistryStore,
+        outcomes: OutcomeStore,
+        published: SnapshotReader,
+        clock: Clock = time.time,
+    ) -> None:
         self.registry = registry
         self.outcomes = outcomes
+        self.published = published  # what workers serve: a step moves on only once it is there
         self.clock = clock
 
     def tick(self) -> list[StepResult]:
@@ -142,10 +184,15 @@ class RolloutRunner:
         except OutcomesUnavailable as exc:
             log.warning("rollout_outcomes_unavailable", model=name, error=str(exc))
             return StepResult(name, "unavailable", f"outcome counts cannot be read: {exc}", state.weight)
-        decision = decide(state, now, stats)
-        if decision.action in (HOLD, NOTHING):
+        try:
+            item_changes(untype_item(typed), state)
+        except ItemMismatch as exc:  # the candidate left `variants` by hand: it will never be published
+            why = f"the model's item no longer fits the rollout: {exc}"
+            return self._apply(name, typed, Decision("stopped", stopped(state, now, why), why), now)
+        decision = decide(state, now, stats, read_published(self.published, name, state.candidate))
+        if decision.action == NOTHING or (decision.action == HOLD and decision.state == state):
             return StepResult(name, decision.action, decision.reason, state.weight)
-        return self._apply(name, typed, decision, now)
+        return self._apply(name, typed, decision, now)  # a hold that first saw the step live records it
 
     def _apply(self, name: str, typed: dict[str, Any], decision: Decision, now: float) -> StepResult:
         try:
@@ -173,6 +220,7 @@ def runner_from_env() -> RolloutRunner:
     return RolloutRunner(
         DynamoRegistry(dynamodb, settings.table_name),
         DynamoOutcomeStore(settings.rollout_metrics_table, dynamodb),
+        SnapshotReader(SsmParameters(ssm_client()), settings.ssm_prefix),
     )
 
 

@@ -58,6 +58,7 @@ def test_a_failing_candidate_is_rolled_back_and_users_keep_chatting(local_stack:
         chats = failed = 0
         deadline = time.monotonic() + 150
         doc = status(stack)
+        assert doc["published_weight"] == 50.0, doc  # the runner's view of the step: read from moto's SSM
         while doc["rollout"]["status"] == "running":
             assert time.monotonic() < deadline, f"not rolled back: {doc}\n{stack.log_tail()}"
             for _ in range(10):

@@ -352,6 +352,8 @@ def test_rollout_wiring_matches_the_code() -> None:
     assert callable(getattr(rollout_step, function))
     assert fn["Code"]["ImageUri"] == {"Ref": "SyncImageUri"}
     assert set(fn["Environment"]["Variables"]) >= {"REGISTRY_TABLE", rollout_metrics.ENV_TABLE}
+    # the sync's own variable for the prefix: the runner reads what the sync published there
+    assert fn["Environment"]["Variables"]["SSM_PREFIX"] == {"Ref": "SsmPrefix"}
     assert res["RolloutStepSchedule"]["Properties"]["ScheduleExpression"] == "rate(1 minute)"
     statements = res["RolloutStepRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     by_sid = {s["Sid"]: s for s in statements}
@@ -361,7 +363,12 @@ def test_rollout_wiring_matches_the_code() -> None:
         "dynamodb:UpdateItem",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
+        "ssm:GetParameter",
+        "ssm:GetParameters",
     ]
+    assert by_sid["ReadPublishedModelSet"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${SsmPrefix}/*"
+    }
     assert by_sid["WriteRolloutSteps"]["Condition"] == {
         "ForAllValues:StringNotEquals": {"dynamodb:LeadingKeys": ["all-models"]}
     }

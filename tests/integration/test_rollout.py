@@ -28,7 +28,8 @@ from sagemaker_fastchat import registry_ops, rollout_cli
 from sagemaker_fastchat.cli import main
 from stores.registry import ConcurrentChangeError, DynamoRegistry
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomeCounts, create_table
-from stores.testing import MemoryOutcomeStore
+from stores.ssm import SnapshotReader
+from stores.testing import InMemoryParameters, MemoryOutcomeStore
 from sync import rollout_step
 from sync.publisher import specs_at
 from sync.rollout_step import RolloutRunner, update_item, write_state
@@ -53,7 +54,7 @@ class Stack:
         self.outcomes = MemoryOutcomeStore()
         self.now = 0.0
         self.runner = RolloutRunner(
-            DynamoRegistry(self.reg.ddb, TABLE), self.outcomes, clock=lambda: self.now
+            DynamoRegistry(self.reg.ddb, TABLE), self.outcomes, self.reg.reader, clock=lambda: self.now
         )
 
     def item(self) -> dict[str, Any]:
@@ -79,7 +80,11 @@ class Stack:
         hist = {bucket_of(ttft_ms): ok} if ok else {}
         self.outcomes.add([OutcomeCounts(MODEL, variant, int(self.now // 60), requests, errors, hist)])
 
-    def tick(self) -> rollout_step.StepResult:
+    def tick(self, deliver: bool = True) -> rollout_step.StepResult:
+        """One tick of the runner, after the sync has published the registry's writes (it follows the
+        stream within seconds), unless `deliver` is False."""
+        if deliver:
+            self.reg.deliver()
         (result,) = self.runner.tick()
         return result
 
@@ -113,6 +118,8 @@ def stack() -> Iterator[Stack]:
         create_table(s.reg.ddb, "sagemaker-fastchat-rollout-metrics")
         assert rollout("--endpoint", CAND, "--bake", "10m") == 0
         s.now = s.state().started_at
+        assert s.tick().action == "hold"  # the first step is published: its bake starts now
+        assert s.state().step_live_at == s.now
         yield s
 
 
@@ -171,6 +178,8 @@ def test_a_healthy_candidate_is_promoted_step_by_step(stack: Stack) -> None:
         stack.traffic(CAND, 100, errors=1, ttft_ms=110)
         result = stack.tick()
         seen.append((result.action, result.weight, weights(stack.published())))
+        if result.action == "advance":  # the next tick sees the new step published: it bakes from then
+            assert stack.tick().action == "hold"
     assert seen == [
         ("advance", 25.0, {LIVE: 75.0, CAND: 25.0}),
         ("advance", 50.0, {LIVE: 50.0, CAND: 50.0}),
@@ -572,7 +581,7 @@ def test_no_endpoint_check_skips_it_and_the_sync_check_keeps_the_last_good_spec(
     assert ctl("status", "--ssm-prefix", PREFIX) == 0
     assert f"  not published: {reason}" in capsys.readouterr().out
     assert ctl("status", "--ssm-prefix", "/elsewhere") == 0  # nothing published there: no such line
-    assert "not published" not in capsys.readouterr().out
+    assert "  not published:" not in capsys.readouterr().out
     monkeypatch.setenv("ROLLOUT_ENDPOINT_CHECK", "false")
     assert ctl("abort") == 0
     assert rollout("--endpoint", "demo-tgi-elsewhere") == 0  # the variable turns the check off too
@@ -594,3 +603,67 @@ def test_status_without_the_published_set_warns_and_shows_the_rest(
     out, err = capsys.readouterr()
     assert "warning: the published model set cannot be read: " in err
     assert "running, step 1 of 4" in out
+
+
+def test_a_step_the_sync_refused_holds_with_the_reason_and_advances_once_published(
+    stack: Stack, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Step 2 (25%) is written, but the sync's endpoint check refuses it (the candidate is Creating):
+    workers keep serving 5%, so however healthy the counts at 5% and however long it waits, the runner
+    holds with the sync's reason, and `rollout status` says so. Once the step is published (the endpoint
+    InService; pause and resume write the item again), its bake starts then and it advances after it."""
+    stack.reg.handler.checker = FakeEndpointChecker({LIVE: "InService", CAND: "InService"})
+    stack.now += BAKE
+    stack.traffic(LIVE, 400)
+    stack.traffic(CAND, 100)
+    assert stack.tick().action == "advance"
+    assert stack.state().weight == 25.0
+    stack.reg.handler.checker = FakeEndpointChecker({LIVE: "InService", CAND: "Creating"})
+    refusal = f"{MODEL}: variants[0].endpoint_name: endpoint {CAND} is Creating, not InService"
+    before = stack.item()
+    for _ in range(3):
+        stack.now += BAKE
+        stack.traffic(LIVE, 400)
+        stack.traffic(CAND, 100)
+        result = stack.tick()
+        assert (result.action, result.weight) == ("hold", 25.0)
+        assert result.reason.startswith(f"step 2 (25%) is not published yet: {refusal}"), result.reason
+    assert weights(stack.published()) == {LIVE: 95.0, CAND: 5.0}  # what workers serve
+    assert stack.item() == before  # nothing written while held
+    capsys.readouterr()
+    assert ctl("status", "--json") == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["weight"], doc["published_weight"]) == (25.0, 5.0)
+    assert doc["not_published"].startswith(refusal)
+    assert doc["next_tick"]["reason"].startswith("step 2 (25%) is not published yet: ")
+
+    stack.reg.handler.checker = FakeEndpointChecker({LIVE: "InService", CAND: "InService"})
+    assert ctl("pause") == 0
+    assert ctl("resume") == 0
+    result = stack.tick()
+    assert result.action == "hold"
+    assert result.reason.startswith(f"baking at 25%: {BAKE} s left; ")
+    assert weights(stack.published()) == {LIVE: 75.0, CAND: 25.0}
+    assert stack.state().step_live_at == stack.now
+    stack.now += BAKE - 1
+    stack.traffic(CAND, 100)
+    assert stack.tick().action == "hold"  # the bake counts from publication, not from the write
+    stack.now += 1
+    result = stack.tick()
+    assert (result.action, result.weight) == ("advance", 50.0)
+
+
+def test_the_runner_holds_when_the_published_set_cannot_be_read(stack: Stack) -> None:
+    """Never advance blind: an SSM failure holds with the reason; a breach still rolls back."""
+    unreadable = InMemoryParameters()
+    unreadable.fail("get")  # as boto3 raises for a server fault
+    stack.runner.published = SnapshotReader(unreadable, PREFIX)
+    stack.now += BAKE
+    stack.traffic(CAND, 100)
+    result = stack.tick(deliver=False)
+    assert result.action == "hold"
+    assert result.reason.startswith(
+        "step 1 (5%) is not published yet: the published model set cannot be read"
+    )
+    stack.traffic(CAND, 100, errors=100)
+    assert stack.tick(deliver=False).action == "rollback"

@@ -17,14 +17,16 @@ from rollout.decide import (
     NOTHING,
     PROMOTE,
     ROLLBACK,
+    Decision,
     ItemMismatch,
+    Published,
     VariantStats,
     abort,
-    decide,
     item_changes,
     pause,
     resume,
 )
+from rollout.decide import decide as decide_published
 from rollout.histogram import bucket_of
 from rollout.state import (
     ABORTED,
@@ -46,7 +48,16 @@ BAKE = 600.0
 
 
 def state(**changes: Any) -> RolloutState:
-    return replace(new_state("cand", "live", T0, bake_seconds=BAKE), **changes)
+    """A rollout at its first step, seen published (live) as it started."""
+    return replace(new_state("cand", "live", T0, bake_seconds=BAKE), **{"step_live_at": T0, **changes})
+
+
+def decide(
+    s: RolloutState, now: float, stats: dict[str, VariantStats], published: Published | None = None
+) -> Decision:
+    """The decision with the step published (the candidate's published weight is the state's) unless
+    `published` says otherwise."""
+    return decide_published(s, now, stats, published or Published(s.weight))
 
 
 def ok(requests: int, ttft_ms: float = 100.0, errors: int = 0) -> VariantStats:
@@ -87,7 +98,12 @@ def test_hold_while_baking_then_advance_step_by_step_then_promote() -> None:
         seen.append((d.action, d.state.weight))
         assert d.action == expected
         s = d.state
-        assert s.step_started_at == now
+        assert (s.step_started_at, s.step_live_at) == (now, None)
+        if expected == ADVANCE:  # the next tick sees the new step published: its bake starts then
+            now += 1
+            d = decide(s, now, healthy)
+            assert (d.action, d.state.step_live_at) == (HOLD, now)
+            s = d.state
         now += BAKE
     assert seen == [(ADVANCE, 25.0), (ADVANCE, 50.0), (PROMOTE, 100.0)]
     assert s.status == DONE
@@ -153,7 +169,7 @@ def test_a_ttft_breach_needs_the_absolute_floor_too() -> None:
 
 def test_every_reason_names_the_whole_minute_window() -> None:
     """Counts are per minute: a step started at 00:02:40 reads from 00:02:00, and says so."""
-    s = state(step_started_at=T0 + 160)
+    s = state(step_started_at=T0 + 160, step_live_at=T0 + 160)
     assert decide(s, T0 + 170, {"cand": ok(10), "live": BASELINE}).reason.endswith(
         "10 of 50 candidate requests since 00:02 UTC"
     )
@@ -167,6 +183,63 @@ def test_a_state_written_before_the_ttft_floor_reads_with_its_default() -> None:
     assert isinstance(old, RolloutState)
     assert old.min_ttft_p95_delta_ms == 50.0
     assert old == state()
+
+
+def test_a_step_not_published_holds_with_the_reason_and_never_advances() -> None:
+    """The sync refused step 2's item (or has not published it): workers serve 5%, so counts at 5% never
+    advance or promote it, however long it waits."""
+    s = state(step=1, step_live_at=None)
+    healthy = {"cand": ok(500), "live": BASELINE}
+    refused = Published(5.0, "m: variants[0].endpoint_name: endpoint cand is Creating, not InService")
+    for published, why in (
+        (refused, refused.why),
+        (Published(None), "waiting for the sync"),
+        (Published(None, "the set cannot be read: denied"), "the set cannot be read: denied"),
+    ):
+        d = decide(s, T0 + 10 * BAKE, healthy, published)
+        assert (d.action, d.state) == (HOLD, s)
+        assert d.reason.startswith(f"step 2 (25%) is not published yet: {why}"), d.reason
+    last = state(step=2, step_live_at=None)
+    assert decide(last, T0 + 10 * BAKE, healthy, Published(25.0)).action == HOLD  # no promotion either
+
+
+def test_a_breach_rolls_back_even_when_the_step_is_not_published() -> None:
+    s = state(step=1, step_live_at=None)
+    for published in (Published(5.0, "refused"), Published(None)):
+        d = decide(s, T0 + 1, {"cand": VariantStats(57, 57, {}), "live": BASELINE}, published)
+        assert (d.action, d.state.status) == (ROLLBACK, ROLLED_BACK)
+
+
+def test_bake_time_starts_when_the_step_is_first_seen_published() -> None:
+    """Written at T0, published at T0 + 300 (the sync was slow): the bake runs from T0 + 300, and a
+    weight within the tolerance is the step's."""
+    s = state(step=1, step_live_at=None)
+    healthy = {"cand": ok(500), "live": BASELINE}
+    assert decide(s, T0 + 100, healthy, Published(5.0)).state.step_live_at is None
+    seen = decide(s, T0 + 300, healthy, Published(25.004))
+    assert (seen.action, seen.state.step_live_at) == (HOLD, T0 + 300)
+    assert "600 s left" in seen.reason
+    later = decide(seen.state, T0 + BAKE, healthy)
+    assert (later.action, later.state) == (HOLD, seen.state)
+    assert "300 s left" in later.reason
+    moved = decide(seen.state, T0 + 300 + BAKE, healthy)
+    assert (moved.action, moved.state.weight) == (ADVANCE, 50.0)
+
+
+def test_step_live_at_is_optional_and_checked() -> None:
+    """States written before it existed read as never seen live; a new or resumed step clears it."""
+    doc = state().to_json()
+    assert doc["step_live_at"] == T0
+    del doc["step_live_at"]
+    old = parse_state(json.dumps(doc))
+    assert isinstance(old, RolloutState)
+    assert old.step_live_at is None
+    assert "step_live_at" not in old.to_json()
+    assert parse_state({**doc, "step_live_at": "soon"}) == [
+        "rollout.step_live_at: must be a time in epoch seconds or null, not 'soon'"
+    ]
+    assert state().with_event(T0 + 9, "advanced", step=1, step_started_at=T0 + 9).step_live_at is None
+    assert state().with_event(T0 + 9, "paused", status=PAUSED).step_live_at == T0
 
 
 def test_a_candidate_without_counts_holds_forever() -> None:

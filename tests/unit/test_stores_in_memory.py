@@ -92,5 +92,6 @@ def test_the_rollout_runner_on_the_fake_registry_applies_a_step_once() -> None:
     write_state(registry, "a", started, state.with_event(1, "paused", status="paused"), 1)
     with pytest.raises(ConcurrentChangeError):  # `started` is stale now
         write_state(registry, "a", started, state.with_event(2, "aborted", status="aborted"), 2)
-    (result,) = RolloutRunner(registry, MemoryOutcomeStore(), clock=lambda: 3).tick()
+    published = SnapshotReader(InMemoryParameters(), "/p")
+    (result,) = RolloutRunner(registry, MemoryOutcomeStore(), published, clock=lambda: 3).tick()
     assert (result.model, result.action) == ("a", "nothing")  # paused: the runner leaves it
