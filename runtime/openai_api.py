@@ -71,6 +71,15 @@ class WorkerSilent(Exception):
     """The worker sent nothing for the read timeout."""
 
 
+class WorkerRefused(Exception):
+    """The worker answered the request with an error status and a FastChat error frame (e.g. a parameter
+    its own check refuses): the request's fault, not the worker's, so no retry."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(str(frame.get("text", "")))
+        self.frame = frame
+
+
 class AiohttpClient:
     """One aiohttp session (one connection pool, keep-alive) for every call of this process."""
 
@@ -114,7 +123,7 @@ class AiohttpClient:
         silence = _Silence(response.content, self.read_timeout)
         try:
             if response.status != 200:
-                raise WorkerUnreachable(f"HTTP {response.status}")
+                raise _refusal(response.status, await response.content.read(MAX_REFUSAL_BYTES))
             async for data in response.content.iter_any():
                 silence.reading = False  # while the client takes it, the worker owes us nothing
                 yield data
@@ -129,6 +138,22 @@ class AiohttpClient:
 
     async def close(self) -> None:
         await self.session.close()
+
+
+MAX_REFUSAL_BYTES = 64 * 1024  # of an error answer's body read to find its FastChat frame
+
+
+def _refusal(status: int, body: bytes) -> Exception:
+    """A worker's non-200 answer: its FastChat error frame when it sent one (a 4xx: the request is at
+    fault), else the worker as unreachable (retried elsewhere)."""
+    if 400 <= status < 500:
+        try:
+            frame = orjson.loads(body.split(b"\0", 1)[0])
+        except orjson.JSONDecodeError:
+            frame = None
+        if isinstance(frame, dict) and frame.get("error_code"):
+            return WorkerRefused(frame)
+    return WorkerUnreachable(f"HTTP {status}")
 
 
 class _Silence:
@@ -422,6 +447,8 @@ class Api:
                 target = targets[0]
             except WorkerSilent:
                 raise p.worker_timeout(target.model, target.where, self.settings.worker_timeout) from None
+            except WorkerRefused as exc:
+                raise p.worker_error(exc.frame, target.model, target.where) from None
         rest = splitter.close()
         if rest:
             yield rest
@@ -460,7 +487,32 @@ class Api:
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
-        return await _full(reply, req, target, streams)
+        return await _unless_gone(request, _full(reply, req, target, streams), streams)
+
+
+async def _unless_gone(request: Request, answer: Awaitable[Response], streams: list[_Stream]) -> Response:
+    """A whole (non-streamed) answer, given up when its client goes away: its worker streams, and so the
+    endpoint calls, end at once instead of running to the last token for nobody (the streamed path ends
+    them when a send fails)."""
+    work = asyncio.ensure_future(answer)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            await asyncio.gather(*(s.close() for s in streams))  # even if `answer` never started
+    if work.cancelled():
+        return Response(status_code=499)  # nobody is listening; the server logs it as such
+    return work.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects (the body was read already: the next message is that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 class _ClosingStream(StreamingResponse):

@@ -138,6 +138,7 @@ _GRACEFUL = "seconds SIGTERM waits for streams in flight (keep below the ECS tas
 # server that closes them sooner (uvicorn's default: 5 s) races it and the user gets a 502.
 _KEEP_ALIVE = "seconds an idle client connection stays open (keep above the load balancer's idle timeout)"
 DEFAULT_KEEP_ALIVE = 310
+KeepAlive = Annotated[int, Field(ge=1, le=86_400)]
 
 
 class ControllerSettings(RoleSettings):
@@ -226,7 +227,7 @@ class ApiSettings(RoleSettings):
     max_body_bytes: Count = env("API_MAX_BODY_BYTES", 4 * 1024 * 1024, "the largest request body accepted")
     worker_timeout: Seconds = env("API_WORKER_TIMEOUT", 130.0, "seconds to wait for the worker's next frame")
     graceful_shutdown_seconds: int = env("GRACEFUL_SHUTDOWN_SECONDS", 110, _GRACEFUL)
-    keep_alive: Count = env("HTTP_KEEP_ALIVE_SECONDS", DEFAULT_KEEP_ALIVE, _KEEP_ALIVE)
+    keep_alive: KeepAlive = env("HTTP_KEEP_ALIVE_SECONDS", DEFAULT_KEEP_ALIVE, _KEEP_ALIVE)
 
     def key_list(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in (self.api_keys or "").split(",") if k.strip())
@@ -248,7 +249,7 @@ class WebSettings(ArenaSettings):
         "WORKER_URL", LOCAL_WORKER, "the worker whose /model-set gives templates and descriptions"
     )
     concurrency: Count = env("WEB_CONCURRENCY", 64, "gradio queue concurrency")
-    keep_alive: Count = env("HTTP_KEEP_ALIVE_SECONDS", DEFAULT_KEEP_ALIVE, _KEEP_ALIVE)
+    keep_alive: KeepAlive = env("HTTP_KEEP_ALIVE_SECONDS", DEFAULT_KEEP_ALIVE, _KEEP_ALIVE)
     vote_spool: str = env(
         "ARENA_VOTE_SPOOL",
         str(DEFAULT_VOTE_SPOOL),

@@ -396,8 +396,11 @@ class VoteRecorder:
         self._thread: threading.Thread | None = None
 
     def start(self) -> VoteRecorder:
-        """Replay what an earlier process spooled (in order), then start the writer thread."""
+        """Replay what an earlier process spooled (in order), then start the writer thread. Raises
+        OSError when the spool cannot be written: every vote would be lost, so the caller must not run."""
         self.spool.parent.mkdir(parents=True, exist_ok=True)
+        with self.spool.open("a", encoding="utf-8"):
+            pass  # created (or found) writable now, not at the first vote
         with self._lock:
             for vote in read_spool(self.spool):
                 self._pending += 1

@@ -187,6 +187,19 @@ def test_a_negative_cap_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--max-votes-per-voter: must be 0 (no cap) or more" in err
 
 
+def test_a_spool_file_that_cannot_be_written_stops_the_web_ui(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spool's folder exists but the file cannot be written (here: the path is a folder): refused at
+    start, not discovered at the first vote (which was then lost with only a log line)."""
+    (tmp_path / "spool.jsonl").mkdir()
+    monkeypatch.setenv("ARENA_VOTE_SPOOL", str(tmp_path / "spool.jsonl"))
+    monkeypatch.setenv("WORKER_URL", "http://127.0.0.1:9")
+    code, _, err = run(capfd, "web", "--port", "0")
+    assert code == 1
+    assert f"error: ARENA_VOTE_SPOOL: {tmp_path / 'spool.jsonl'}: cannot be used" in err
+
+
 @pytest.mark.parametrize("variable", ["ARENA_VOTE_SPOOL_DIR", "ARENA_VOTE_SPOOL"])
 def test_a_spool_that_cannot_be_written_stops_the_web_ui(
     variable: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

@@ -454,3 +454,33 @@ def test_several_api_processes(stack: RuntimeStack) -> None:
     finally:
         fresh.close()
         stack.sup.stop("api2")
+
+
+def test_a_whole_answer_whose_client_left_stops_its_endpoint_calls(stack: RuntimeStack) -> None:
+    """A non-streamed request whose client hangs up ends its worker streams at once (n=2: both), instead
+    of running 1,000 tokens to the end for nobody."""
+    from tests.helpers import standin_streams, wait_for_streams
+
+    _, abandoned = standin_streams(stack.standin_url)
+    body = {"model": "alpha", "messages": user("[[tokens:1000]] [[rate:20]] long"), "n": 2}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{stack.api_url}/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+            timeout=httpx.Timeout(30, read=2),
+        )
+    wait_for_streams(stack.standin_url, (0, abandoned + 2))
+
+
+def test_a_parameter_the_worker_refuses_is_a_400_not_an_unreachable_worker(stack: RuntimeStack) -> None:
+    """A seed beyond the worker's range (its own check) comes back as the worker's 400, naming the
+    parameter; it was a 503 'worker cannot be reached: HTTP 400'."""
+    exc = status_of(
+        lambda: client(stack).chat.completions.create(model="alpha", messages=user("hi"), seed=2**63)
+    )
+    assert exc.status_code == 400
+    err = error_of(exc)
+    assert err["param"] == "seed"
+    assert err["type"] == "invalid_request_error"
+    assert "cannot be reached" not in err["message"]
