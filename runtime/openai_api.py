@@ -677,6 +677,20 @@ def _join_logprobs(parts: list[dict[str, Any]], chat: bool) -> dict[str, Any]:
     return {k: [v for part in parts for v in part[k]] for k in keys}
 
 
+_V1_METHODS = {  # our /v1 routes and the method each takes (a wrong method is a 405 naming it)
+    "/v1/chat/completions": "POST",
+    "/v1/completions": "POST",
+    "/v1/embeddings": "POST",
+    "/v1/models": "GET",
+}
+
+
+def _not_allowed(method: str, path: str, allowed: str) -> Response:
+    error = p.ApiError(405, f"Method {method} is not allowed on {path[:100]}: use {allowed}.")
+    allow = "GET, HEAD" if allowed == "GET" else allowed
+    return _json(error.body(), 405, {"Allow": allow})
+
+
 def _json(doc: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(doc), status_code=status, headers=dict(headers or {}), media_type="application/json"
@@ -761,6 +775,10 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
 
     async def other_v1(request: Request) -> Response:
         api().check_key(request)
+        path = request.url.path.rstrip("/")
+        allowed = _V1_METHODS.get(path) or ("GET" if path.startswith("/v1/models/") else None)
+        if allowed is not None:  # the route exists, not with this method: 405, as for /health
+            return _not_allowed(request.method, path, allowed)
         raise p.ApiError(
             404,
             f"Unknown API route: {request.method} {request.url.path[:100]}",
@@ -771,8 +789,7 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
 
     async def health(request: Request) -> Response:
         if request.method not in ("GET", "HEAD"):  # the route exists: 405, not the catch-all's 404
-            error = p.ApiError(405, f"Method {request.method} is not allowed on /health: use GET.")
-            return _json(error.body(), 405, {"Allow": "GET, HEAD"})
+            return _not_allowed(request.method, "/health", "GET")
         return _json({"ok": True})
 
     async def not_found(request: Request) -> Response:

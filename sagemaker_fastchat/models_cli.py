@@ -19,7 +19,7 @@ import httpx
 from contract.items import InputError, read_json
 from contract.snapshot import SnapshotError, validate_prefix
 from sagemaker_fastchat import config_tools, registry_ops, rollout_cli
-from sagemaker_fastchat.settings import ModelsSettings, add_flags
+from sagemaker_fastchat.settings import ModelsSettings, add_flags, number_in
 from stores.registry import DynamoRegistry
 from stores.ssm import SnapshotReader, SsmParameters
 
@@ -62,8 +62,8 @@ def register(sub: Any) -> None:
     back.set_defaults(handler=cmd_rollback)
 
     wait = msub.add_parser("wait", help="wait until model-set VERSION is published (and served locally)")
-    wait.add_argument("version", type=int)
-    wait.add_argument("--timeout", type=float, default=60.0)
+    wait.add_argument("version", type=number_in(int, 1))  # SSM versions start at 1
+    wait.add_argument("--timeout", type=number_in(float, 0, 86_400, "seconds"), default=60.0)  # 0: look once
     add_flags(wait, ModelsSettings, only=("worker_url",))
     wait.set_defaults(handler=cmd_wait)
     rollout_cli.add_models_parser(msub)  # issue 17: `models rollout NAME --endpoint NEW ...`

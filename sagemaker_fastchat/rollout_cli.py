@@ -43,7 +43,7 @@ from rollout.state import (
     parse_state,
 )
 from sagemaker_fastchat.config_tools import MAX_CONFIG_FILE_BYTES, read_text_file
-from sagemaker_fastchat.settings import ModelsSettings, add_flags
+from sagemaker_fastchat.settings import ModelsSettings, add_flags, number_in
 from stores.endpoints import Boto3EndpointChecker
 from stores.registry import ConcurrentChangeError, DynamoRegistry, RegistryStore
 from stores.rollout_metrics import DynamoOutcomeStore, OutcomesUnavailable
@@ -130,16 +130,8 @@ def register(sub: Any) -> None:
         add_flags(runs, ModelsSettings, only=("ssm_prefix",))
 
 
-def _interval(text: str) -> float:
-    """`rollout run --interval`: 1 to 3600 seconds (0 or a negative one would query the tables in a
-    busy loop; NaN never waits). A bad one is a usage error."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of seconds") from None
-    if not 1 <= value <= 3600:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be 1 to 3600 seconds")
-    return value
+# `rollout run --interval`: 0 or a negative one would query the tables in a busy loop; NaN never waits.
+_interval = number_in(float, 1, 3600, "seconds")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -41,6 +41,30 @@ NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # a rate where
 DEFAULT_VOTE_SPOOL = Path.home() / ".cache" / "sagemaker-fastchat" / "votes-spool.jsonl"
 
 
+def number_in(
+    kind: type[int] | type[float], low: float, high: float | None = None, unit: str = ""
+) -> Any:  # an argparse `type=`
+    """A positional or flag's number from `low` (to `high`); NaN, infinities and text are refused (exit 2)."""
+    what = "a whole number" if kind is int else "a number"
+    suffix = f" {unit}" if unit else ""
+
+    def shown(v: float) -> str:
+        return f"{int(v):,}" if kind is int else f"{v:g}"
+
+    bounds = f"at least {shown(low)}" if high is None else f"{shown(low)} to {shown(high)}"
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}{suffix}") from None
+        if not (low <= value and (high is None or value <= high)):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be {bounds}{suffix}")
+        return value
+
+    return parse
+
+
 def env(
     name: str,
     default: Any,

@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import Any
 
-from sagemaker_fastchat.settings import TracesSettings, add_flags, settings_from
+from sagemaker_fastchat.settings import TracesSettings, add_flags, number_in, settings_from
 from telemetry.collector import Collector, build_tree, recent_traces, render
 
 
@@ -28,15 +28,7 @@ def register(sub: Any) -> None:
     collector.set_defaults(handler=cmd_collector)
 
 
-def _at_least_one(text: str) -> int:
-    """`--last`: a whole number from 1 (0 or a negative one printed every trace: a usage error, exit 2)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be at least 1")
-    return value
+_at_least_one = number_in(int, 1, 1_000_000)  # `--last`: 0 or a negative one printed every trace
 
 
 def cmd_traces(args: argparse.Namespace) -> int:

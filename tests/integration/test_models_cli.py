@@ -159,8 +159,9 @@ def test_put_hostile_config_files_are_one_line(
 def test_wait_reads_at_least_once_whatever_the_timeout(
     reg: Registry, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`models wait V --timeout 0` (or NaN) still reads the live version: exit 0 when V is published, else
-    a timeout naming the version there is (it said `version is None` without looking)."""
+    """`models wait V --timeout 0` still reads the live version: exit 0 when V is published, else a
+    timeout naming the version there is (it said `version is None` without looking). A timeout or version
+    that is not a number in range (NaN, negative; version 0 or below) is a usage error."""
     reg.put_model("a")
     reg.set_active("a")
     reg.handler.sync()
@@ -168,6 +169,10 @@ def test_wait_reads_at_least_once_whatever_the_timeout(
     capsys.readouterr()
     assert models("wait", "1", "--timeout", "0", *no_worker) == 0
     assert capsys.readouterr().out.strip() == "version 1 published"
-    for timeout in ("0", "nan", "-1"):
-        assert models("wait", "2", "--timeout", timeout, *no_worker) == 1
-        assert capsys.readouterr().err.strip() == "timed out: model-set version is 1, waiting for 2"
+    assert models("wait", "2", "--timeout", "0", *no_worker) == 1
+    assert capsys.readouterr().err.strip() == "timed out: model-set version is 1, waiting for 2"
+    for bad in (["2", "--timeout", "nan"], ["2", "--timeout", "-1"], ["-1"], ["0"]):
+        with pytest.raises(SystemExit) as exited:  # argparse's usage error
+            models("wait", *bad, *no_worker)
+        assert exited.value.code == 2
+        assert "error: argument" in capsys.readouterr().err

@@ -192,6 +192,17 @@ def test_health_answers_other_methods_with_405_and_allow() -> None:
                 assert r.headers["allow"] == "GET, HEAD"
                 assert "not allowed" in r.json()["error"]["message"]
             assert (await http.post("http://api/elsewhere")).status_code == 404
+            # the /v1 routes too: a wrong method is a 405 naming the right one, not "unknown route"
+            for method, path, allow in (
+                ("DELETE", "/v1/chat/completions", "POST"),
+                ("GET", "/v1/completions", "POST"),
+                ("POST", "/v1/models", "GET, HEAD"),
+                ("DELETE", "/v1/models/m", "GET, HEAD"),
+            ):
+                r = await http.request(method, f"http://api{path}")
+                assert (r.status_code, r.headers["allow"]) == (405, allow), (method, path)
+                assert "not allowed" in r.json()["error"]["message"]
+            assert (await http.get("http://api/v1/nothing-here")).status_code == 404
 
     asyncio.run(run())
 
