@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, Router
 
+from contract.chunk import INVALID_REQUEST
 from runtime import openai_protocol as p
 
 log = structlog.get_logger("api")
@@ -123,7 +124,7 @@ class AiohttpClient:
         silence = _Silence(response.content, self.read_timeout)
         try:
             if response.status != 200:
-                raise _refusal(response.status, await response.content.read(MAX_REFUSAL_BYTES))
+                raise _refusal(response.status, await _read_some(response.content, MAX_REFUSAL_BYTES))
             async for data in response.content.iter_any():
                 silence.reading = False  # while the client takes it, the worker owes us nothing
                 yield data
@@ -143,16 +144,25 @@ class AiohttpClient:
 MAX_REFUSAL_BYTES = 64 * 1024  # of an error answer's body read to find its FastChat frame
 
 
+async def _read_some(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body up to `limit` bytes (one read returns only what has arrived)."""
+    body = bytearray()
+    while len(body) < limit and (part := await content.read(limit - len(body))):
+        body += part
+    return bytes(body)
+
+
 def _refusal(status: int, body: bytes) -> Exception:
-    """A worker's non-200 answer: its FastChat error frame when it sent one (a 4xx: the request is at
-    fault), else the worker as unreachable (retried elsewhere)."""
-    if 400 <= status < 500:
-        try:
-            frame = orjson.loads(body.split(b"\0", 1)[0])
-        except orjson.JSONDecodeError:
-            frame = None
-        if isinstance(frame, dict) and frame.get("error_code"):
-            return WorkerRefused(frame)
+    """A worker's non-200 answer: the request's own fault when the worker's frame says so (its parameter
+    check: kind invalid_request), else the worker as unreachable, so the API refreshes the live set and
+    retries once elsewhere (e.g. a 404 from a worker that no longer serves the model)."""
+    try:
+        frame = orjson.loads(body.split(b"\0", 1)[0])
+    except orjson.JSONDecodeError:
+        frame = None
+    error = frame.get("error") if isinstance(frame, dict) else None
+    if isinstance(frame, dict) and isinstance(error, dict) and error.get("kind") == INVALID_REQUEST:
+        return WorkerRefused(frame)
     return WorkerUnreachable(f"HTTP {status}")
 
 
@@ -777,7 +787,8 @@ def create_app(settings: Settings, http_factory: Callable[[], Http] | None = Non
         api().check_key(request)
         path = request.url.path.rstrip("/")
         allowed = _V1_METHODS.get(path) or ("GET" if path.startswith("/v1/models/") else None)
-        if allowed is not None:  # the route exists, not with this method: 405, as for /health
+        methods = {"GET", "HEAD"} if allowed == "GET" else {allowed}
+        if allowed is not None and request.method not in methods:  # the route, not this method: 405
             return _not_allowed(request.method, path, allowed)
         raise p.ApiError(
             404,

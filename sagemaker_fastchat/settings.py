@@ -11,6 +11,7 @@ tracing, the same in every process) are classes of the same kind, built at their
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -58,7 +59,7 @@ def number_in(
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {what}{suffix}") from None
-        if not (low <= value and (high is None or value <= high)):  # NaN fails too
+        if not (math.isfinite(value) and low <= value and (high is None or value <= high)):  # NaN too
             raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be {bounds}{suffix}")
         return value
 

@@ -28,6 +28,7 @@ import json
 import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import UTC, date, datetime
@@ -327,8 +328,12 @@ class SpoolDirectory:
         """Lock this process's own spool (held until `release` or the process ends); its path."""
         self.directory.mkdir(parents=True, exist_ok=True)
         if self._lock_fd is None:
-            fd = os.open(self._lock_path(self.id), os.O_RDWR | os.O_CREAT, 0o600)
+            # Created and locked under a name adopters do not look at, then renamed: an adopter can never
+            # see this lock file unlocked (and take it for a dead process's).
+            claiming = self.directory / f".claim-{self.id}.lock"
+            fd = os.open(claiming, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh random id: never held elsewhere
+            os.rename(claiming, self._lock_path(self.id))
             self._lock_fd = fd
         return self.spool
 
@@ -344,9 +349,11 @@ class SpoolDirectory:
                 continue  # adopted and removed by another process just now
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.fstat(fd).st_ino != os.stat(lock).st_ino:
+                    raise FileNotFoundError(lock)  # adopted and removed (maybe replaced) meanwhile
             except OSError:
                 os.close(fd)
-                continue  # its process is alive
+                continue  # its process is alive, or another adopter took it
             try:
                 spool = self.directory / f"{self.PREFIX}{spool_id}.jsonl"
                 yield spool
@@ -383,6 +390,8 @@ class VoteRecorder:
         self.store = store
         self.shared = shared
         self.adopt_every = adopt_every
+        self._next_adoption = time.monotonic() + adopt_every
+        self._closing = False
         spool = shared.claim() if shared is not None else spool
         self.spool = spool
         self.rejected = spool.with_name(spool.name + ".rejected")
@@ -441,8 +450,9 @@ class VoteRecorder:
         """Take over the votes of shared-directory spools whose processes are gone (into this process's
         own spool, durably, before theirs is removed); how many. Never raises: a spool that cannot be
         read now is left for a later look."""
-        if self.shared is None:
+        if self.shared is None or self._closing:
             return 0
+        self._next_adoption = time.monotonic() + self.adopt_every
         adopted = 0
         try:
             for orphan in self.shared.orphans():
@@ -460,20 +470,44 @@ class VoteRecorder:
         """Stop the writer (after a last try within `timeout`); unstored votes stay in the spool (in a
         shared directory, for a live process to adopt)."""
         self.flush(timeout)
+        self._closing = True
         self._stop.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout)
-        if self.shared is not None:
+        if self.shared is not None and (self._thread is None or not self._thread.is_alive()):
+            # (a writer still busy keeps the files; the lock goes with the process)
             with self._lock:
                 self.shared.release(spool_empty=self._pending == 0)
+
+    def _until_adoption(self) -> float | None:
+        """Seconds until the next look for orphaned spools (None: no shared directory)."""
+        if self.shared is None:
+            return None
+        return max(0.0, self._next_adoption - time.monotonic())
+
+    def _adopt_when_due(self) -> None:
+        due = self._until_adoption()
+        if due is not None and due <= 0:
+            self.adopt()
+
+    def _wait(self, seconds: float) -> bool:
+        """Sleep between retries (True: stopped), still looking for orphans when that falls due: during an
+        outage the writer sits here, and the votes of a task that went meanwhile must not wait for it."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            due = self._until_adoption()
+            if self._stop.wait(left if due is None else min(left, max(due, 0.01))):
+                return True
+            self._adopt_when_due()
+        return False
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                vote = self._queue.get(timeout=self.adopt_every if self.shared is not None else None)
+                vote = self._queue.get(timeout=self._until_adoption())
             except queue.Empty:
-                self.adopt()
+                self._adopt_when_due()
                 continue
             if vote is None:
                 return
@@ -485,7 +519,7 @@ class VoteRecorder:
                     break
                 except StoreUnavailable as exc:
                     log.warning("votes_store_unavailable", error=str(exc), retry_in=delay)
-                    if self._stop.wait(delay):
+                    if self._wait(delay):
                         return
                     delay = min(delay * 2, self.retry_max)
                 except Exception as exc:  # a vote the store refuses for good must not block the rest
@@ -499,3 +533,4 @@ class VoteRecorder:
                     with self.spool.open("w") as f:  # every spooled vote is stored: start afresh
                         os.fsync(f.fileno())
                     self._idle.notify_all()
+            self._adopt_when_due()  # a steady stream of votes must not keep orphans waiting

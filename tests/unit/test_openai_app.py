@@ -203,6 +203,8 @@ def test_health_answers_other_methods_with_405_and_allow() -> None:
                 assert (r.status_code, r.headers["allow"]) == (405, allow), (method, path)
                 assert "not allowed" in r.json()["error"]["message"]
             assert (await http.get("http://api/v1/nothing-here")).status_code == 404
+            # a route's own method with a trailing slash is no route: 404, not "use POST" to a POST
+            assert (await http.post("http://api/v1/chat/completions/")).status_code == 404
 
     asyncio.run(run())
 
@@ -269,3 +271,18 @@ def test_unmapped_parameters_refused_only_where_the_worker_publishes_mappings(ou
         assert len(fake.asked) == 1
 
     asyncio.run(run())
+
+
+def test_a_workers_refusal_is_the_requests_fault_only_when_its_frame_says_so() -> None:
+    """A worker's 4xx with an invalid-request frame (its own parameter check) is the request's fault: the
+    client gets it. Any other non-200, e.g. the 404 of a worker that no longer serves the model, leaves the
+    worker as unreachable, so the API refreshes its live set and retries once elsewhere."""
+    from contract.chunk import error_chunk
+    from runtime.openai_api import WorkerRefused, WorkerUnreachable, _refusal
+
+    refused = error_chunk("m", "seed: out of range", 50003, "invalid_request", param="seed")
+    gone = error_chunk("m", "not in the live model set", 50002, "not_found")
+    assert isinstance(_refusal(400, orjson.dumps(refused) + b"\0"), WorkerRefused)
+    assert isinstance(_refusal(404, orjson.dumps(gone) + b"\0"), WorkerUnreachable)
+    assert isinstance(_refusal(400, b"not json"), WorkerUnreachable)
+    assert isinstance(_refusal(502, orjson.dumps(refused)), WorkerRefused)  # the frame decides

@@ -4,6 +4,7 @@ adopted by a live one and stored once; a live process's spool is never touched."
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
 
 from stores.testing import InMemoryVotesStore
 from stores.votes import SpoolDirectory, VoteRecorder
@@ -95,6 +98,60 @@ def test_the_votes_of_a_killed_process_are_adopted_by_a_live_one(tmp_path: Path)
             doomed.stdout.close()
         live.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_claim_is_never_seen_unlocked_by_an_adopter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process's lock file appears under its adoptable name only once it is locked: an adopter looking
+    in between (two EFS round trips) found it unlocked, took it for a dead process's and removed it."""
+    import stores.votes
+
+    adopter = SpoolDirectory(tmp_path)
+    seen: list[Path] = []
+    real_flock = fcntl.flock
+
+    def flock_with_an_adopter_looking(fd: int, op: int) -> None:
+        seen.extend(adopter.orphans())  # another process's sweep, between create and lock
+        real_flock(fd, op)
+
+    monkeypatch.setattr(stores.votes.fcntl, "flock", flock_with_an_adopter_looking)
+    claimer = SpoolDirectory(tmp_path)
+    spool = claimer.claim()
+    monkeypatch.undo()
+    assert seen == []
+    assert (tmp_path / f"votes-{claimer.id}.lock").exists()
+    assert list(adopter.orphans()) == []  # locked: alive
+    assert spool.name == f"votes-{claimer.id}.jsonl"
+    claimer.release(spool_empty=True)
+
+
+def test_orphans_are_adopted_while_the_table_is_down(tmp_path: Path) -> None:
+    """During a votes-table outage the writer sits in its retry wait: a spool left meanwhile by a process
+    that went is still adopted on schedule (it used to wait until the writer was idle for a whole
+    interval, which an outage or a steady stream of votes never allows)."""
+    down = InMemoryVotesStore()
+    down.available = False
+    live = VoteRecorder(
+        down,
+        tmp_path / "x",
+        retry_initial=1.0,
+        retry_max=1.0,
+        shared=SpoolDirectory(tmp_path),
+        adopt_every=0.05,
+    ).start()
+    live.record(vote(0))  # the writer now retries this one
+    (tmp_path / "votes-gone.lock").touch()
+    (tmp_path / "votes-gone.jsonl").write_text(json.dumps(vote(7).as_json()) + "\n")
+    deadline = time.monotonic() + 10
+    while (tmp_path / "votes-gone.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (tmp_path / "votes-gone.jsonl").exists()
+    assert [json.loads(line)["vote_id"] for line in live.spool.read_text().splitlines()] == ["v0", "v7"]
+    down.available = True
+    assert live.flush(10)
+    live.close()
+    assert sorted(down.items) == ["v0", "v7"]
 
 
 def test_a_spool_that_cannot_be_adopted_now_is_kept(tmp_path: Path) -> None:
