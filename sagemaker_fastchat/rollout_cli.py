@@ -21,14 +21,13 @@ from typing import Any
 
 import boto3
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
 from contract.dynamo import untype_item
 from contract.endpoints import EndpointChecker
 from contract.errors import Problem, SpecError
 from contract.items import InputError, read_json
 from contract.json_shape import short_repr
-from contract.snapshot import SnapshotError, validate_prefix
+from contract.snapshot import validate_prefix
 from contract.spec import model_name_problem
 from rollout import decide as decisions
 from rollout.start import Plan, parse_duration, parse_steps, start_changes, steps_sequence
@@ -391,7 +390,7 @@ def _published(args: argparse.Namespace, state: RolloutState) -> decisions.Publi
     read, with a warning (the rest of the status comes from the registry and the counts)."""
     try:
         return published_candidate(_snapshot(args), args.name, state.candidate)
-    except (BotoCoreError, ClientError, SnapshotError) as exc:
+    except rollout_step.UNREADABLE as exc:
         print(f"warning: the published model set cannot be read: {exc}", file=sys.stderr)
         return None
 

@@ -79,11 +79,14 @@ def update_item(registry: RegistryStore, name: str, expected_rollout: Any, chang
 
 
 # --- The published model set (stores/ssm.py's reader) ---------------------------------------------------
+UNREADABLE = (BotoCoreError, ClientError, SnapshotError)  # what published_candidate raises
+
+
 def published_candidate(reader: SnapshotReader, model: str, candidate: str) -> Published:
     """The candidate's weight in `model`'s published spec (None when the model or the candidate is not
     in the set), and why the model's current item is not published (the manifest's rejection of it, or
-    its `not_published`; "" when it says nothing: the sync has not got to it yet). Raises BotoCoreError,
-    ClientError or SnapshotError when the set cannot be read."""
+    its `not_published`; "" when it says nothing: the sync has not got to it yet). Raises one of
+    UNREADABLE when the set cannot be read."""
     found = reader.load_manifest()
     if found is None:
         return Published(None)
@@ -101,7 +104,7 @@ def read_published(reader: SnapshotReader, model: str, candidate: str) -> Publis
     """published_candidate, with a set that cannot be read as the reason (never a verdict: the step holds)."""
     try:
         return published_candidate(reader, model, candidate)
-    except (BotoCoreError, ClientError, SnapshotError) as exc:
+    except UNREADABLE as exc:
         log.warning("rollout_published_set_unreadable", model=model, error=str(exc))
         return Published(None, f"the published model set cannot be read: {exc}")
 
